@@ -1,0 +1,79 @@
+"""The ``privsnn`` command line: only assembles subcommands; each lives in ``privatesnn/commands``.
+
+Exit codes: 0 ok, 2 bad input (one line on stderr, no traceback), 1 internal error or a stage
+that is not implemented. ``--debug`` (or PRIVSNN_DEBUG=1) shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from typing import Sequence
+
+from . import __version__
+from .errors import PrivsnnError
+
+# The pipeline, in the order a user walks it. Each name maps to privatesnn.commands.<module>.
+COMMANDS = [
+    ("demo", "demo", "run the whole private pipeline on the embedded digits default"),
+    ("evaluate", "evaluate", "accuracy of an ANN or SNN on real labelled test data"),
+    ("synthesize", "synthesize", "synthesize images from a pretrained ANN (no real data)"),
+    ("convert", "convert", "convert an ANN to a spiking network using synthetic images"),
+    ("train", "train", "encrypt an SNN's weights: temporal spike-based training + KD on synthetic data"),
+    ("attack", "attack", "privacy audit: class-leakage attacks on ANN / converted / encrypted SNN"),
+    ("energy", "energy", "synaptic-operation counts and energy estimates"),
+    ("export", "export", "export an SNN to NIR, Lava (netx HDF5) or ONNX"),
+    ("simulate", "simulate", "run an exported SNN in Lava on the CPU"),
+    ("verify", "verify", "check an artifact's hashes and provenance chain"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privsnn",
+        description="Private, low-power SNNs from pretrained ANNs without real data (PrivateSNN), "
+                    "deployed through NIR to Lava. Pipeline: synthesize -> convert -> train -> "
+                    "evaluate/attack/energy -> export -> simulate.")
+    parser.add_argument("--version", action="version", version=f"privsnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module, help_text in COMMANDS:
+        mod = importlib.import_module(f"privatesnn.commands.{module}")
+        p = sub.add_parser(name, help=help_text, description=getattr(mod, "DESCRIPTION", help_text),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    debug = args.debug or os.environ.get("PRIVSNN_DEBUG") == "1"
+    try:
+        rc = args._run(args)
+        return int(rc or 0)
+    except PrivsnnError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # internal error: short message unless --debug
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

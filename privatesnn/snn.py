@@ -1,0 +1,165 @@
+"""Torch modules that run a layer graph: as the ANN it came from (ReLU) or as a spiking network.
+
+Both read the same :class:`~privatesnn.graph.Graph`. Tensors inside the SNN are time-major,
+``(T, N, ...)``; a direct-coded input is kept as ``(1, N, ...)`` until the first neurons, so the
+first layer's constant current is computed once (it is still counted as T MAC passes by the
+op counter).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from norse.torch.functional.encode import signed_poisson_encode_step
+
+from .graph import Add, AvgPool, Conv, Flatten, Graph, Input, Linear, MaxPool, Neuron
+from .layers import build_synapses, module_key, write_back
+from .neurons import SpikingMaxPool, SpikingNeuron
+
+
+def _normalize(graph: Graph, x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(graph.meta["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(graph.meta["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+class GraphANN(nn.Module):
+    """The graph as a ReLU network on pixels in [0, 1] (neurons -> ReLU, thresholds ignored).
+
+    With ``record=True`` the forward also returns each neuron node's activation.
+    """
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.graph = graph
+        self.synapses = build_synapses(graph)
+        self.maxpools = nn.ModuleDict({module_key(n.name): nn.MaxPool2d(n.kernel, n.stride, n.padding)
+                                       for n in graph if isinstance(n, MaxPool)})
+
+    def forward(self, x: torch.Tensor, record: bool = False):
+        vals: dict[str, torch.Tensor] = {}
+        acts: dict[str, torch.Tensor] = {}
+        inp = self.graph.input
+        for node in self.graph:
+            if isinstance(node, Input):
+                y = _normalize(self.graph, x)
+                if inp.encoding == "rate":  # rate graphs carry input_scale in the first layer's weights
+                    y = y / inp.input_scale
+            elif isinstance(node, Add):
+                y = sum(vals[s] for s in node.inputs)
+            elif isinstance(node, Neuron):
+                y = torch.relu(vals[node.inputs[0]])
+                if record:
+                    acts[node.name] = y
+            elif isinstance(node, MaxPool):
+                y = self.maxpools[module_key(node.name)](vals[node.inputs[0]])
+            else:
+                y = self.synapses[module_key(node.name)](vals[node.inputs[0]])
+            vals[node.name] = y
+        out = vals[self.graph.output]
+        return (out, acts) if record else out
+
+
+class SpikingNetwork(nn.Module):
+    """The graph as a spiking network (IF/LIF neurons with per-layer thresholds).
+
+    ``forward(x, timesteps)`` takes pixels in [0, 1] of shape (N, C, H, W) and returns logits (N, K):
+    the output layer's currents averaged over the ``timesteps`` steps. Synaptic layers are plain
+    ``nn.Conv2d``/``nn.Linear`` modules called on time-merged batches ``(T*N, ...)`` (or ``(N, ...)``
+    for a constant direct-coded input), so forward hooks on them see every synaptic event.
+
+    Example: ``SpikingNetwork(graph)(torch.rand(5, 1, 8, 8), timesteps=10).shape == (5, 10)``.
+    """
+
+    def __init__(self, graph: Graph, timesteps: int = 16, surrogate: str = "triangle", alpha: float = 0.3):
+        super().__init__()
+        self.graph = graph
+        self.timesteps = int(timesteps)
+        self.synapses = build_synapses(graph)
+        self.neurons = nn.ModuleDict({
+            module_key(n.name): SpikingNeuron(n.threshold, n.leak, n.reset, n.v_init, surrogate, alpha)
+            for n in graph if isinstance(n, Neuron)})
+        self.maxpools = nn.ModuleDict({module_key(n.name): SpikingMaxPool(n.kernel, n.stride, n.padding)
+                                       for n in graph if isinstance(n, MaxPool)})
+        self.spike_observer: Callable[[str, torch.Tensor], None] | None = None
+
+    def encode(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+        """Input currents: direct (1, N, ...) analog, or rate-coded signed spikes (T, N, ...)."""
+        inp = self.graph.input
+        xn = _normalize(self.graph, x)
+        if inp.encoding == "direct":
+            return xn.unsqueeze(0)
+        p = (xn / inp.input_scale).clamp(-1.0, 1.0)
+        # Norse's signed Poisson step with f_max*dt = 1 gives sign(x) * [u < |x|] (the paper's coding).
+        return torch.stack([signed_poisson_encode_step(p, f_max=1000.0, dt=1e-3) for _ in range(timesteps)])
+
+    def forward(self, x: torch.Tensor, timesteps: int | None = None, return_spikes: bool = False):
+        T = int(timesteps or self.timesteps)
+        out, spikes = self.run(x, T, return_spikes)
+        logits = out.mean(0) if out.shape[0] == T else out[0]
+        return (logits, spikes) if return_spikes else logits
+
+    @torch.no_grad()
+    def logits_over_time(self, x: torch.Tensor, timesteps: list[int]) -> dict[int, torch.Tensor]:
+        """Logits at several T from one simulation of max(T) steps (the network is causal, so the
+        first T steps of a longer run are exactly a T-step run)."""
+        T = max(timesteps)
+        out, _ = self.run(x, T)
+        if out.shape[0] == 1:
+            out = out.expand(T, *out.shape[1:])
+        csum = out.cumsum(0)
+        return {t: csum[t - 1] / t for t in timesteps}
+
+    def run(self, x: torch.Tensor, T: int, return_spikes: bool = False):
+        """Simulate ``T`` steps; returns the output layer's currents (T or 1, N, K) and, if asked,
+        every neuron layer's spikes."""
+        if T <= 0:
+            raise ValueError(f"timesteps must be > 0, got {T}")
+        remaining = {n.name: len(self.graph.consumers(n.name)) for n in self.graph}
+        vals: dict[str, torch.Tensor] = {}
+        spikes: dict[str, torch.Tensor] = {}
+        for node in self.graph:
+            if isinstance(node, Input):
+                y = self.encode(x, T)
+            elif isinstance(node, Add):
+                ins = [vals[s] for s in node.inputs]
+                y = ins[0]
+                for other in ins[1:]:
+                    y = y + other  # (1, ...) broadcasts against (T, ...)
+            elif isinstance(node, Neuron):
+                y = self.neurons[module_key(node.name)](vals[node.inputs[0]], T)
+                if return_spikes:
+                    spikes[node.name] = y
+                if self.spike_observer is not None:
+                    self.spike_observer(node.name, y)
+            elif isinstance(node, MaxPool):
+                src = vals[node.inputs[0]]
+                y = self.maxpools[module_key(node.name)](src.expand(T, *src.shape[1:]))
+            else:
+                src = vals[node.inputs[0]]
+                t, n = src.shape[:2]
+                out = self.synapses[module_key(node.name)](src.reshape(t * n, *src.shape[2:]))
+                y = out.reshape(t, n, *out.shape[1:])
+            vals[node.name] = y
+            for s in node.inputs:  # free activations nobody needs any more
+                remaining[s] -= 1
+                if remaining[s] == 0 and s != self.graph.output:
+                    del vals[s]
+        return vals[self.graph.output], spikes
+
+    def set_neurons(self, **kwargs) -> None:
+        """Change neuron settings (``reset``, ``leak``, ``v_init``) on every layer and in the graph."""
+        for node in self.graph.neurons():
+            cell = self.neurons[module_key(node.name)]
+            for k, v in kwargs.items():
+                setattr(node, k, v)
+                setattr(cell, k, v)
+
+    def sync_graph(self) -> Graph:
+        """Write the current weights and thresholds back into ``self.graph`` and return it."""
+        write_back(self.graph, self.synapses)
+        for node in self.graph.neurons():
+            node.threshold = float(self.neurons[module_key(node.name)].threshold)
+        return self.graph

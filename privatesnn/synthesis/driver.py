@@ -1,0 +1,254 @@
+"""Batched, seeded, resumable synthesis of class-balanced images from a frozen classifier.
+
+Each batch's images depend only on ``(seed, batch index)`` (and the settings), so an interrupted
+run resumed from ``<out>.partial.npz`` gives exactly the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import ArtifactError, PrivsnnError
+from ..models.loading import LoadedModel
+from .bn_inversion import BNInversionLoss, batchnorm_layers
+from .dirichlet import DirichletLoss, class_similarity, dirichlet_targets
+from .store import load_partial, save_partial, save_preview, save_synthetic
+
+METHODS = ("dirichlet", "bn-inversion")
+MAX_NUM = 10_000_000
+# Defaults, tuned on a 2-core CPU (see docs): pixel-space Adam with cosine decay.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "dirichlet": dict(iterations=200, lr=0.05),
+    "bn-inversion": dict(iterations=300, lr=0.1),
+}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Every setting that determines the images (hashed to match a partial for resuming)."""
+
+    method: str
+    num: int
+    batch_size: int = 256
+    iterations: int = 300
+    lr: float = 0.1
+    seed: int = 0
+    flip: bool = False
+    jitter: int = 0  # max random roll in pixels per step (bn-inversion)
+    beta: float = 1.0  # dirichlet concentration scale
+    temperature: float = 20.0  # dirichlet softmax temperature
+    r_feature: float = 0.05  # bn-inversion: weight of the BN-statistics term
+    tv: float = 1.0  # bn-inversion: total-variation (L2) weight
+    l2: float = 0.0  # bn-inversion: L2 image prior weight
+
+    @property
+    def num_batches(self) -> int:
+        return math.ceil(self.num / self.batch_size)
+
+
+def default_method(loaded: LoadedModel) -> str:
+    return "bn-inversion" if batchnorm_layers(loaded.net) else "dirichlet"
+
+
+def make_config(loaded: LoadedModel, num: int, method: str | None = None, batch_size: int = 256,
+                iterations: int | None = None, lr: float | None = None, seed: int = 0,
+                flip: bool | None = None, **extra: Any) -> SynthConfig:
+    """Validate and fill in per-method and per-model defaults."""
+    method = method or default_method(loaded)
+    if method not in METHODS:
+        raise PrivsnnError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "bn-inversion" and not batchnorm_layers(loaded.net):
+        raise PrivsnnError(f"--method bn-inversion needs BatchNorm2d layers to match, but model {loaded.spec!r} "
+                           f"has none; use --method dirichlet")
+    for name, v in (("--num", num), ("--batch-size", batch_size), ("--iterations", iterations)):
+        if v is not None and (not isinstance(v, int) or v <= 0):
+            raise PrivsnnError(f"{name} must be a positive integer, got {v}")
+    if num > MAX_NUM:
+        raise PrivsnnError(f"--num {num} is absurdly large (max {MAX_NUM:,})")
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
+        raise PrivsnnError(f"--lr must be > 0, got {lr}")
+    if seed < 0:
+        raise PrivsnnError(f"--seed must be >= 0, got {seed}")
+    d = DEFAULTS[method]
+    digits_like = loaded.input_shape[0] == 1 or loaded.arch.startswith("digits")
+    if flip is None:  # mirrored digits/characters are other classes
+        flip = method == "bn-inversion" and not digits_like
+    jitter = (2 if min(loaded.input_shape[1:]) >= 32 else 1) if method == "bn-inversion" else 0
+    cfg = SynthConfig(method=method, num=num, batch_size=min(batch_size, num),
+                      iterations=iterations or d["iterations"], lr=lr or d["lr"], seed=seed,
+                      flip=bool(flip), jitter=jitter)
+    return dataclasses.replace(cfg, **extra)
+
+
+def settings_hash(loaded: LoadedModel, cfg: SynthConfig) -> str:
+    blob = json.dumps({"cfg": dataclasses.asdict(cfg), "model": loaded.describe()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def balanced_labels(num: int, num_classes: int, seed: int) -> torch.Tensor:
+    """``i % K`` for i < num, shuffled by a permutation that depends only on (seed, num)."""
+    perm = np.random.default_rng([seed, num, 0x1AB]).permutation(num)
+    return torch.from_numpy((np.arange(num) % num_classes)[perm].astype(np.int64))
+
+
+def _batch_seed(seed: int, b: int) -> int:
+    return int(np.random.SeedSequence([seed, b]).generate_state(1, np.uint64)[0]) >> 1
+
+
+def synthesize_batch(loaded: LoadedModel, cfg: SynthConfig, labels: torch.Tensor, b: int,
+                     device: torch.device, bar=None) -> torch.Tensor:
+    """Optimise one batch of images (pixels in [0, 1]) towards ``labels``; returns them on the CPU."""
+    module = loaded.module().to(device)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    bseed = _batch_seed(cfg.seed, b)
+    gen = torch.Generator().manual_seed(bseed)  # CPU draws: same images on any device
+    n = labels.shape[0]
+    y = labels.to(device)
+    if cfg.method == "dirichlet":
+        targets = dirichlet_targets(class_similarity(loaded.net), labels, cfg.beta, np.random.default_rng(bseed))
+        loss_fn = DirichletLoss(module, targets.to(device), cfg.temperature)
+        hooks = None
+    else:
+        loss_fn = hooks = BNInversionLoss(module, loaded.net, y, cfg.r_feature, cfg.tv, cfg.l2)
+    x = torch.rand((n, *loaded.input_shape), generator=gen).to(device).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.iterations)
+    try:
+        if hooks is not None:
+            hooks.__enter__()
+        for it in range(cfg.iterations):
+            xin = x
+            if cfg.jitter:
+                dx, dy = torch.randint(-cfg.jitter, cfg.jitter + 1, (2,), generator=gen).tolist()
+                xin = torch.roll(xin, shifts=(dy, dx), dims=(2, 3))
+            if cfg.flip and torch.rand((), generator=gen).item() < 0.5:
+                xin = torch.flip(xin, dims=(3,))
+            loss, _ = loss_fn(xin)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+            if bar is not None:
+                bar.update(1)
+                if it % 10 == 0 or it == cfg.iterations - 1:
+                    bar.set_postfix_str(f"batch {b + 1}/{cfg.num_batches} loss {loss.item():.4f}", refresh=False)
+    finally:
+        if hooks is not None:
+            hooks.__exit__(None, None, None)
+    return x.detach().cpu()
+
+
+@torch.no_grad()
+def target_agreement(module: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                     batch_size: int = 512) -> tuple[float, float]:
+    """(fraction with argmax == target, mean softmax probability of the target)."""
+    module = module.to(device).eval()
+    hits, conf = 0, 0.0
+    for i in range(0, len(labels), batch_size):
+        p = torch.softmax(module(images[i:i + batch_size].to(device)), dim=1).cpu()
+        t = labels[i:i + batch_size]
+        hits += int((p.argmax(1) == t).sum())
+        conf += float(p.gather(1, t[:, None]).sum())
+    return hits / len(labels), conf / len(labels)
+
+
+def partial_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial.npz")
+
+
+def generate(loaded: LoadedModel, cfg: SynthConfig, device: torch.device | str = "cpu",
+             partial: str | Path | None = None, overwrite: bool = False, max_batches: int | None = None,
+             progress: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Run all batches, checkpointing each finished one to ``partial`` and resuming from it.
+
+    Returns ``(images, labels)``, or None if ``max_batches`` stopped it before the end.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    labels = balanced_labels(cfg.num, loaded.num_classes, cfg.seed)
+    h = settings_hash(loaded, cfg)
+    done_imgs: list[np.ndarray] = []
+    start = 0
+    partial = Path(partial) if partial is not None else None
+    if partial is not None and partial.exists():
+        if overwrite:
+            partial.unlink()
+        else:
+            imgs, labs, meta = load_partial(partial)
+            if meta.get("settings_hash") != h:
+                raise ArtifactError(f"{partial} is a partial run with different settings (or another model); "
+                                    f"rerun with the same settings to resume, or pass --overwrite to start again")
+            start = int(meta["batches_done"])
+            n_done = min(start * cfg.batch_size, cfg.num)
+            if imgs.shape[0] != n_done or not np.array_equal(labs, labels[:n_done].numpy()):
+                raise ArtifactError(f"{partial} is inconsistent ({imgs.shape[0]} images for {start} batches); "
+                                    f"pass --overwrite to start again")
+            done_imgs = [imgs]
+    total = cfg.num_batches
+    stop = total if max_batches is None else min(total, start + max_batches)
+    bar = tqdm(total=(stop - start) * cfg.iterations, desc=f"synthesize ({cfg.method})", unit="step",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for b in range(start, stop):
+            sl = slice(b * cfg.batch_size, min((b + 1) * cfg.batch_size, cfg.num))
+            done_imgs.append(synthesize_batch(loaded, cfg, labels[sl], b, device, bar).numpy())
+            if partial is not None and b + 1 < total:
+                allx = np.concatenate(done_imgs)
+                done_imgs = [allx]
+                save_partial(partial, allx, labels[:sl.stop].numpy(), h, b + 1)
+    finally:
+        bar.close()
+    if stop < total:
+        return None
+    return torch.from_numpy(np.concatenate(done_imgs)), labels
+
+
+def synthesize(loaded: LoadedModel, cfg: SynthConfig, out: str | Path, device: torch.device | str = "cpu",
+               overwrite: bool = False, max_batches: int | None = None, progress: bool = True,
+               command: str = "synthesize") -> dict[str, Any] | None:
+    """Generate ``cfg.num`` images into ``out`` (npz), ``out``'s ``.png`` preview and manifest.
+
+    Returns a summary dict, or None if stopped early by ``max_batches`` (the partial is kept).
+    """
+    from ..manifest import Manifest
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise PrivsnnError(f"{out} already exists; pass --overwrite to replace it")
+    t0 = time.time()
+    part = partial_path(out)
+    res = generate(loaded, cfg, device, part, overwrite, max_batches, progress)
+    if res is None:
+        return None
+    images, labels = res
+    agree, conf = target_agreement(loaded.module(), images, labels, torch.device(device))
+    seconds = time.time() - t0
+    settings = dataclasses.asdict(cfg)
+    results = {"target_agreement": agree, "mean_target_confidence": conf, "seconds": round(seconds, 2)}
+    meta = {"method": cfg.method, "model": loaded.describe(), "num_classes": loaded.num_classes,
+            "input_shape": list(loaded.input_shape), "settings": settings, "results": results}
+    save_synthetic(out, images, labels, meta)
+    preview = save_preview(out.with_suffix(".png"), images, labels, loaded.num_classes)
+    Manifest(kind="synthetic", command=command, settings={**settings, **results},
+             inputs={"model": loaded.sha256}, real_data_read=False, private=True, seed=cfg.seed,
+             parents=[{"role": "model", **loaded.describe()}]).write_for(out)
+    if part.exists():
+        part.unlink()
+    return {"out": str(out), "preview": str(preview), "n": len(labels), **results}
+
