@@ -56,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("PRIVSNN_DEBUG") == "1"
+    if os.environ.get("PRIVSNN_THREADS"):
+        import torch
+
+        # On a shared machine one thread per process is much faster (no OpenMP spin contention).
+        torch.set_num_threads(max(1, int(os.environ["PRIVSNN_THREADS"])))
     try:
         rc = args._run(args)
         return int(rc or 0)

@@ -1,0 +1,94 @@
+"""Real-data accuracy of SNN artifacts over several T, and the accuracy-vs-T plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .artifact import SNNArtifact, load_snn
+from .data import ImageSet
+from .errors import PrivsnnError
+from .evaluation import check_classes
+from .snn import SpikingNetwork
+
+
+def parse_timesteps(text: str | None, default: int) -> list[int]:
+    if text is None:
+        return [default]
+    try:
+        ts = sorted({int(t) for t in str(text).split(",") if t.strip()})
+    except ValueError:
+        raise PrivsnnError(f"--timesteps: expected comma-separated integers, got {text!r}") from None
+    if not ts or ts[0] <= 0 or ts[-1] > 100_000:
+        raise PrivsnnError(f"--timesteps must be integers in 1..100000, got {text!r}")
+    return ts
+
+
+@torch.no_grad()
+def snn_accuracy_over_time(artifact: SNNArtifact, data: ImageSet, timesteps: list[int], batch_size: int = 100,
+                           device: torch.device | str = "cpu", seed: int = 0, desc: str = "SNN"
+                           ) -> tuple[dict[int, float], dict[int, torch.Tensor]]:
+    """Accuracy (and predictions) at each T, from one simulation of max(T) steps per batch."""
+    check_classes(data, int(artifact.graph.meta.get("num_classes", 0)) or data.num_classes, "the SNN")
+    torch.manual_seed(seed)  # rate coding draws random spikes
+    net = SpikingNetwork(artifact.graph).to(device).eval()
+    preds: dict[int, list[torch.Tensor]] = {t: [] for t in timesteps}
+    n_batches = (len(data) + batch_size - 1) // batch_size
+    for xb, _ in tqdm(data.batches(batch_size), total=n_batches, desc=f"{desc} T<={max(timesteps)}", leave=False):
+        for t, logits in net.logits_over_time(xb.to(device), timesteps).items():
+            preds[t].append(logits.argmax(1).cpu())
+    out_preds = {t: torch.cat(p) for t, p in preds.items()}
+    accs = {t: float((p == data.y).float().mean()) for t, p in out_preds.items()}
+    return accs, out_preds
+
+
+def plot_accuracy_vs_t(curves: dict[str, dict[int, float]], path: str | Path, ann_accuracy: float | None = None,
+                       title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io_utils import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, curve in curves.items():
+        ts = sorted(curve)
+        ax.plot(ts, [100 * curve[t] for t in ts], marker="o", label=label)
+    if ann_accuracy is not None:
+        ax.axhline(100 * ann_accuracy, color="k", ls="--", lw=1, label="ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("timesteps T")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def evaluate_snn_command(args: argparse.Namespace, data: ImageSet, device, result: dict) -> None:
+    """The --snn part of `privsnn evaluate`: fills ``result`` and writes the plot."""
+    artifact = load_snn(args.snn)
+    if args.model:
+        from .artifact import check_same_model
+        from .commands.common import load_model_from_args
+
+        check_same_model(artifact, load_model_from_args(args))
+    ts = parse_timesteps(args.timesteps, artifact.timesteps)
+    accs, _ = snn_accuracy_over_time(artifact, data, ts, min(args.batch_size, 100), device, args.seed)
+    for t in ts:
+        print(f"SNN {args.snn}: T={t:<5d} accuracy {accs[t]:.4f}")
+    result.update(snn=args.snn, results=[{"timesteps": t, "accuracy": accs[t]} for t in ts],
+                  private=artifact.private)
+    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if plot and len(ts) > 1:
+        plot_accuracy_vs_t({Path(args.snn).name: accs}, plot, result.get("ann_accuracy"), title=args.data)
+        result["plot"] = plot
+        print(f"wrote {plot}")
