@@ -56,7 +56,10 @@ class Manifest:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ArtifactError(f"{source}: not a privsnn manifest (expected format {FORMAT!r})")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError as e:
+            raise ArtifactError(f"{source}: incomplete manifest ({e})") from None
 
     def write_for(self, artifact: str | Path) -> Path:
         """Hash ``artifact`` and write this manifest next to it (atomically)."""
@@ -73,7 +76,7 @@ def read_manifest(artifact: str | Path) -> Manifest | None:
         return None
     try:
         return Manifest.from_dict(json.loads(p.read_text()), str(p))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{p}: manifest is not valid JSON ({e})") from None
 
 

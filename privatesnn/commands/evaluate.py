@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device_arg, add_model_args, add_output_args, emit, load_model_from_args, resolve_device
+from .common import (add_device_arg, add_model_args, add_output_args, emit, load_model_from_args, positive_int,
+                     resolve_device)
 
 DESCRIPTION = """Accuracy of an ANN (--model) and/or an SNN artifact (--snn) on real test data.
 
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="digits | cifar10:DIR | cifar100:DIR | tinyimagenet:DIR | npy:X.npy:Y.npy")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--timesteps", default=None, help="SNN timesteps, comma separated (default: the artifact's)")
     p.add_argument("--plot", default=None, metavar="PNG", help="accuracy-vs-T plot (default next to --json)")
     add_output_args(p)

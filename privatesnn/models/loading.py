@@ -169,7 +169,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                 f"refused {path}: it needs arbitrary Python objects unpickled, which could run code; "
                 f"privsnn only loads plain tensors (weights_only=True). Re-save it as a state dict.") from None
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({msg})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError,
+            IndexError, TypeError, UnicodeDecodeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt: {msg})") from None
     return extract_state_dict(obj, str(path))

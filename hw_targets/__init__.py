@@ -1,0 +1,1 @@
+"""Hardware targets: energy models (constants with citations), and later Loihi / Lava mapping."""
