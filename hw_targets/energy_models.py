@@ -12,13 +12,14 @@ The conventions take op counts per sample (``SNNCounts.to_dict()`` / ``ANNCounts
     divided by T (one average timestep). Synaptic ops only, on both sides: ACs x fp32 ADD 0.9 pJ,
     MACs x fp32 MAC 4.6 pJ. A direct-coded first layer is counted as MACs once (its T passes / T),
     i.e. exactly the ANN's first layer; a rate-coded first layer receives spikes and is ACs (the
-    paper's own coding). ANN: dense MACs x 4.6 pJ. No neuron, bias or pooling ops.
+    paper's own coding). ANN: dense MACs x 4.6 pJ (a fixed residual shortcut, which the ANN adds,
+    x 0.9 pJ per addition). No neuron, bias or pooling ops.
 ``all_timesteps`` (honest 45 nm count): all T steps. SNN: effective ACs x 0.9 pJ + effective MACs
     (direct-coded input every step, pooled-spike inputs) x 4.6 pJ, plus neuron work at fp32: one
     threshold compare per neuron update, one subtraction per reset, one multiply per leaky update,
     one bias add per output per step, one add per pooling input. ANN: dense MACs x 4.6 pJ plus one
-    ReLU compare per neuron, one bias add per output, pooling adds. ``ratio_synaptic_only`` gives the
-    ratio without the neuron/bias/pooling terms.
+    ReLU compare per neuron, one bias add per output, pooling and residual adds.
+    ``ratio_synaptic_only`` = ANN (dense MACs + residual adds) / SNN synaptic ops (ACs + MACs) energy.
 ``memory_aware`` (in the spirit of Yan et al. 2024, arXiv 2409.08290: data movement, not only
     arithmetic, against an equally quantized ANN). Both sides are int8-weight, sparsity-aware
     (zero activations / silent neurons are skipped) and read their weights from SRAM for every
@@ -37,6 +38,9 @@ The conventions take op counts per sample (``SNNCounts.to_dict()`` / ``ANNCounts
     an analog input charged as synaptic ops, pooling adds as synapses) x 23.6 pJ + active neuron
     updates x 81 pJ + inactive x 52 pJ + every spike (and rate-coded input spike) x (1.7 pJ within
     tile + hops x 3.5 pJ). No ANN runs on Loihi: ``ratio`` is null (no ANN baseline is claimed).
+
+A residual shortcut kept in the graph as a fixed 0/1-pattern conv (``routing``) is a synaptic layer
+of the SNN (its weight scales the spikes: ACs, on every side) but an addition in the ANN.
 """
 
 from __future__ import annotations
@@ -175,12 +179,15 @@ def per_timestep(snn: dict, ann: dict, m: EnergyModel) -> dict[str, Any]:
         layers[l["name"]] = e_ac + e_mac
         parts["synaptic_acs"] += e_ac
         parts["synaptic_macs"] += e_mac
-    ann_layers = {l["name"]: l["dense"] * mac for l in _syn(ann["layers"])}
+    ann_layers = {l["name"]: l["dense"] * (ac if l.get("routing") else mac) for l in _syn(ann["layers"])}
+    ann_parts = {"dense_macs": 0.0, "residual_adds": 0.0}
+    for l in _syn(ann["layers"]):
+        ann_parts["residual_adds" if l.get("routing") else "dense_macs"] += ann_layers[l["name"]]
     first = "as MACs once (T passes / T)" if snn["encoding"] == "direct" else "as ACs (rate-coded input spikes)"
     desc = (f"Paper-style, PER TIMESTEP: SNN synaptic ops of all {T} steps divided by T; ACs x "
             f"{ac:g} pJ, MACs x {mac:g} pJ (45 nm fp32); the first layer counted {first}; no neuron, bias or "
-            f"pooling ops. ANN: dense MACs x {mac:g} pJ.")
-    return _pack(desc, layers, parts, ann_layers, {"dense_macs": sum(ann_layers.values())})
+            f"pooling ops. ANN: dense MACs x {mac:g} pJ (residual shortcut adds x {ac:g} pJ).")
+    return _pack(desc, layers, parts, ann_layers, ann_parts)
 
 
 def all_timesteps(snn: dict, ann: dict, m: EnergyModel) -> dict[str, Any]:
@@ -205,11 +212,14 @@ def all_timesteps(snn: dict, ann: dict, m: EnergyModel) -> dict[str, Any]:
         parts["neuron_updates"] += e
         _add(layers, n["name"], e)
     ann_layers: dict[str, float] = {}
-    ann_parts = {"dense_macs": 0.0, "bias_adds": 0.0, "pool_adds": 0.0, "relu": 0.0}
+    ann_parts = {"dense_macs": 0.0, "residual_adds": 0.0, "bias_adds": 0.0, "pool_adds": 0.0, "relu": 0.0}
     for l in ann["layers"]:
         if l["type"] == "avgpool":
             e = l["dense"] * ac
             ann_parts["pool_adds"] += e
+        elif l.get("routing"):
+            e = l["dense"] * ac
+            ann_parts["residual_adds"] += e
         else:
             e_m, e_b = l["dense"] * mac, l["bias_adds"] * ac
             ann_parts["dense_macs"] += e_m
@@ -226,7 +236,7 @@ def all_timesteps(snn: dict, ann: dict, m: EnergyModel) -> dict[str, Any]:
             f"compare per update, subtraction per reset, bias and pooling adds at {ac:g} pJ). ANN: dense MACs x "
             f"{mac:g} pJ + ReLU compares, bias and pooling adds.")
     return _pack(desc, layers, parts, ann_layers, ann_parts,
-                 ratio_synaptic_only=_ratio(ann_parts["dense_macs"], snn_syn))
+                 ratio_synaptic_only=_ratio(ann_parts["dense_macs"] + ann_parts["residual_adds"], snn_syn))
 
 
 def memory_aware(snn: dict, ann: dict, m: EnergyModel) -> dict[str, Any]:
@@ -263,7 +273,7 @@ def memory_aware(snn: dict, ann: dict, m: EnergyModel) -> dict[str, Any]:
     ann_parts = {"arithmetic": 0.0, "weight_reads": 0.0, "input_reads": 0.0, "activation_writes": 0.0}
     for l in ann["layers"]:
         reads = l["input_positions"] * ab * eb
-        if l["type"] == "avgpool":
+        if l["type"] == "avgpool" or l.get("routing"):  # additions, no weights
             arith, wr = l["eff_ops"] * add, 0.0
         else:
             arith = l["eff_macs"] * (mul + add) + l["bias_adds"] * add

@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import PrivsnnError
-from .graph import Graph, Neuron
+from .graph import Flatten, Graph, MaxPool, Neuron
 from .layers import module_key
 from .neurons import SpikingNeuron
 from .snn import GraphANN, SpikingNetwork
@@ -89,18 +89,21 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def fanout_maps(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def fanout_maps(module: nn.Module, in_shape: tuple[int, ...], routing: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(effective, dense) fan-out of every input position (shape ``in_shape``, float64):
-    effective counts only nonzero weights; dense counts every synapse."""
+    effective counts only nonzero weights; dense counts every synapse. For a fixed ``routing``
+    layer (a residual shortcut stored as a 0/1-pattern conv) the zero entries are not synapses, so
+    its dense fan-out is the nonzero-weight fan-out too."""
     if isinstance(module, nn.Linear):
         w = module.weight.detach()
         eff = (w != 0).sum(0).to(torch.float64)
-        dense = torch.full((w.shape[1],), float(w.shape[0]), dtype=torch.float64)
+        dense = eff.clone() if routing else torch.full((w.shape[1],), float(w.shape[0]), dtype=torch.float64)
         return eff.view(in_shape), dense.view(in_shape)
     if isinstance(module, nn.Conv2d):
         w = module.weight.detach()
-        return (_conv_like(module, in_shape, (w != 0).to(torch.float64)),
-                _conv_like(module, in_shape, torch.ones_like(w, dtype=torch.float64)))
+        eff = _conv_like(module, in_shape, (w != 0).to(torch.float64))
+        return eff, (eff.clone() if routing else _conv_like(module, in_shape, torch.ones_like(w, dtype=torch.float64)))
     if isinstance(module, nn.AvgPool2d):
         f = _conv_like(module, in_shape, None)
         return f, f.clone()
@@ -127,6 +130,7 @@ class SynapseLayerCount:
     constant_input: bool  # direct-coded input simulated once, counted for every step
     weights: int = 0
     nonzero_weights: int = 0
+    routing: bool = False  # a fixed residual shortcut (identity / option-A), not a learned layer
 
     @property
     def eff_ops(self) -> float:
@@ -214,7 +218,9 @@ class ANNCounts:
 
     def totals(self) -> dict[str, float]:
         t = _totals(self.layers)
-        t["dense_macs"] = t["dense"]
+        routing = [l for l in self.layers if l.routing]
+        t["residual_adds"] = sum(l.dense for l in routing)
+        t["dense_macs"] = t["dense"] - t["residual_adds"]
         t["relu_neurons"] = float(sum(n["neurons"] for n in self.neurons))
         t["nonzero_activations"] = float(sum(n["nonzero"] for n in self.neurons))
         t["readout"] = float(self.readout)
@@ -231,8 +237,10 @@ class ANNCounts:
 class _SynTally:
     """Per-step sums (float64, length T) for one synaptic module."""
 
-    def __init__(self, name: str, kind: str, module: nn.Module, T: int):
-        self.name, self.kind, self.module, self.T = name, kind, module, T
+    def __init__(self, name: str, kind: str, module: nn.Module, T: int, routing: bool = False,
+                 reads_spikes: bool = False):
+        self.name, self.kind, self.module, self.T, self.routing = name, kind, module, T, routing
+        self.reads_spikes = reads_spikes  # fed by a neuron layer: its input is 0/1 by construction
         self.fan_eff: torch.Tensor | None = None
         self.fan_dense: torch.Tensor | None = None
         z = lambda: torch.zeros(T, dtype=torch.float64)  # noqa: E731
@@ -252,15 +260,22 @@ class _SynTally:
             raise PrivsnnError(f"op counter: layer {self.name!r} got a batch of {B}, expected {T}x{N} or {N}")
         in_shape = tuple(x.shape[1:])
         if self.fan_eff is None:
-            self.fan_eff, self.fan_dense = fanout_maps(self.module, in_shape)
+            self.fan_eff, self.fan_dense = fanout_maps(self.module, in_shape, self.routing)
         xs = x.reshape(steps, N, -1)
-        nz = (xs != 0).sum(1).to(torch.float64)  # (steps, positions): nonzero count over the batch
+        # (steps, positions): nonzero count over the batch (float sums are exact below 2**24 samples)
+        if self.reads_spikes:  # 0/1 spikes from a neuron layer: summing them counts them (fast path)
+            binary = True
+            nz = xs.sum(1, dtype=torch.float32)
+        else:
+            binary = is_binary(x)
+            nz = xs.ne(0).sum(1, dtype=torch.float32)
+        binary = binary and not force_mac
+        nz = nz.to(torch.float64)
         eff = nz @ self.fan_eff.reshape(-1).to(nz.device, torch.float64)
         events = nz.sum(1)
         if steps == 1 and T > 1:
             eff, events = eff.expand(T), events.expand(T)
-        binary = (not force_mac) and is_binary(x)
-        if self.kind == "avgpool" or binary:
+        if self.kind == "avgpool" or binary or (force_mac and self.routing):  # ANN shortcut: an add
             self.acs += eff.cpu()
         else:
             self.macs += eff.cpu()
@@ -286,7 +301,7 @@ class _SynTally:
             eff_macs=s(self.macs), input_events=s(self.events), input_positions=s(self.positions),
             bias_adds=s(self.bias), outputs=s(self.outputs), constant_input=self.constant,
             weights=int(w.numel()) if w is not None else 0,
-            nonzero_weights=int((w != 0).sum()) if w is not None else 0)
+            nonzero_weights=int((w != 0).sum()) if w is not None else 0, routing=self.routing)
 
 
 class _NeuronTally:
@@ -299,14 +314,21 @@ class _NeuronTally:
     def add(self, currents: torch.Tensor, spikes: torch.Tensor) -> None:
         T = spikes.shape[0]
         self.neurons = math.prod(spikes.shape[2:])
-        fired = spikes != 0
-        if currents.shape[0] == 1:
-            active = (currents != 0) | fired
-        else:
-            active = (currents[:T] != 0) | fired
-        self.spikes[:T] += fired.reshape(T, -1).sum(1).to(torch.float64).cpu()
-        self.active[:T] += active.reshape(T, -1).sum(1).to(torch.float64).cpu()
+        # active: nonzero current or a spike; |I| + s > 0 exactly then (s in {0, 1}); float ops are fast
+        active = torch.add(currents.abs(), spikes).sign_()
+        N = spikes.shape[1]
+        # sum over the batch in float32 (exact: at most N), then over positions in float64
+        self.spikes[:T] += spikes.reshape(T, N, -1).sum(1).double().sum(1).cpu()
+        self.active[:T] += active.reshape(active.shape[0], N, -1).sum(1).double().sum(1).cpu()
         self.updates[:T] += float(math.prod(spikes.shape[1:]))
+
+
+def _reads_spikes(graph: Graph, node) -> bool:
+    """True when ``node``'s input is a neuron layer's output (through flatten / max pooling only)."""
+    src = graph[node.inputs[0]]
+    while isinstance(src, (Flatten, MaxPool)):
+        src = graph[src.inputs[0]]
+    return isinstance(src, Neuron)
 
 
 class _Counter:
@@ -324,7 +346,8 @@ class _Counter:
             if key in net.synapses and not isinstance(net.synapses[key], nn.Flatten):
                 mod = net.synapses[key]
                 kind = "conv" if isinstance(mod, nn.Conv2d) else "linear" if isinstance(mod, nn.Linear) else "avgpool"
-                tally = _SynTally(node.name, kind, mod, T)
+                tally = _SynTally(node.name, kind, mod, T, routing=not getattr(node, "trainable", True),
+                                  reads_spikes=not ann and _reads_spikes(graph, node))
                 self.syn[node.name] = tally
                 self.handles.append(mod.register_forward_hook(self._syn_hook(tally)))
             if isinstance(node, Neuron) and not ann:
@@ -431,7 +454,8 @@ def count_ann(graph: Graph, images: torch.Tensor, batch_size: int = 256, labels:
               device: torch.device | str = "cpu") -> ANNCounts:
     """Run ``graph`` as a ReLU ANN and count MACs per layer (dense, and effective: zero inputs and
     zero weights skipped), pooling additions, ReLU neurons and their nonzero outputs, per sample.
-    ANN inputs count as MACs whatever their values (fp/int MAC hardware)."""
+    ANN inputs count as MACs whatever their values (fp/int MAC hardware); a fixed residual shortcut
+    (``routing``) counts as additions (``eff_acs``, dense = its nonzero synapses), as the ANN adds it."""
     _check_images(graph, images)
     net = GraphANN(graph).to(device).eval()
     nonzero = {n.name: 0.0 for n in graph.neurons()}

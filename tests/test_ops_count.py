@@ -124,6 +124,8 @@ def check_against_brute_force(graph: Graph, x: torch.Tensor, T: int):
         else:
             eff, dense = brute_linear(inp, node.weight)
         eff, dense = eff * reps / N, dense * reps / N
+        if not node.trainable:  # fixed routing: only its nonzero entries are synapses
+            dense = brute_conv(torch.ones_like(inp), node.weight, node.stride, node.padding)[0] * reps / N
         binary = bool(((inp == 0) | (inp.abs() == 1)).all())
         assert got.dense == pytest.approx(dense), node.name
         assert (got.eff_acs if binary else got.eff_macs) == pytest.approx(eff), node.name
@@ -231,8 +233,13 @@ def test_residual_add_brute_force():
     x = torch.rand(3, 1, 4, 4, generator=gen)
     c = check_against_brute_force(g, x, T=5)
     by = {l.name: l for l in c.layers}
-    # the 1x1 identity shortcut: one accumulate per input spike
-    assert by["sc"].eff_acs == pytest.approx(by["sc"].input_events)
+    # the 1x1 identity shortcut: one accumulate per input spike; its zero weights are not synapses
+    assert by["sc"].routing and by["sc"].eff_acs == pytest.approx(by["sc"].input_events)
+    assert by["sc"].dense == 2 * 4 * 4 * 5
+    # in the ANN the shortcut is an addition per element, not 2 MACs per element
+    ann = {l.name: l for l in count_ann(g, x).layers}
+    assert ann["sc"].eff_macs == 0 and ann["sc"].dense == 2 * 4 * 4 and ann["sc"].eff_acs <= 32
+    assert count_ann(g, x).totals()["dense_macs"] == sum(l.dense for l in ann.values() if not l.routing)
 
 
 def test_rate_coded_input_counts_spikes_as_acs():

@@ -39,8 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    import torch
-
     from hw_targets.energy_models import CONVENTIONS, format_energy, load_energy_model
 
     from ..artifact import check_same_model, load_snn
@@ -80,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_model_from_args(args)
         check_same_model(artifact, loaded)
         ann_g, ann_graph_src = ann_graph(loaded), f"the ANN {loaded.spec}"
-    torch.set_grad_enabled(False)
     print(f"counting {args.snn} on {len(images)} images at T={T} ...", file=sys.stderr)
     snn = count_snn(graph, images, T, args.batch_size, labels, args.seed, device, progress=True)[T]
     ann = count_ann(ann_g, images, max(args.batch_size, 128), labels, device)
