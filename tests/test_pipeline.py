@@ -166,3 +166,21 @@ def test_foreign_and_truncated_artifacts(private_run, tmp_path, capsys):
         assert rc == 2, argv
         assert err.startswith("error:") and "Traceback" not in err, err
     assert not any((tmp_path / f).exists() for f in ("o.pt", "o2.pt", "o3.pt"))
+
+
+def test_verify_reports_chain_and_detects_tampering(private_run, tmp_path, capsys):
+    import shutil
+
+    js = tmp_path / "v.json"
+    assert main(["verify", str(private_run / "private.pt"), "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert res["ok"] and res["real_data_read"] is False
+    assert {e["role"] for e in res["chain"]} >= {"snn", "synthetic", "teacher"}
+    copy = tmp_path / "private.pt"
+    shutil.copy(private_run / "private.pt", copy)
+    shutil.copy(private_run / "private.pt.manifest.json", tmp_path / "private.pt.manifest.json")
+    with open(copy, "ab") as f:
+        f.write(b"tampered")
+    capsys.readouterr()
+    assert main(["verify", str(copy)]) == 2
+    assert "does not match" in capsys.readouterr().err
