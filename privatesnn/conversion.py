@@ -37,6 +37,7 @@ class ConversionSettings:
     leak: float = 1.0
     v_init: float = 0.5
     batch_size: int = 128
+    fold_pooling: bool = True  # fold average pools into the next layer (exact; binary inputs everywhere)
 
 
 def parse_threshold(spec: str) -> float | None:
@@ -183,6 +184,11 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         raise PrivsnnError("no calibration images")
     pct = parse_threshold(settings.threshold)
     graph = ann_graph(loaded)
+    if settings.fold_pooling:
+        from .transforms import fold_average_pooling
+
+        graph, folded = fold_average_pooling(graph)
+        graph.meta["folded_pools"] = folded
     in_scale = 1.0
     if settings.encoding == "rate":
         in_scale = input_scale(graph)

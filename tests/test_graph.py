@@ -366,3 +366,27 @@ def test_spiking_maxpool_follows_most_active_input():
     s2[:, 0, 0, 0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
     s2[:, 0, 0, 1, 1] = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0])
     assert SpikingMaxPool(2, 2, 0)(s2).flatten().tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("spec", ["digits", "resnet20"])
+def test_fold_average_pooling_is_exact(spec):
+    from privatesnn.conversion import ann_graph
+    from privatesnn.graph import AvgPool
+    from privatesnn.models import create_model, load_model
+    from privatesnn.models.loading import LoadedModel
+    from privatesnn.snn import GraphANN
+    from privatesnn.transforms import fold_average_pooling
+
+    if spec == "digits":
+        loaded = load_model("digits")
+    else:
+        torch.manual_seed(0)
+        net = create_model("resnet20").eval()
+        loaded = LoadedModel(net=net, spec="resnet20", arch="resnet20", input_shape=(3, 32, 32), num_classes=10,
+                             mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), sha256="x")
+    graph = ann_graph(loaded)
+    folded, names = fold_average_pooling(graph)
+    assert names and not any(type(n) is AvgPool for n in folded)
+    x = torch.rand(4, *loaded.input_shape)
+    with torch.no_grad():
+        assert torch.allclose(GraphANN(graph)(x), GraphANN(folded)(x), atol=1e-4)

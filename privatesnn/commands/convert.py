@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="neuron reset (zero = the Lava/Loihi IF neuron)")
     p.add_argument("--leak", type=float, default=1.0, help="membrane leak factor per step (1 = IF)")
     p.add_argument("--v-init", type=float, default=0.5, help="initial membrane / threshold (default 0.5)")
+    p.add_argument("--keep-pooling", action="store_true",
+                   help="keep average pools (default: fold them exactly into the next layer so it reads spikes)")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--out", required=True, help="output SNN artifact (.pt)")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         images = images[:limit]
     settings = ConversionSettings(timesteps=args.timesteps, threshold=args.threshold, encoding=args.encoding,
                                   balance=args.balance, reset=args.reset, leak=args.leak, v_init=args.v_init,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, fold_pooling=not args.keep_pooling)
     t0 = time.time()
     graph = convert(loaded, images, settings)
     elapsed = time.time() - t0
