@@ -32,15 +32,17 @@ Fixed point (:func:`quantize_plan`, following Lava's ``fixed_pt`` models and lav
       ``2m << e``: the same numbers.)
     * per layer a scale ``A`` (integer units per float unit of current): the dominant term uses
       the full mantissa range, and ``A`` is raised by powers of two until the threshold
-      mantissa ``vth = round(th * A)`` (17 bits; compared as ``vth << 6``) has >= 10 bits, unless
-      the worst-case input current would overflow the 24-bit current register.
+      mantissa ``vth = round(th * A)`` (17 bits; compared as ``vth << 6``) has >= 12 bits, unless
+      the worst-case input current (every input spiking) would overflow the 24-bit current
+      register (``|a_in| << 6 < 2^23``). The membrane then spans about +-2^17 / vth thresholds.
     * bias: ``bias_mant = round(b * A)`` (13-bit signed) with ``bias_exp = 6`` (netx's choice);
       host-fed layers receive their image current this way (the scale is chosen so the
       worst-case current fits).
     * decays: ``du = 4095`` (the current decays fully each step: ``u = a_in``),
       ``dv = round((1 - leak) * 4096)`` clipped to 12 bits (IF: ``dv = 0``).
     * the membrane starts at ``v0 = round(v_init * th * A) << 6`` and resets to zero on a spike
-      (Lava's LIF; the SNN must use reset="zero", otherwise the difference is measured).
+      (Lava's LIF), or, for layers trained with reset by subtraction and ``reset="match"``, loses
+      ``vth << 6`` (a programmable neuron; with ``reset="zero"`` the difference is measured).
 
     The output layer's currents are read by a sink and summed over the T steps on the host
     (plus ``T * round(b * A)``); argmax gives the prediction.
@@ -334,6 +336,9 @@ def _terms_into(graph: Graph, node_name: str, dst: str) -> list[Term]:
             term.folded = term.folded + [cur.name]
             cur = graph[cur.inputs[0]]
             continue
+        if isinstance(cur, MaxPool):
+            raise UnsupportedLayerError(f"maxpool {cur.name!r}: spiking max pooling has no Lava equivalent; "
+                                        f"use average pooling (it folds into the next layer)")
         if isinstance(cur, AvgPool):
             in_shape = tuple(graph[cur.inputs[0]].shape)
             if term.kind == "dense" and len(term.src_shape) == 1:
@@ -341,9 +346,6 @@ def _terms_into(graph: Graph, node_name: str, dst: str) -> list[Term]:
             term = _fold_pool_into(term, cur, in_shape)
             cur = graph[cur.inputs[0]]
             continue
-        if isinstance(cur, MaxPool):
-            raise UnsupportedLayerError(f"maxpool {cur.name!r}: spiking max pooling has no Lava equivalent; "
-                                        f"use average pooling (it folds into the next layer)")
         raise UnsupportedLayerError(
             f"layer {term.name!r} reads a {cur.TYPE} ({cur.name!r}); on Lava a synaptic layer must read spikes "
             f"(through average pooling / flatten only)")
@@ -365,9 +367,18 @@ def _bias_into(graph: Graph, node_name: str, shape: tuple[int, ...]) -> torch.Te
     return torch.zeros(shape)
 
 
-def build_plan(graph: Graph, timesteps: int | None = None) -> DeployPlan:
+RESET_MODES = ("match", "zero")
+
+
+def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match") -> DeployPlan:
     """The Lava deployment plan of ``graph`` (see module docstring). Raises
-    :class:`UnsupportedLayerError` for what Lava cannot run."""
+    :class:`UnsupportedLayerError` for what Lava cannot run.
+
+    ``reset="match"`` keeps each layer's reset rule (a reset-by-subtraction layer becomes a LIF
+    whose reset subtracts the threshold: a programmable-neuron model, as Loihi 2 allows);
+    ``reset="zero"`` deploys Lava's stock LIF (reset to zero) everywhere, whatever was trained."""
+    if reset not in RESET_MODES:
+        raise PrivsnnError(f"reset mode must be one of {RESET_MODES}, got {reset!r}")
     T = int(timesteps or graph.meta.get("timesteps", 0) or 0)
     if T <= 0:
         raise PrivsnnError("timesteps unknown: the graph has no 'timesteps' and none was given")
@@ -383,7 +394,8 @@ def build_plan(graph: Graph, timesteps: int | None = None) -> DeployPlan:
     for node in graph:
         if not isinstance(node, Neuron):
             continue
-        layer = Layer(node.name, tuple(node.shape), "neuron", node.threshold, node.leak, node.reset, node.v_init)
+        layer = Layer(node.name, tuple(node.shape), "neuron", node.threshold, node.leak,
+                      node.reset if reset == "match" else "zero", node.v_init)
         if not dep[node.inputs[0]]:
             layer.host_fed, layer.lag = True, 0
         else:
@@ -444,7 +456,7 @@ def build_plan(graph: Graph, timesteps: int | None = None) -> DeployPlan:
 
 W_MANT_MAX = 127  # 8-bit signed mantissa; Lava stores 2*m in [-256, 254]
 VTH_MAX = (1 << 17) - 1
-VTH_TARGET = 1 << 10
+VTH_TARGET = 1 << 12
 BIAS_MANT_MAX = (1 << 12) - 1  # 13-bit signed
 BIAS_EXP = 6
 UV_MAX = (1 << 23) - 1  # 24-bit u, v
@@ -522,7 +534,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm()) / n if n > 0 else 0.0
 
 
-def _fan_in_bound(layer: Layer, pos_only: bool = False) -> float:
+def _fan_in_bound(layer: Layer) -> float:
     """max over neurons of sum |w| over its terms (all inputs spiking) + |bias|: a worst-case
     current in float units."""
     total = None
@@ -614,9 +626,11 @@ def quantize_plan(plan: DeployPlan) -> FixedPlan:
     out = plan.output
     wmax = max((float(t.weight.abs().max()) for t in out.terms if t.weight.numel()), default=0.0)
     bound = _fan_in_bound(out)
+    # no threshold here: use the bias magnitude (or the weights) as the precision reference
+    ref = float(out.bias.abs().max()) if out.bias is not None and float(out.bias.abs().max()) > 0 else wmax
     scale = 2 * W_MANT_MAX / wmax if wmax > 0 else 1.0
-    if bound > 0:
-        scale = min(scale, (A_IN_MAX - 1) / bound)
+    while ref * scale < VTH_TARGET and bound * scale * 2 < UV_MAX:  # the sink reads a_out sums (int32)
+        scale *= 2
     qterms = [_quantize_term(t, scale) for t in out.terms]
     ob = torch.round(out.bias.double() * scale)
     qout = QLayer(out.name, scale, 0, DECAY_MAX, DECAY_MAX, 0, ob.to(torch.int64).numpy(), qterms, 0.0,
@@ -691,7 +705,10 @@ def reference_fixed(fixed: FixedPlan, x: torch.Tensor, return_spikes: bool = Fal
             v = _decay(st["v"], ql.dv) + u + st["bias"]
             v = v.clamp(-UV_MAX, UV_MAX)
             s = v > (ql.vth << 6)
-            v = torch.where(s, torch.zeros_like(v), v)
+            if layer.reset == "subtract":
+                v = torch.where(s, v - (ql.vth << 6), v)
+            else:
+                v = torch.where(s, torch.zeros_like(v), v)
             st["v"], st["s"] = v, s.double()
             counts[name] += s.view(n, -1).sum(1)
         for q in fixed.output.terms:

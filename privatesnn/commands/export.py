@@ -1,15 +1,197 @@
-"""`privsnn export` (not implemented yet)."""
+"""`privsnn export`: an SNN artifact -> NIR, Lava (netx HDF5 + fixed point + mapping) or ONNX."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import not_implemented
+DESCRIPTION = """Export an SNN artifact (from convert/train) for deployment. Every export writes a
+manifest (kind nir | lava | onnx) chained to the SNN's.
+
+  privsnn export --snn private.pt --target nir --out model.nir
+      NIR graph built with nir's node constructors; read back with type checking and checked
+      to reproduce the SNN exactly (and, where Norse 1.1 can import the graph, run in Norse).
+  privsnn export --snn private.pt --target lava --out lava_dir [--hw loihi2] [--chips 1]
+      lava_dir/: model.nir (the SNN), network.net (lava-dl netx HDF5, sequential networks only,
+      average pooling folded into the next layer), fixed_point.json (Loihi-style 8-bit weights
+      with a per-layer exponent, threshold mantissas, 12-bit decays, per-layer quantisation
+      error), mapping.json (cores per layer, fits one chip?), manifest.json. A network that
+      needs more cores than --chips chips have is refused (exit 2), naming the layer.
+  privsnn export --snn private.pt --target onnx --out model.onnx
+      one timestep with the membrane state as inputs/outputs; checked with onnx.checker and
+      run with onnx.reference.ReferenceEvaluator against the torch SNN.
+
+Then: privsnn simulate --artifact lava_dir --target lava --data digits --limit 100
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.add_argument("--snn", required=True, metavar="FILE", help="SNN artifact (snn.pt / private.pt)")
+    p.add_argument("--target", required=True, choices=("nir", "lava", "onnx"))
+    p.add_argument("--out", required=True, metavar="PATH", help="model.nir | DIR | model.onnx")
+    p.add_argument("--timesteps", type=int, default=None, help="T recorded in the export (default: the artifact's)")
+    p.add_argument("--hw", default="loihi2", choices=("loihi1", "loihi2"), help="lava: hardware for the mapping")
+    p.add_argument("--chips", type=int, default=1, help="lava: chips available (default 1)")
+    p.add_argument("--reset", default="match", choices=("match", "zero"),
+                   help="lava: match = deploy each layer's trained reset rule (reset-by-subtraction layers get a "
+                        "subtracting LIF); zero = Lava's stock LIF everywhere (measure the difference with simulate)")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--json", default=None, metavar="PATH", help="write a summary here")
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_implemented("export", "see the project's issues")
+    from pathlib import Path
+
+    from ..artifact import load_snn
+    from ..errors import PrivsnnError
+    from .common import emit
+
+    art = load_snn(args.snn)
+    graph = art.graph.copy()
+    T = int(args.timesteps or art.timesteps)
+    if T <= 0 or T > 100_000:
+        raise PrivsnnError(f"--timesteps must be in 1..100000, got {T}")
+    graph.meta["timesteps"] = T
+    out = Path(args.out)
+    if args.target == "lava":
+        summary = _export_lava(args, art, graph, T, out)
+    else:
+        if out.exists() and not args.force:
+            raise PrivsnnError(f"{out} exists; pass --force to replace it")
+        if out.is_dir():
+            raise PrivsnnError(f"{out} is a directory; --target {args.target} writes a file")
+        summary = _export_nir(args, art, graph, T, out) if args.target == "nir" else _export_onnx(args, art, graph, T, out)
+    emit(summary, args.json)
+    return 0
+
+
+def _manifest(kind: str, art, settings: dict, snn_path: str):
+    from ..io_utils import sha256_file
+    from ..manifest import Manifest, parent_entry
+
+    return Manifest(kind=kind, command="export", settings=settings, inputs={"snn": sha256_file(snn_path)},
+                    real_data_read=False, private=art.private, parents=[parent_entry(snn_path, "snn")])
+
+
+def _export_nir(args, art, graph, T: int, out):
+    import nir
+
+    from exporters.nir_export import norse_check, write_nir
+
+    write_nir(graph, out)
+    norse = norse_check(graph, out, T)
+    settings = {"target": "nir", "timesteps": T, "nir_version": getattr(nir, "__version__", "?"),
+                "dt": graph.neurons()[0].dt if graph.neurons() else None,
+                "round_trip_max_abs_param_diff": 0.0, "type_checked": True, "norse_check": norse}
+    _manifest("nir", art, settings, args.snn).write_for(out)
+    msg = ("Norse re-import: max |diff| {:.3g}".format(norse["max_abs_diff"]) if norse.get("ran")
+           else f"Norse re-import skipped: {norse.get('reason')}")
+    print(f"wrote {out} (NIR {settings['nir_version']}, {len(graph.nodes)} layers, T={T}); read back with type "
+          f"checking: exact. {msg}")
+    return {"target": "nir", "out": str(out), **settings}
+
+
+def _export_onnx(args, art, graph, T: int, out):
+    from exporters.onnx_export import export_onnx
+
+    res = export_onnx(graph, out, T)
+    settings = {"target": "onnx", "timesteps": T, **{k: v for k, v in res.items() if k != "path"}}
+    _manifest("onnx", art, settings, args.snn).write_for(out)
+    print(f"wrote {out} (ONNX opset {res['opset']}, one step with state; reference evaluator vs torch SNN over "
+          f"T={T}: max |diff| {res['max_abs_diff']:.3g})")
+    return {"target": "onnx", "out": str(out), **settings}
+
+
+def _export_lava(args, art, graph, T: int, out):
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from exporters.netx import check_sequential, load_with_netx, write_netx
+    from exporters.nir_export import write_nir
+    from hw_targets.loihi import build_plan, check_fits, get_target, quantize_plan, resource_map
+
+    from ..errors import PrivsnnError, UnsupportedLayerError
+    from ..io_utils import sha256_file, write_json
+    from ..manifest import read_manifest
+
+    if args.chips < 1:
+        raise PrivsnnError(f"--chips must be >= 1, got {args.chips}")
+    if out.exists():
+        if not out.is_dir():
+            raise PrivsnnError(f"{out} exists and is not a directory")
+        old = read_manifest(out) if (out / "manifest.json").exists() else None
+        if any(out.iterdir()) and not ((old is not None and old.kind == "lava") or args.force):
+            raise PrivsnnError(f"{out} is a non-empty directory that is not a privsnn lava export; "
+                               f"choose another --out or pass --force")
+    target = get_target(args.hw)
+    plan = build_plan(graph, T, reset=args.reset)
+    fixed = quantize_plan(plan)
+    mapping = resource_map(plan, target, args.chips)
+    check_fits(mapping)
+    try:
+        check_sequential(plan)
+        sequential, why = True, None
+    except UnsupportedLayerError as e:
+        sequential, why = False, str(e)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_nir(graph, tmp / "model.nir")
+        files = ["model.nir"]
+        netx_info = {"written": False, "reason": why}
+        if sequential:
+            write_netx(fixed, tmp / "network.net")
+            net = load_with_netx(tmp / "network.net", reset_interval=plan.period)
+            netx_info = {"written": True, "file": "network.net", "loaded_with": "lava.lib.dl.netx.hdf5.Network",
+                         "blocks": [type(b).__name__ for b in net.layers], "reset_interval": plan.period,
+                         "notes": "average pooling folded; weight exponents folded into vThMant/bias; "
+                                  "v_init not representable (netx resets to 0)"}
+            files.append("network.net")
+        resets = sorted({n.reset for n in graph.neurons()})
+        fp = {"format": "privsnn-fixed-point/1", "timesteps": T, "period": plan.period, "reset_mode": args.reset,
+              "snn_resets": resets, "layers": fixed.report(), "plan": plan.summary()}
+        write_json(tmp / "fixed_point.json", fp)
+        write_json(tmp / "mapping.json", mapping)
+        files += ["fixed_point.json", "mapping.json"]
+        settings = {"target": "lava", "timesteps": T, "hw": args.hw, "chips": args.chips, "reset_mode": args.reset,
+                    "snn_resets": resets, "sequential": sequential, "netx": netx_info,
+                    "period_steps": plan.period, "cores_needed": mapping["cores_needed"],
+                    "fits_one_chip": mapping["fits_one_chip"],
+                    "files": {f: sha256_file(tmp / f) for f in files}}
+        _manifest("lava", art, settings, args.snn).write_for(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _print_mapping(mapping)
+    worst = max(fixed.report(), key=lambda r: max([w["rel_l2_error"] for w in r["weights"]] or [0]))
+    print(f"wrote {out}/ ({', '.join(files)}, manifest.json); "
+          f"{'netx network.net loads in lava-dl netx' if sequential else 'no netx file: ' + why}; "
+          f"largest weight quantisation error {max([w['rel_l2_error'] for w in worst['weights']] or [0]):.3%} "
+          f"({worst['layer']}); {mapping['cores_needed']} {target.name} cores "
+          f"({'fits one chip' if mapping['fits_one_chip'] else 'does not fit one chip'})")
+    if args.reset == "zero" and "subtract" in resets:
+        print("note: the SNN resets by subtraction; Lava's LIF resets to zero: measure the difference with "
+              "`privsnn simulate`")
+    return {"target": "lava", "out": str(out), **settings,
+            "quantization": [{"layer": r["layer"], "threshold_rel_error": r["threshold_rel_error"],
+                              "bias_rel_error": r["bias_rel_error"],
+                              "weight_rel_l2_error": [w["rel_l2_error"] for w in r["weights"]]}
+                             for r in fixed.report()],
+            "mapping": {k: mapping[k] for k in ("cores_needed", "cores_available", "fits_one_chip", "chips_needed")}}
+
+
+def _print_mapping(mapping) -> None:
+    t = mapping["target"]
+    print(f"resource mapping on {t['label']} ({t['neurons_per_core']} neurons, {t['synapses_per_core']:,} "
+          f"8-bit synapses per core; {t['cores_per_chip']} cores per chip):")
+    print(f"  {'layer':32s} {'neurons':>9s} {'synapses':>12s} {'cores':>6s}")
+    for r in mapping["layers"]:
+        tag = " (host-fed)" if r["host_fed"] else ""
+        print(f"  {r['layer'][:32]:32s} {r['neurons']:9d} {r['synapses']:12,d} {r['cores']:6d}{tag}")
+    print(f"  total {mapping['cores_needed']} cores; fits one chip: {mapping['fits_one_chip']}")
+    for a in mapping["advice"]:
+        print(f"  - {a}")
