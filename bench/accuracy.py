@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RUNS, privsnn, read_json,  # noqa: E402
-                    set_threads, shared_available, write_results)
+from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, RUNS, privsnn,  # noqa: E402
+                    read_json, set_threads, shared_available, write_results)
 
 TIMESTEPS = "8,16,32,64"
 
@@ -123,6 +123,10 @@ def main() -> None:
                 train={"epochs": args.cifar_epochs, "t": args.cifar_train_t, "batch": 32, "lr": args.cifar_lr},
                 device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic)
     out["total_seconds"] = time.time() - t0
+    previous = RESULTS / "accuracy.json"
+    if previous.exists():  # running a subset of cases keeps the others' last results
+        kept = read_json(previous).get("cases", {})
+        out["cases"] = {**{k: v for k, v in kept.items() if k not in out["cases"]}, **out["cases"]}
     print_table(out)
     write_results("accuracy.json", out)
 

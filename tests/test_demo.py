@@ -1,0 +1,23 @@
+"""`privsnn demo --quick`: the whole pipeline on digits, as a new user runs it (every stage real)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from privatesnn.cli import main
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_every_stage(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "encrypted SNN" in text and "Lava fixed_pt" in text and "energy" in text
+    for f in ("synth.npz", "snn.pt", "private.pt", "model.nir", "audit.json", "energy/energy.json", "lava_sim.json"):
+        assert (out / f).exists(), f
+    enc = {r["timesteps"]: r["accuracy"] for r in json.loads((out / "eval_encrypted.json").read_text())["results"]}
+    assert enc[16] >= 0.9
+    sim = json.loads((out / "lava_sim.json").read_text())
+    assert sim["n"] == 20 and sim["agreement"] >= 0.8
