@@ -1,15 +1,67 @@
-"""`privsnn attack` (not implemented yet)."""
+"""`privsnn attack`: the privacy audit (class-leakage attacks on ANN / converted / encrypted SNN)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import not_implemented
+from .common import add_device_arg, add_model_args, positive_int
+
+DESCRIPTION = """Measure how much class information an SNN leaks, for every available variant: the ANN,
+the plainly converted SNN and the encrypted (trained) SNN.
+
+  scenario 1: the SNN's weights read as a ReLU ANN (best of several rescalings): its accuracy on the
+              real test data, and model inversion (class-representative images) of that ANN;
+  scenario 2: model inversion directly through the SNN, in time, with surrogate gradients.
+
+Inverted images are scored by an independent evaluator (another architecture than the victim):
+attack accuracy = how often it assigns an image to the class it was generated for (chance = 1/K).
+The real test data is the auditor's and only scores. Writes DIR/privacy.json, DIR/privacy.md and
+PNG grids of the inverted images; the verdict line is computed from the numbers.
+
+examples:
+  privsnn attack --snn private.pt --data digits --out audit/
+  privsnn attack --snn private.pt --model resnet20:resnet20.th --data cifar10:DIR \\
+                 --evaluator cifar_eval.onnx --out audit/ --limit-classes 5 --iterations 100
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.add_argument("--snn", required=True, metavar="FILE", help="the SNN artifact to attack (from convert or train)")
+    add_model_args(p, required=False)
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="real labelled test data used only to score: digits | cifar10:DIR | npy:X.npy:Y.npy | ...")
+    p.add_argument("--evaluator", default=None, metavar="SPEC",
+                   help="independent classifier scoring the inverted images (default for --data digits: "
+                        "digits-evaluator)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for privacy.json/.md and PNGs")
+    p.add_argument("--limit-classes", type=positive_int, default=None, metavar="N",
+                   help="invert only the first N classes")
+    p.add_argument("--iterations", type=positive_int, default=None, help="inversion iterations (default 200)")
+    p.add_argument("--per-class", type=positive_int, default=None, help="inverted images per class (default 8)")
+    p.add_argument("--timesteps", type=positive_int, default=None, help="SNN timesteps (default: the artifact's)")
+    p.add_argument("--inversion-timesteps", type=positive_int, default=None, metavar="T",
+                   help="T of the SNN during scenario-2 inversion (default: the SNN's; lower is faster)")
+    p.add_argument("--limit", type=positive_int, default=None, help="score accuracies on the first N test images")
+    p.add_argument("--no-snn-inversion", action="store_true", help="skip attack scenario 2 (the slowest part)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the report here")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_device_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_implemented("attack", "see the project's issues")
+    from ..privacy.audit import run_audit
+    from .common import resolve_device
+
+    device = resolve_device(args.device)
+    from ..privacy.inversion import InversionSettings
+
+    inversion = InversionSettings(timesteps=args.inversion_timesteps)
+    report = run_audit(args.snn, args.model, args.data, args.out, evaluator_spec=args.evaluator,
+                       limit_classes=args.limit_classes, iterations=args.iterations, seed=args.seed,
+                       per_class=args.per_class, timesteps=args.timesteps, limit=args.limit,
+                       snn_inversion=not args.no_snn_inversion, inversion=inversion,
+                       model_kwargs={"num_classes": args.num_classes, "mean": args.mean, "std": args.std},
+                       device=device, json_path=args.json)
+    print(f"verdict: {report['verdict']}")
+    print(f"wrote {args.out}/privacy.json, {args.out}/privacy.md" + (f" and {args.json}" if args.json else ""))
+    return 0

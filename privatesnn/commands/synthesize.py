@@ -1,52 +1,83 @@
-"""`privsnn synthesize`: images synthesized from a pretrained ANN alone (no real data)."""
+"""`privsnn synthesize`: class-balanced synthetic images from a pretrained ANN, without real data."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .common import add_device_arg, add_model_args, emit, positive_int
+from .common import add_device_arg, add_model_args, add_output_args, emit, load_model_from_args, resolve_device
 
-DESCRIPTION = """Synthesize class-balanced images from a pretrained ANN, without any real data.
+DESCRIPTION = """Synthesize class-balanced images from a pretrained classifier (no real data is read).
 
-  bn-inversion  match every BatchNorm layer's running mean/variance + CE to the target class +
-                image priors (TV, jitter, flips) - the default for models with BatchNorm
-  dirichlet     the paper's class-similarity Dirichlet "data impressions" (soft targets from the
-                last layer's weights, temperature 20) - works without BatchNorm
+Methods: dirichlet (PrivateSNN / ZSKD data impressions: soft Dirichlet targets from the last
+layer's class similarity) and bn-inversion (DeepInversion-style BatchNorm-statistics matching;
+the default when the model has BatchNorm2d layers). Writes OUT (npz), a PNG preview next to it
+and OUT.manifest.json. An interrupted run resumes from OUT.partial.npz when rerun with the same
+settings.
 
-An interrupted run continues from <out>.partial.npz when rerun with the same settings.
-
-  privsnn synthesize --model digits --num 2000 --out synth.npz
+examples:
+  privsnn synthesize --model digits --num 1000 --out synth.npz
+  privsnn synthesize --model resnet20:resnet20.th --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 \\
+      --num 2560 --out cifar_synth.npz
+  privsnn synthesize --model digits-evaluator --method dirichlet --num 500 --out mlp_synth.npz
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--method", choices=("dirichlet", "bn-inversion"), default=None,
-                   help="default: bn-inversion when the model has BatchNorm, else dirichlet")
-    p.add_argument("--num", type=int, required=True, help="number of images (balanced over classes)")
-    p.add_argument("--out", required=True, help="output .npz (a .png preview and a manifest go next to it)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="images optimised together (default 256)")
-    p.add_argument("--iterations", type=positive_int, default=None, help="optimisation steps per batch")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate on the pixels")
-    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips (bn-inversion)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>.partial.npz (also the default)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output or partial run")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--method", choices=["dirichlet", "bn-inversion"], default=None,
+                   help="default: bn-inversion if the model has BatchNorm2d layers, else dirichlet")
+    p.add_argument("--num", type=int, required=True, metavar="N", help="number of images (classes balanced)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .npz (PNG preview and manifest next to it)")
+    p.add_argument("--batch-size", type=int, default=256, help="images optimised together (default 256)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="optimisation steps per batch (default 120 for bn-inversion, 200 for dirichlet)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate in pixel space (default 0.05)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (bn-inversion; default on for RGB, off for 1-channel images)")
+    p.add_argument("--beta", type=float, default=1.0, help="dirichlet: concentration scale (default 1.0)")
+    p.add_argument("--temperature", type=float, default=20.0, help="dirichlet: softmax temperature (default 20)")
+    p.add_argument("--r-feature", type=float, default=None, help="bn-inversion: BN-statistics weight (default 0.5)")
+    p.add_argument("--tv", type=float, default=None, help="bn-inversion: total-variation weight (default per image size)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT.partial.npz (also done by default when its settings match)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT and discard any partial run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's; 1 is often faster on a busy machine)")
+    add_output_args(p)
     add_device_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..synthesis.driver import make_config, synthesize
-    from .common import load_model_from_args, resolve_device
+    from ..errors import PrivsnnError
+    from ..synthesis import make_config, synthesize
+    from ..synthesis.driver import partial_path
 
+    if args.resume and args.overwrite:
+        raise PrivsnnError("--resume and --overwrite contradict each other; pass one")
+    for name, v in (("--beta", args.beta), ("--temperature", args.temperature), ("--r-feature", args.r_feature)):
+        if v is not None and not v > 0:
+            raise PrivsnnError(f"{name} must be > 0, got {v}")
+    if args.tv is not None and args.tv < 0:
+        raise PrivsnnError(f"--tv must be >= 0, got {args.tv}")
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise PrivsnnError(f"--threads must be > 0, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     loaded = load_model_from_args(args)
-    cfg = make_config(loaded, args.num, method=args.method, batch_size=args.batch_size, iterations=args.iterations,
-                      lr=args.lr, seed=args.seed, flip=False if args.no_flip else None)
-    summary = synthesize(loaded, cfg, args.out, device=device, overwrite=args.overwrite)
-    print(f"synthesized {summary['n']} images ({cfg.method}) from {loaded.spec} -> {args.out} in "
-          f"{summary['seconds']:.0f}s; the model assigns {100 * summary['target_agreement']:.1f}% of them to their "
-          f"target class; preview {summary['preview']}")
-    emit(summary, args.json)
+    extra = {k: v for k, v in (("beta", args.beta), ("temperature", args.temperature),
+                               ("r_feature", args.r_feature), ("tv", args.tv)) if v is not None}
+    cfg = make_config(loaded, args.num, method=args.method, batch_size=args.batch_size,
+                      iterations=args.iterations, lr=args.lr, seed=args.seed, flip=args.flip, **extra)
+    if args.resume and not partial_path(args.out).exists():
+        print(f"note: no partial run at {partial_path(args.out)}; starting from the first batch", file=sys.stderr)
+    res = synthesize(loaded, cfg, args.out, device=device, overwrite=args.overwrite)
+    assert res is not None
+    print(f"synthesized {res['n']} images ({cfg.method}, {cfg.iterations} steps/batch) in {res['seconds']:.1f}s "
+          f"({res['seconds_per_batch']:.1f}s/batch) -> {args.out}; model agrees with the target label on "
+          f"{res['target_agreement']:.1%} (mean target confidence {res['mean_target_confidence']:.3f})")
+    emit({"model": loaded.spec, "method": cfg.method, **res}, args.json)
     return 0

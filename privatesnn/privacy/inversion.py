@@ -44,6 +44,8 @@ class InversionSettings:
     l2: float = 0.1  # weight of the penalty ||x - 0.5||^2 per pixel
     flip: bool | None = None  # random horizontal flips; None: for 3-channel images only
     timesteps: int | None = None  # scenario 2: T of the SNN (None: the artifact's)
+    snn_surrogate_alpha: float = 1.0  # scenario 2: the attacker's triangle surrogate height (the
+    # training default 0.3 shrinks gradients by 0.3 per layer and leaves the images grey)
     batch_size: int = 100
     seed: int = 0
 
@@ -55,6 +57,7 @@ class InversionSettings:
                   (self.blur_every >= 0 and self.blur_sigma >= 0, "blur settings must be >= 0"),
                   (self.tv >= 0 and self.l2 >= 0, "tv / l2 weights must be >= 0"),
                   (self.timesteps is None or self.timesteps > 0, "--timesteps must be > 0"),
+                  (self.snn_surrogate_alpha > 0, "surrogate alpha must be > 0"),
                   (self.batch_size > 0, "batch size must be > 0")]
         for ok, msg in checks:
             if not ok:
@@ -78,9 +81,10 @@ class SNNForInversion(SpikingNetwork):
         return spikes + (p - p.detach()).unsqueeze(0)
 
 
-def snn_for_inversion(graph: Graph, timesteps: int) -> nn.Module:
-    """A module ``x -> logits`` running ``graph`` as an SNN for ``timesteps`` steps, weights frozen."""
-    net = SNNForInversion(graph, timesteps).eval()
+def snn_for_inversion(graph: Graph, timesteps: int, surrogate_alpha: float = 1.0) -> nn.Module:
+    """A module ``x -> logits`` running ``graph`` as an SNN for ``timesteps`` steps, weights frozen,
+    differentiable through time with a triangle surrogate of height ``surrogate_alpha``."""
+    net = SNNForInversion(graph, timesteps, "triangle", surrogate_alpha).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return net
@@ -166,14 +170,35 @@ def invert(model: Callable[[torch.Tensor], torch.Tensor], classes: list[int], in
 
 
 @torch.no_grad()
+def target_hits(evaluator: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                device: torch.device | str = "cpu", batch_size: int = 256) -> torch.Tensor:
+    """Per image: does ``evaluator`` (pixels in [0,1] -> logits) assign it to its target class."""
+    evaluator = evaluator.to(device).eval()
+    hits = [evaluator(images[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]
+            for i in range(0, len(labels), batch_size)]
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
 def attack_accuracy(evaluator: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     device: torch.device | str = "cpu", batch_size: int = 256) -> float:
-    """How often ``evaluator`` (pixels in [0,1] -> logits) assigns an image to its target class."""
-    evaluator = evaluator.to(device).eval()
-    hits = 0
-    for i in range(0, len(labels), batch_size):
-        hits += int((evaluator(images[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]).sum())
-    return hits / max(1, len(labels))
+    """How often ``evaluator`` assigns an image to the class it was generated for."""
+    hits = target_hits(evaluator, images, labels, device, batch_size)
+    return float(hits.float().mean()) if len(hits) else 0.0
+
+
+def per_class_rates(hits: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
+    """Hit rate per target class (the images of one class are correlated: the class is the unit)."""
+    return {int(c): float(hits[labels == c].float().mean()) for c in torch.unique(labels)}
+
+
+def clustered_se(rates: dict[int, float] | None, p: float, n_images: int) -> float:
+    """Standard error of an attack accuracy with classes as clusters: ``std(per-class rates)/sqrt(K)``,
+    but never below the binomial SE of ``n_images`` independent images."""
+    binom = math.sqrt(max(p * (1 - p), 1e-12) / max(n_images, 1))
+    if not rates or len(rates) < 2:
+        return binom
+    vals = torch.tensor(list(rates.values()), dtype=torch.float64)
+    return max(binom, float(vals.std(unbiased=True)) / math.sqrt(len(vals)))
 
 
 def save_grid(path, images: torch.Tensor, labels: torch.Tensor, title: str = "", per_class: int = 8,

@@ -10,7 +10,14 @@ auditor keeps the strongest (an upper bound on what the attacker gets):
 * ``relu/threshold``: each neuron layer outputs ``relu(I) / threshold`` (undoes a non-unit
   threshold, e.g. after SNN balancing);
 * ``rate``: each neuron layer outputs ``clamp(relu(I) / threshold, 0, 1)``: the firing-rate ANN the
-  SNN approximates at large T (clipped ReLU, rate-coded input clamped to [-1, 1]).
+  SNN approximates at large T (clipped ReLU, rate-coded input clamped to [-1, 1]);
+* ``rate-sim``: each neuron layer outputs the spike count / T of one neuron with the layer's own
+  dynamics (threshold, leak, reset, initial membrane) driven by the constant current I for the
+  SNN's T steps: the rate ANN with the SNN's quantisation and leak (an attacker reads them from the
+  artifact). Gradients (for inversion) pass straight through as in ``rate``.
+
+``relu`` is the paper's scenario 1 taken literally; the others are what an attacker who also reads
+the thresholds and neuron settings would try. The audit keeps the best and reports them all.
 
 Weight similarity: per weighted layer, the cosine between the SNN's and the ANN's weights. Cosine
 is invariant to any positive per-layer rescaling, so it is already "after the best rescaling"
@@ -31,7 +38,7 @@ from ..graph import Add, Graph, Input, MaxPool, Neuron
 from ..layers import build_synapses, module_key
 from ..snn import _normalize
 
-MODES = ("relu", "relu/threshold", "rate")
+MODES = ("relu", "relu/threshold", "rate", "rate-sim")
 
 
 class ArchitectureMismatchError(PrivsnnError):
@@ -41,11 +48,12 @@ class ArchitectureMismatchError(PrivsnnError):
 class RebuiltANN(nn.Module):
     """An SNN graph read as an ANN on pixels in [0, 1] (see the module docstring for ``mode``)."""
 
-    def __init__(self, graph: Graph, mode: str = "relu"):
+    def __init__(self, graph: Graph, mode: str = "relu", timesteps: int | None = None):
         super().__init__()
         if mode not in MODES:
             raise PrivsnnError(f"unknown weights-as-ANN mode {mode!r}; supported: {', '.join(MODES)}")
         self.graph, self.mode = graph, mode
+        self.timesteps = int(timesteps or graph.meta.get("timesteps", 32))
         self.synapses = build_synapses(graph)
         self.maxpools = nn.ModuleDict({module_key(n.name): nn.MaxPool2d(n.kernel, n.stride, n.padding)
                                        for n in graph if isinstance(n, MaxPool)})
@@ -60,16 +68,19 @@ class RebuiltANN(nn.Module):
                 y = _normalize(self.graph, x)
                 if inp.encoding == "rate":
                     y = y / inp.input_scale
-                    if self.mode == "rate":
+                    if self.mode in ("rate", "rate-sim"):
                         y = y.clamp(-1.0, 1.0)
             elif isinstance(node, Add):
                 y = sum(vals[s] for s in node.inputs)
             elif isinstance(node, Neuron):
-                y = torch.relu(vals[node.inputs[0]])
+                i = vals[node.inputs[0]]
+                y = torch.relu(i)
                 if self.mode != "relu":
                     y = y / node.threshold
-                if self.mode == "rate":
+                if self.mode in ("rate", "rate-sim"):
                     y = y.clamp(max=1.0)
+                if self.mode == "rate-sim":
+                    y = y + (constant_current_rate(i.detach(), node, self.timesteps) - y).detach()
             elif isinstance(node, MaxPool):
                 y = self.maxpools[module_key(node.name)](vals[node.inputs[0]])
             else:
@@ -78,13 +89,27 @@ class RebuiltANN(nn.Module):
         return vals[self.graph.output]
 
 
+def constant_current_rate(current: torch.Tensor, node: Neuron, timesteps: int) -> torch.Tensor:
+    """Spike count / T of ``node``'s neurons (threshold, leak, reset, v_init) under a constant current."""
+    th = node.threshold
+    v = torch.full_like(current, node.v_init * th)
+    count = torch.zeros_like(current)
+    for _ in range(timesteps):
+        v = node.leak * v + current
+        z = (v > th).to(current.dtype)
+        count = count + z
+        v = v - z * th if node.reset == "subtract" else v * (1 - z)
+    return count / timesteps
+
+
 def weights_as_ann(graph: Graph, data: ImageSet, num_classes: int, device: torch.device | str = "cpu",
-                   batch_size: int = 256) -> dict[str, Any]:
+                   batch_size: int = 256, timesteps: int | None = None) -> dict[str, Any]:
     """Real-data accuracy of every reading of ``graph``'s weights as an ANN; the best is the attack.
 
-    Returns ``{"accuracy", "mode", "modes": {mode: accuracy}}`` (ties go to the simplest mode).
+    ``timesteps``: T for the ``rate-sim`` reading (default: the graph's). Returns
+    ``{"accuracy", "mode", "modes": {mode: accuracy}}`` (ties go to the simplest mode).
     """
-    modes = {m: accuracy(RebuiltANN(graph, m).eval(), data, num_classes, batch_size, device,
+    modes = {m: accuracy(RebuiltANN(graph, m, timesteps).eval(), data, num_classes, batch_size, device,
                          desc=f"weights-as-ANN ({m})") for m in MODES}
     best = max(MODES, key=lambda m: (modes[m], -MODES.index(m)))
     return {"accuracy": modes[best], "mode": best, "modes": modes}
@@ -107,6 +132,26 @@ def check_architecture(snn: Graph, ann: Graph, what: str = "the SNN") -> None:
     if bad:
         raise ArchitectureMismatchError(f"{what} does not have the ANN's architecture: shapes differ at "
                                         f"{', '.join(bad[:3])}")
+
+
+def reference_graph(ann: Graph, snn: Graph) -> Graph:
+    """The ANN graph in the SNN's layout: conversion may fold average pools into the next layer
+    (exact; recorded in ``meta["folded_pools"]``), which changes those layers' weight shapes. The
+    same fold is applied to the ANN here, so weights compare layer by layer."""
+    folded = snn.meta.get("folded_pools")
+    if folded is None and not _same_layout(snn, ann):  # older artifact without the record: try it
+        folded = True
+    if not folded:
+        return ann
+    from ..transforms import fold_average_pooling
+
+    ref, _ = fold_average_pooling(ann)
+    return ref
+
+
+def _same_layout(a: Graph, b: Graph) -> bool:
+    wa, wb = _weighted_by_name(a), _weighted_by_name(b)
+    return list(wa) == list(wb) and all(tuple(wa[k].shape) == tuple(wb[k].shape) for k in wa)
 
 
 def weight_cosine(snn: Graph, ann: Graph) -> dict[str, float]:

@@ -1,0 +1,377 @@
+"""The privacy audit: run the class-leakage attacks on every available model variant and report.
+
+Variants (each gets the same metrics, seeds and settings):
+
+* ``ann``: the source ANN (``--model``, or the spec recorded in the SNN's graph when loadable);
+* ``converted_snn``: the plainly converted SNN (the attacked artifact itself, or the ``snn`` parent
+  recorded in a trained artifact's manifest);
+* ``encrypted_snn``: the SNN after temporal spike-based training (when the artifact is a trained one).
+
+Per variant: its own real-data accuracy, attack scenario 1 (weights read as an ANN: accuracy on the
+auditor's real test data, and model inversion of that ANN scored by an independent evaluator),
+attack scenario 2 (model inversion directly through the SNN with surrogate gradients), and the
+per-layer cosine between its weights and the ANN's. Outputs: ``privacy.json``, ``privacy.md`` and
+PNG grids of the inverted images, in ``out_dir``. The verdict line is computed from the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..artifact import SNNArtifact, check_same_model, load_snn
+from ..data import load_data
+from ..errors import PrivsnnError
+from ..evaluation import accuracy, check_classes
+from ..io_utils import atomic_path, sha256_file, write_json
+from .inversion import (InversionSettings, attack_accuracy, clustered_se, invert, per_class_rates, save_grid,
+                        snn_for_inversion, target_hits)
+from .weights_as_ann import RebuiltANN, check_architecture, reference_graph, weight_cosine, weights_as_ann
+
+FORMAT = "privsnn-privacy/1"
+# Goals from the project's issue: how close to chance an encrypted SNN's leak must be.
+GOAL_WEIGHTS_AS_ANN = 0.05  # weights-as-ANN accuracy <= chance + 5 points
+GOAL_INVERSION = 0.10  # inversion attack accuracy <= chance + 10 points
+DEFAULT_EVALUATORS = {"digits": "digits-evaluator"}
+VARIANT_LABELS = {"ann": "ANN", "converted_snn": "converted SNN", "encrypted_snn": "encrypted SNN"}
+
+
+class EvaluatorError(PrivsnnError):
+    """The evaluator cannot score the attack: wrong number of classes, input shape, or it is the victim."""
+
+
+def _is_trained(artifact: SNNArtifact) -> bool:
+    m = artifact.manifest
+    if m is not None:
+        return m.kind == "private-snn" or m.command == "train"
+    return "epochs" in artifact.settings
+
+
+def _num_classes(artifact: SNNArtifact) -> int:
+    n = artifact.graph.meta.get("num_classes")
+    return int(n) if n else int(artifact.graph[artifact.graph.output].shape[0])
+
+
+def _load_ann(artifact: SNNArtifact, model_spec: str | None, notes: list[str], model_kwargs: dict | None):
+    """The victim ANN: ``--model`` (must match, else error) or the recorded spec (skipped with a note)."""
+    from ..models import load_model
+
+    rec = artifact.model
+    kw = {"num_classes": rec.get("num_classes"), "mean": rec.get("mean"), "std": rec.get("std")}
+    kw.update({k: v for k, v in (model_kwargs or {}).items() if v is not None})
+    if model_spec:
+        loaded = load_model(model_spec, **kw)
+        check_same_model(artifact, loaded)
+        return loaded
+    spec = rec.get("spec")
+    if not spec:
+        notes.append("no ANN variant: the SNN records no source model and --model was not given")
+        return None
+    try:
+        loaded = load_model(spec, **kw)
+    except PrivsnnError as e:
+        notes.append(f"no ANN variant: the recorded model {spec!r} is not loadable here ({e}); pass --model")
+        return None
+    if rec.get("sha256") and loaded.sha256 != rec["sha256"]:
+        notes.append(f"no ANN variant: the recorded model {spec!r} has changed since conversion (sha256 differs)")
+        return None
+    return loaded
+
+
+def _load_parent(artifact: SNNArtifact, notes: list[str]) -> SNNArtifact | None:
+    """The converted SNN a trained artifact came from (manifest ``parents``, role ``snn``)."""
+    m = artifact.manifest
+    entry = next((p for p in (m.parents if m else []) if isinstance(p, dict) and p.get("role") == "snn"), None)
+    if entry is None or not entry.get("path"):
+        notes.append("no converted-SNN variant: the artifact's manifest names no `snn` parent")
+        return None
+    path = Path(entry["path"])
+    if not path.is_absolute() and artifact.path is not None and not path.exists():
+        path = artifact.path.parent / path.name
+    if not path.is_file():
+        notes.append(f"no converted-SNN variant: parent {entry['path']} not found")
+        return None
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        notes.append(f"no converted-SNN variant: parent {path} changed since training (sha256 differs)")
+        return None
+    return load_snn(path)
+
+
+def _load_evaluator(evaluator_spec: str | None, data_spec: str, num_classes: int, input_shape, victim_sha: str | None):
+    from ..models import load_model
+
+    spec = evaluator_spec or DEFAULT_EVALUATORS.get(str(data_spec).lower())
+    if not spec:
+        raise EvaluatorError(f"--evaluator SPEC is required for --data {data_spec}: an independent classifier of "
+                             f"another architecture than the victim (see docs/privacy.md)")
+    ev = load_model(spec)
+    if ev.num_classes != num_classes:
+        raise EvaluatorError(f"evaluator {spec} has {ev.num_classes} classes but the SNN has {num_classes}")
+    if tuple(ev.input_shape) != tuple(input_shape):
+        raise EvaluatorError(f"evaluator {spec} takes inputs {tuple(ev.input_shape)} but the SNN takes {tuple(input_shape)}")
+    if victim_sha and ev.sha256 == victim_sha:
+        raise EvaluatorError(f"evaluator {spec} is the victim model itself; use an independent classifier")
+    return ev
+
+
+def _se(p: float | None, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1)) if p is not None else 0.0
+
+
+def _significantly_lower(new: float | None, ref: float | None, se_new: float, se_ref: float, min_drop: float) -> bool:
+    """``new`` is lower than ``ref`` by more than ``min_drop`` and by more than 2 standard errors."""
+    if new is None or ref is None:
+        return False
+    drop = ref - new
+    return drop > min_drop and drop > 2 * math.hypot(se_new, se_ref)
+
+
+def _inv_se(entry: dict, key: str, n_inv: int) -> float:
+    return clustered_se(entry.get(f"{key}_per_class"), entry[key], n_inv) if entry.get(key) is not None else 0.0
+
+
+def verdict(report: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The computed verdict for the attacked artifact and the goal checks behind it."""
+    chance = report["chance"]
+    var = report["variant"]
+    v = report["variants"][var]
+    ann = report["variants"].get("ann")
+    n_test, n_inv = report["n_test"], report["n_inverted"]
+    wa, inv, sinv = v["weights_as_ann_accuracy"], v["inversion_accuracy"], v["snn_inversion_accuracy"]
+    goals = {
+        "weights_as_ann": wa <= chance + GOAL_WEIGHTS_AS_ANN,
+        "inversion": inv <= chance + GOAL_INVERSION,
+        "snn_inversion": sinv is None or sinv <= chance + GOAL_INVERSION,
+    }
+    acc_drop = None if ann is None else ann["accuracy"] - v["accuracy"]
+    goals["accuracy_drop_points"] = None if acc_drop is None else round(100 * acc_drop, 2)
+    leak = (f"weights-as-ANN {100 * wa:.1f}%, inversion {100 * inv:.1f}%"
+            + (f", SNN inversion {100 * sinv:.1f}%" if sinv is not None else "") + f" (chance {100 * chance:.1f}%)")
+    cost = "" if acc_drop is None else f"; accuracy {100 * v['accuracy']:.1f}% vs ANN {100 * ann['accuracy']:.1f}%"
+    if var != "encrypted_snn":
+        ref = ann
+        same = ref is not None and not _significantly_lower(wa, ref["accuracy"], _se(wa, n_test),
+                                                            _se(ref["accuracy"], n_test), 0.05)
+        word = "leaks like the ANN" if same else ("leaks" if ref is None else "leaks less than the ANN")
+        return f"NOT PRIVATE: the plainly converted SNN {word}: {leak}{cost}", goals
+    ref = report["variants"].get("converted_snn") or ann
+    if all(goals[k] for k in ("weights_as_ann", "inversion", "snn_inversion")):
+        return f"PRIVATE (goal met): the leak is reduced to near chance: {leak}{cost}", goals
+    reduced = ref is not None and (
+        _significantly_lower(wa, ref["weights_as_ann_accuracy"], _se(wa, n_test),
+                             _se(ref["weights_as_ann_accuracy"], n_test), 0.02)
+        or _significantly_lower(inv, ref["inversion_accuracy"], _inv_se(v, "inversion_accuracy", n_inv),
+                                _inv_se(ref, "inversion_accuracy", n_inv), 0.02)
+        or (sinv is not None and ref.get("snn_inversion_accuracy") is not None
+            and _significantly_lower(sinv, ref["snn_inversion_accuracy"], _inv_se(v, "snn_inversion_accuracy", n_inv),
+                                     _inv_se(ref, "snn_inversion_accuracy", n_inv), 0.02)))
+    base = "" if ref is None else f" vs the {VARIANT_LABELS.get(_variant_name(report, ref), 'reference')}"
+    if reduced:
+        return f"LEAK REDUCED{base}, but not to chance (goal not met): {leak}{cost}", goals
+    if ref is None:
+        return f"LEAK NOT REDUCED to chance (goal not met; no reference variant to compare): {leak}{cost}", goals
+    return f"LEAK NOT REDUCED{base} (no significant change): {leak}{cost}", goals
+
+
+def _variant_name(report: dict, entry: dict) -> str:
+    return next((k for k, e in report["variants"].items() if e is entry), "")
+
+
+def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_dir: str | Path,
+              evaluator_spec: str | None = None, limit_classes: int | None = None, iterations: int | None = None,
+              seed: int = 0, *, per_class: int | None = None, timesteps: int | None = None, limit: int | None = None,
+              inversion: InversionSettings | None = None, snn_inversion: bool = True,
+              model_kwargs: dict | None = None, device: torch.device | str = "cpu", progress: bool = True,
+              json_path: str | Path | None = None, log=print) -> dict[str, Any]:
+    """Audit ``snn_path`` (see module docstring); writes ``out_dir/privacy.{json,md}`` and PNGs and
+    returns the report. ``limit_classes``/``iterations``/``per_class`` shrink the inversion attacks;
+    ``limit`` uses only the first N real test images for the accuracies."""
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PrivsnnError(f"--out {out_dir} exists and is not a directory")
+    for name, val in (("--limit-classes", limit_classes), ("--iterations", iterations), ("--per-class", per_class),
+                      ("--timesteps", timesteps), ("--limit", limit)):
+        if val is not None and val <= 0:
+            raise PrivsnnError(f"{name} must be > 0, got {val}")
+    notes: list[str] = []
+    artifact = load_snn(snn_path)
+    graph = artifact.graph
+    num_classes = _num_classes(artifact)
+    input_shape = tuple(graph.input.shape)
+    loaded = _load_ann(artifact, model_spec, notes, model_kwargs)
+    ann_g = None
+    if loaded is not None:
+        from ..conversion import ann_graph
+
+        ann_g = reference_graph(ann_graph(loaded), graph)
+        check_architecture(graph, ann_g, f"the SNN {snn_path}")
+    evaluator = _load_evaluator(evaluator_spec, data_spec, num_classes, input_shape,
+                                loaded.sha256 if loaded is not None else artifact.model.get("sha256"))
+    data = load_data(data_spec).limit(limit)
+    check_classes(data, num_classes, "the SNN")
+    ev_module = evaluator.module().to(device)
+    for p in ev_module.parameters():
+        p.requires_grad_(False)
+    ev_acc = accuracy(ev_module, data, evaluator.num_classes, 256, device, desc="evaluator")
+    chance = 1.0 / num_classes
+    if ev_acc < 2 * chance:
+        notes.append(f"the evaluator is weak ({100 * ev_acc:.1f}% on real data): inversion accuracies understate leakage")
+
+    inv = inversion or InversionSettings()
+    inv = InversionSettings(**{**inv.to_dict(), "seed": seed,
+                               **({"iterations": iterations} if iterations else {}),
+                               **({"per_class": per_class} if per_class else {})})
+    classes = list(range(num_classes))[:limit_classes] if limit_classes else list(range(num_classes))
+
+    trained = _is_trained(artifact)
+    variants: list[tuple[str, Any]] = []
+    if loaded is not None:
+        variants.append(("ann", loaded))
+    if trained:
+        parent = _load_parent(artifact, notes)
+        if parent is not None:
+            check_architecture(parent.graph, graph, f"the parent SNN {parent.path}")
+            variants.append(("converted_snn", parent))
+        variants.append(("encrypted_snn", artifact))
+    else:
+        variants.append(("converted_snn", artifact))
+    attacked = variants[-1][0]
+
+    def scored(imgs, labs, model, kind: str, name: str) -> dict[str, Any]:
+        png = out_dir / f"{name}_{kind}.png"
+        hits = target_hits(ev_module, imgs, labs, device)
+        acc_ev = float(hits.float().mean())
+        rates = per_class_rates(hits, labs)
+        acc_self = attack_accuracy(model, imgs, labs, device, batch_size=50)
+        title = (f"{VARIANT_LABELS[name]}: {'SNN inversion (scenario 2)' if kind == 'snn_inversion' else 'inversion (scenario 1)'}"
+                 f" - evaluator accuracy {100 * acc_ev:.0f}% (chance {100 * chance:.0f}%)")
+        save_grid(png, imgs, labs, title, per_class=min(inv.per_class, 10))
+        return {"evaluator": acc_ev, "self": acc_self, "png": png.name, "per_class": rates,
+                "se": clustered_se(rates, acc_ev, len(labs))}
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, obj in variants:
+        log(f"[audit] {VARIANT_LABELS[name]}: accuracy, weights-as-ANN, inversion ...")
+        entry: dict[str, Any] = {}
+        if name == "ann":
+            module = obj.module().to(device)
+            for p in module.parameters():
+                p.requires_grad_(False)
+            acc = accuracy(module, data, obj.num_classes, 256, device)
+            entry.update(source=obj.spec, accuracy=acc, weights_as_ann_accuracy=acc, weights_as_ann_mode="identity",
+                         weights_as_ann_modes={"identity": acc}, timesteps=None)
+            entry["weight_cosine"] = {n.name: 1.0 for n in ann_g.weighted() if getattr(n, "trainable", True)}
+            attack_model = module
+        else:
+            from ..snn_eval import snn_accuracy_over_time
+
+            T = int(timesteps or obj.timesteps)
+            accs, _ = snn_accuracy_over_time(obj, data, [T], 100, device, seed, desc=VARIANT_LABELS[name])
+            wa = weights_as_ann(obj.graph, data, num_classes, device, timesteps=T)
+            entry.update(source=str(obj.path), accuracy=accs[T], timesteps=T, weights_as_ann_accuracy=wa["accuracy"],
+                         weights_as_ann_mode=wa["mode"], weights_as_ann_modes=wa["modes"])
+            entry["weight_cosine"] = weight_cosine(obj.graph, ann_g) if ann_g is not None else None
+            attack_model = RebuiltANN(obj.graph, wa["mode"], T).to(device).eval()
+        if entry["weight_cosine"]:
+            entry["weight_cosine_mean"] = sum(entry["weight_cosine"].values()) / len(entry["weight_cosine"])
+        imgs, labs = invert(attack_model, classes, input_shape, inv, device,
+                            desc=f"inversion: {VARIANT_LABELS[name]}", progress=progress)
+        s1 = scored(imgs, labs, attack_model, "inversion", name)
+        entry.update(inversion_accuracy=s1["evaluator"], inversion_accuracy_se=s1["se"],
+                     inversion_accuracy_per_class=s1["per_class"], inversion_self_accuracy=s1["self"],
+                     inversion_png=s1["png"])
+        entry.update(snn_inversion_accuracy=None, snn_inversion_accuracy_se=None, snn_inversion_accuracy_per_class=None,
+                     snn_inversion_self_accuracy=None, snn_inversion_png=None)
+        if name != "ann" and snn_inversion:
+            T = int(inv.timesteps or entry["timesteps"])
+            entry["snn_inversion_timesteps"] = T
+            net = snn_for_inversion(obj.graph, T, inv.snn_surrogate_alpha).to(device)
+            imgs2, labs2 = invert(net, classes, input_shape, inv, device, desc=f"SNN inversion: {VARIANT_LABELS[name]} (T={T})", progress=progress)
+            torch.manual_seed(seed)
+            s2 = scored(imgs2, labs2, net, "snn_inversion", name)
+            entry.update(snn_inversion_accuracy=s2["evaluator"], snn_inversion_accuracy_se=s2["se"],
+                         snn_inversion_accuracy_per_class=s2["per_class"], snn_inversion_self_accuracy=s2["self"],
+                         snn_inversion_png=s2["png"])
+        results[name] = entry
+        log(f"[audit] {VARIANT_LABELS[name]}: accuracy {100 * entry['accuracy']:.1f}%, weights-as-ANN "
+            f"{100 * entry['weights_as_ann_accuracy']:.1f}% ({entry['weights_as_ann_mode']}), inversion "
+            f"{100 * entry['inversion_accuracy']:.1f}%"
+            + (f", SNN inversion {100 * entry['snn_inversion_accuracy']:.1f}%"
+               if entry["snn_inversion_accuracy"] is not None else ""))
+
+    top = results[attacked]
+    report: dict[str, Any] = {
+        "format": FORMAT, "snn": str(snn_path), "variant": attacked,
+        "accuracy": top["accuracy"],
+        "ann_accuracy": results["ann"]["accuracy"] if "ann" in results else None,
+        "weights_as_ann_accuracy": top["weights_as_ann_accuracy"], "weights_as_ann_mode": top["weights_as_ann_mode"],
+        # the paper's scenario 1 taken literally (plain ReLU reading); the key above is the strongest reading
+        "weights_as_ann_relu_accuracy": top["weights_as_ann_modes"].get("relu", top["weights_as_ann_accuracy"]),
+        "inversion_accuracy": top["inversion_accuracy"], "snn_inversion_accuracy": top["snn_inversion_accuracy"],
+        "chance": chance, "weight_cosine": top["weight_cosine"],
+        "variants": results,
+        "data": str(data_spec), "n_test": len(data), "num_classes": num_classes, "classes": classes,
+        "n_inverted": len(classes) * inv.per_class,
+        "model": loaded.spec if loaded is not None else None,
+        "evaluator": {"spec": evaluator.spec, "arch": evaluator.arch, "sha256": evaluator.sha256, "accuracy": ev_acc},
+        "inversion_settings": inv.to_dict(), "seed": seed, "notes": notes,
+    }
+    report["verdict"], report["goals"] = verdict(report)
+    report["seconds"] = round(time.time() - t0, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "privacy.json", report)
+    write_markdown(out_dir / "privacy.md", report)
+    if json_path:
+        write_json(json_path, report)
+    return report
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _pm(entry: dict, key: str) -> str:
+    """``63.3% ± 8.1`` (the clustered standard error, in points)."""
+    se = entry.get(f"{key}_se")
+    return _pct(entry.get(key)) + ("" if se is None else f" ± {100 * se:.1f}")
+
+
+def write_markdown(path: str | Path, r: dict[str, Any]) -> Path:
+    """The short human summary of a report."""
+    lines = [f"# Privacy audit of `{Path(r['snn']).name}`", "",
+             f"**Verdict: {r['verdict']}**", "",
+             f"Real test data `{r['data']}` (n={r['n_test']}) used only to score; evaluator `{r['evaluator']['spec']}` "
+             f"({r['evaluator']['arch']}, {_pct(r['evaluator']['accuracy'])} on the real data); chance "
+             f"{_pct(r['chance'])}; {r['n_inverted']} inverted images per attack "
+             f"({len(r['classes'])} classes x {r['inversion_settings']['per_class']}, "
+             f"{r['inversion_settings']['iterations']} iterations, seed {r['seed']}).", "",
+             "Inversion accuracies are given ± their standard error (classes as clusters).", "",
+             "| variant | accuracy | weights-as-ANN acc., best reading (mode) | plain ReLU reading | inversion acc. (scenario 1) | SNN inversion acc. (scenario 2) | mean weight cosine |",
+             "|---|---|---|---|---|---|---|"]
+    for name, e in r["variants"].items():
+        cos = e.get("weight_cosine_mean")
+        t = f" (T={e['timesteps']})" if e.get("timesteps") else ""
+        relu = e["weights_as_ann_modes"].get("relu", e["weights_as_ann_accuracy"])
+        lines.append(f"| {VARIANT_LABELS[name]} | {_pct(e['accuracy'])}{t} | {_pct(e['weights_as_ann_accuracy'])} "
+                     f"({e['weights_as_ann_mode']}) | {_pct(relu)} | {_pm(e, 'inversion_accuracy')} | {_pm(e, 'snn_inversion_accuracy')} "
+                     f"| {'n/a' if cos is None else f'{cos:.4f}'} |")
+    g = r["goals"]
+    lines += ["", f"Goals for an encrypted SNN: weights-as-ANN <= chance + {100 * GOAL_WEIGHTS_AS_ANN:.0f} points: "
+                  f"{'met' if g['weights_as_ann'] else 'not met'}; inversion <= chance + {100 * GOAL_INVERSION:.0f} points: "
+                  f"{'met' if g['inversion'] else 'not met'} (scenario 1), "
+                  f"{'met' if g['snn_inversion'] else 'not met'} (scenario 2)"
+              + ("" if g["accuracy_drop_points"] is None else f"; accuracy drop vs ANN {g['accuracy_drop_points']:.2f} points") + ".",
+              "", "Inverted images: " + ", ".join(f"`{e[k]}`" for e in r["variants"].values()
+                                                 for k in ("inversion_png", "snn_inversion_png") if e.get(k)) + "."]
+    if r["notes"]:
+        lines += ["", "Notes:"] + [f"- {n}" for n in r["notes"]]
+    lines += ["", "Model inversion scored by an evaluator is one measurable proxy for class leakage, not a privacy "
+                  "guarantee (see docs/privacy.md)."]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return Path(path)
