@@ -214,7 +214,10 @@ def generate(loaded: LoadedModel, cfg: SynthConfig, device: torch.device | str =
         if overwrite:
             partial.unlink()
         else:
-            imgs, labs, meta = load_partial(partial)
+            try:
+                imgs, labs, meta = load_partial(partial)
+            except ArtifactError as e:
+                raise ArtifactError(f"{e}; pass --overwrite to discard it and start again") from None
             if meta.get("settings_hash") != h:
                 raise ArtifactError(f"{partial} is a partial run with different settings (or another model); "
                                     f"rerun with the same settings to resume, or pass --overwrite to start again")
