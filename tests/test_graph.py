@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import randomize_bn as _randomize_bn
 from privatesnn.conversion import ConversionSettings, ann_graph, convert
 from privatesnn.data import load_data
 from privatesnn.errors import ArtifactError, UnsupportedLayerError
@@ -17,17 +18,6 @@ from privatesnn.neurons import SpikingMaxPool, SpikingNeuron, neuron_step
 from privatesnn.snn import GraphANN, SpikingNetwork
 
 
-def _randomize_bn(net: nn.Module, seed: int = 1) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
-    return net.eval()
 
 
 def _extract(name: str):

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import randomize_bn as _randomize_bn
 from privatesnn.cli import main
 from privatesnn.data import load_data
 from privatesnn.errors import CheckpointError, PrivsnnError
@@ -17,18 +18,6 @@ from privatesnn.models import create_model, list_models, load_model, model_cfg
 from privatesnn.models.loading import parse_floats
 
 
-def _randomize_bn(net: nn.Module, seed: int = 1) -> nn.Module:
-    """Non-trivial BN statistics so that a dropped/mis-mapped buffer changes the outputs."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
-    return net.eval()
 
 
 @pytest.fixture

@@ -1,0 +1,20 @@
+"""Small builders shared by several test modules."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def randomize_bn(net: nn.Module, seed: int = 1) -> nn.Module:
+    """Non-trivial BN statistics so that a dropped/mis-mapped buffer changes the outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+    return net.eval()
