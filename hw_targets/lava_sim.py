@@ -122,6 +122,33 @@ class _PrivLifMixin:
         if self.lag <= k < self.lag + self.T:
             self.spike_count[slot] += int(np.count_nonzero(s))
 
+    def _threshold(self):
+        """The threshold the membrane is compared with (model-specific units)."""
+        return self.vth
+
+    def _before_dynamics(self) -> None:
+        """Model-specific work before the membrane update (fixed point: bias/threshold scaling)."""
+
+    def spiking_activation(self):
+        return self.v > self._threshold()
+
+    def reset_voltage(self, spike_vector: np.ndarray):
+        if self.subtract:
+            self.v[spike_vector] -= self._threshold()
+        else:
+            self.v[spike_vector] = 0
+
+    def run_spk(self):
+        a_in_data = self.a_in.recv()
+        k, slot = self._phase()
+        self._start_image(k, slot)
+        self._before_dynamics()
+        self.subthr_dynamics(activation_in=a_in_data)
+        s = self.spiking_activation()
+        self.reset_voltage(spike_vector=s)
+        self._count(k, slot, s)
+        self.s_out.send(s)
+
 
 @implements(proc=PrivLIF, protocol=LoihiProtocol)
 @requires(CPU)
@@ -144,27 +171,13 @@ class PyPrivLifFixed(_PrivLifMixin, AbstractPyLifModelFixed):
         self.effective_vth = np.left_shift(self.vth, self.vth_shift)
         self.isthrscaled = True
 
-    def spiking_activation(self):
-        return self.v > self.effective_vth
+    def _threshold(self):
+        return self.effective_vth
 
-    def reset_voltage(self, spike_vector: np.ndarray):
-        if self.subtract:
-            self.v[spike_vector] -= self.effective_vth
-        else:
-            self.v[spike_vector] = 0
-
-    def run_spk(self):
-        a_in_data = self.a_in.recv()
-        k, slot = self._phase()
-        self._start_image(k, slot)
+    def _before_dynamics(self) -> None:
         self.scale_bias()
         if not self.isthrscaled:
             self.scale_threshold()
-        self.subthr_dynamics(activation_in=a_in_data)
-        s = self.spiking_activation()
-        self.reset_voltage(spike_vector=s)
-        self._count(k, slot, s)
-        self.s_out.send(s)
 
 
 @implements(proc=PrivLIF, protocol=LoihiProtocol)
@@ -183,24 +196,6 @@ class PyPrivLifFloat(_PrivLifMixin, AbstractPyLifModelFloat):
         super().__init__(proc_params)
         self._init_schedule(proc_params)
 
-    def spiking_activation(self):
-        return self.v > self.vth
-
-    def reset_voltage(self, spike_vector: np.ndarray):
-        if self.subtract:
-            self.v[spike_vector] -= self.vth
-        else:
-            self.v[spike_vector] = 0
-
-    def run_spk(self):
-        a_in_data = self.a_in.recv()
-        k, slot = self._phase()
-        self._start_image(k, slot)
-        self.subthr_dynamics(activation_in=a_in_data)
-        s = self.spiking_activation()
-        self.reset_voltage(spike_vector=s)
-        self._count(k, slot, s)
-        self.s_out.send(s)
 
 
 def fast_conv(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
