@@ -136,6 +136,9 @@ def plot_tradeoff(rows: list[dict], path: Path) -> Path:
     from privatesnn.io_utils import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    numbered = [(i, r) for i, r in enumerate(rows, 1) if r["accuracy"] > r["chance"] + 0.05]  # drop collapsed runs
+    left_out = [str(i) for i, r in enumerate(rows, 1) if r["accuracy"] <= r["chance"] + 0.05]
+    rows = [r for _, r in numbered]
     acc = [100 * r["accuracy"] for r in rows]
     for key, marker, name in (("weights_as_ann_accuracy", "o", "weights-as-ANN acc. (best reading)"),
                               ("weights_as_ann_relu", "x", "weights-as-ANN acc. (plain ReLU reading)"),
@@ -143,7 +146,7 @@ def plot_tradeoff(rows: list[dict], path: Path) -> Path:
                               ("snn_inversion_accuracy", "^", "SNN inversion acc. (scenario 2)")):
         vals = [r["weights_as_ann_modes"]["relu"] if key == "weights_as_ann_relu" else r[key] for r in rows]
         ax.scatter(acc, [100 * v for v in vals], marker=marker, label=name, alpha=0.8)
-    for i, (r, a) in enumerate(zip(rows, acc), 1):  # row numbers of the table in privacy.md
+    for (i, r), a in zip(numbered, acc):  # row numbers of the table in privacy.md
         ax.annotate(str(i), (a, 100 * r["weights_as_ann_modes"]["relu"]), fontsize=6, xytext=(3, -6),
                     textcoords="offset points")
     chance = 100 * rows[0]["chance"]
@@ -152,7 +155,8 @@ def plot_tradeoff(rows: list[dict], path: Path) -> Path:
     ax.axvline(100 * rows[0]["ann_accuracy"] - 0.5, color="r", ls="--", lw=0.8, label="accuracy goal: ANN - 0.5")
     ax.set_xlabel("encrypted SNN accuracy on real digits test (%)")
     ax.set_ylabel("attack accuracy (%)")
-    ax.set_title("digits: leakage vs accuracy over training knobs (numbers: rows of privacy.md)", fontsize=9)
+    ax.set_title("digits: leakage vs accuracy over training knobs (numbers: rows of privacy.md)"
+                 + (f"\nnot shown (SNN at chance): {', '.join(left_out)}" if left_out else ""), fontsize=8)
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="lower left")
@@ -170,11 +174,13 @@ def markdown(results: dict) -> str:
              "See docs/privacy.md for what they mean.", ""]
     for case, r in results["cases"].items():
         lines += [f"## {case}", "", f"**{r['verdict']}**", "",
-                  "| variant | accuracy | weights-as-ANN (mode) | inversion (sc. 1) | SNN inversion (sc. 2) | mean cosine |",
-                  "|---|---|---|---|---|---|"]
+                  "| variant | accuracy | weights-as-ANN best (mode) | weights-as-ANN relu | inversion (sc. 1) | SNN inversion (sc. 2) | mean cosine |",
+                  "|---|---|---|---|---|---|---|"]
         for name, e in r["variants"].items():
             cos = e.get("weight_cosine_mean")
-            lines.append(f"| {name} | {pct(e['accuracy'])} | {pct(e['weights_as_ann_accuracy'])} ({e['weights_as_ann_mode']}) "
+            t = f" (T={e['timesteps']})" if e.get("timesteps") else ""
+            lines.append(f"| {name} | {pct(e['accuracy'])}{t} | {pct(e['weights_as_ann_accuracy'])} ({e['weights_as_ann_mode']}) "
+                         f"| {pct(e['weights_as_ann_modes'].get('relu', e['weights_as_ann_accuracy']))} "
                          f"| {pct(e['inversion_accuracy'])} | {pct(e['snn_inversion_accuracy'])} | "
                          f"{'n/a' if cos is None else f'{cos:.4f}'} |")
         lines += ["", f"Evaluator: `{Path(r['evaluator']['spec']).name}` ({pct(r['evaluator']['accuracy'])} on the real "

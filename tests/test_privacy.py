@@ -160,7 +160,7 @@ def test_audit_can_say_no_leak(artifacts, tmp_path):
     assert conv["inversion_accuracy"] >= r["chance"] + 0.3
     assert r["inversion_accuracy"] <= conv["inversion_accuracy"] - 0.25
     assert set(conv["inversion_accuracy_per_class"]) == set(range(10)) and conv["inversion_accuracy_se"] > 0
-    assert r["verdict"].startswith(("PRIVATE", "LEAK REDUCED"))
+    assert r["verdict"].startswith(("PRIVATE", "LEAK REDUCED", "USELESS"))  # a shuffled SNN is also useless
     assert max(abs(c) for c in r["weight_cosine"].values()) < 0.5
 
 
@@ -182,6 +182,8 @@ def test_verdict_is_computed_from_the_numbers():
     assert v.startswith("LEAK REDUCED") and not goals["weights_as_ann"]
     v, _ = verdict(_report(0.98, 0.69, 0.7))
     assert v.startswith("LEAK NOT REDUCED")
+    v, goals = verdict(_report(0.1, 0.1, 0.1, acc=0.1))  # collapsed training: no leak, no classifier
+    assert v.startswith("USELESS") and goals["weights_as_ann"]
     edge = 0.1 + GOAL_WEIGHTS_AS_ANN + 1e-9
     assert not verdict(_report(edge, 0.1, 0.1))[1]["weights_as_ann"]
     assert not verdict(_report(0.1, 0.1 + GOAL_INVERSION + 1e-9, 0.1))[1]["inversion"]

@@ -159,16 +159,19 @@ def verdict(report: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         word = "leaks like the ANN" if same else ("leaks" if ref is None else "leaks less than the ANN")
         return f"NOT PRIVATE: the plainly converted SNN {word}: {leak}{cost}", goals
     ref = report["variants"].get("converted_snn") or ann
+    if v["accuracy"] <= chance + GOAL_WEIGHTS_AS_ANN:
+        return (f"USELESS: the encrypted SNN itself is near chance (accuracy {100 * v['accuracy']:.1f}%); "
+                f"nothing leaks because nothing was kept: {leak}{cost}"), goals
     if all(goals[k] for k in ("weights_as_ann", "inversion", "snn_inversion")):
         return f"PRIVATE (goal met): the leak is reduced to near chance: {leak}{cost}", goals
     reduced = ref is not None and (
         _significantly_lower(wa, ref["weights_as_ann_accuracy"], _se(wa, n_test),
-                             _se(ref["weights_as_ann_accuracy"], n_test), 0.02)
+                             _se(ref["weights_as_ann_accuracy"], n_test), GOAL_WEIGHTS_AS_ANN)
         or _significantly_lower(inv, ref["inversion_accuracy"], _inv_se(v, "inversion_accuracy", n_inv),
-                                _inv_se(ref, "inversion_accuracy", n_inv), 0.02)
+                                _inv_se(ref, "inversion_accuracy", n_inv), GOAL_INVERSION)
         or (sinv is not None and ref.get("snn_inversion_accuracy") is not None
             and _significantly_lower(sinv, ref["snn_inversion_accuracy"], _inv_se(v, "snn_inversion_accuracy", n_inv),
-                                     _inv_se(ref, "snn_inversion_accuracy", n_inv), 0.02)))
+                                     _inv_se(ref, "snn_inversion_accuracy", n_inv), GOAL_INVERSION)))
     base = "" if ref is None else f" vs the {VARIANT_LABELS.get(_variant_name(report, ref), 'reference')}"
     if reduced:
         return f"LEAK REDUCED{base}, but not to chance (goal not met): {leak}{cost}", goals

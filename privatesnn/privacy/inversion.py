@@ -214,7 +214,7 @@ def save_grid(path, images: torch.Tensor, labels: torch.Tensor, title: str = "",
     classes = sorted(set(labels.tolist()))
     cols = max(1, min(per_class, max(int((labels == c).sum()) for c in classes) if classes else 1))
     rows = max(1, len(classes))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8 + 0.6, rows * 0.8 + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(cols * 0.8 + 0.6, 5.0), rows * 0.8 + 0.5), squeeze=False)
     for r, c in enumerate(classes):
         idx = torch.nonzero(labels == c).flatten()[:cols].tolist()
         for j in range(cols):
