@@ -29,6 +29,8 @@ COMMANDS = [
     ("simulate", "simulate", "run an exported SNN in Lava on the CPU"),
     ("verify", "verify", "check an artifact's hashes and provenance chain"),
 ]
+# Commands that run under `torchrun --nproc_per_node N` (see privatesnn/distributed.py).
+DISTRIBUTED = {"synthesize", "train", "evaluate"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:  # under torchrun only rank 0 talks; the others report errors only
+        os.environ["TQDM_DISABLE"] = "1"  # read by tqdm when it is first imported (below)
+        sys.stdout = open(os.devnull, "w")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -61,13 +67,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # On a shared machine one thread per process is much faster (no OpenMP spin contention).
         torch.set_num_threads(max(1, int(os.environ["PRIVSNN_THREADS"])))
+    where = f"[rank {rank}] " if rank > 0 else ""
     try:
-        rc = args._run(args)
+        from .distributed import launched_by_torchrun, shutdown
+
+        if launched_by_torchrun() and args.command not in DISTRIBUTED:
+            raise PrivsnnError(f"`privsnn {args.command}` runs as one process; under torchrun only "
+                               f"{', '.join(sorted(DISTRIBUTED))} are supported")
+        try:
+            rc = args._run(args)
+        finally:
+            shutdown()
         return int(rc or 0)
     except PrivsnnError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{where}error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -76,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+            print(f"{where}internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

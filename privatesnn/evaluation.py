@@ -7,19 +7,33 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .data import ImageSet
+from .distributed import DistContext, current
 from .errors import DataError
+
+
+def gather_batches(local: dict[int, torch.Tensor], ctx: DistContext) -> torch.Tensor:
+    """Concatenate per-batch results ``{batch index: tensor}`` from every rank in batch order."""
+    merged: dict[int, torch.Tensor] = {}
+    for part in ctx.all_gather(local):
+        merged.update(part)
+    return torch.cat([merged[k] for k in sorted(merged)]) if merged else torch.empty(0, dtype=torch.long)
 
 
 @torch.no_grad()
 def predict(module: nn.Module, images: torch.Tensor, batch_size: int = 256, desc: str = "predict",
             device: torch.device | str = "cpu", progress: bool = True) -> torch.Tensor:
-    """Arg-max predictions of ``module`` (which takes pixels in [0, 1]) for ``images``."""
+    """Arg-max predictions of ``module`` (which takes pixels in [0, 1]) for ``images``.
+
+    Under torchrun each rank predicts every world-size-th batch and all ranks get all predictions."""
+    ctx = current()
     module = module.to(device).eval()
-    preds = []
-    it = range(0, len(images), batch_size)
-    for i in tqdm(it, desc=desc, disable=not progress or len(it) < 4, leave=False):
-        preds.append(module(images[i:i + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    starts = list(range(0, len(images), batch_size))
+    preds: dict[int, torch.Tensor] = {}
+    for k in tqdm(ctx.mine(len(starts)), desc=desc, disable=not progress or len(starts) < 4 or not ctx.is_main,
+                  leave=False):
+        i = starts[k]
+        preds[k] = module(images[i:i + batch_size].to(device)).argmax(1).cpu()
+    return gather_batches(preds, ctx)
 
 
 def check_classes(data: ImageSet, num_classes: int, what: str) -> None:

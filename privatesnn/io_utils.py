@@ -42,6 +42,16 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temps(dest: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that :func:`atomic_path` left for ``dest`` when a process was killed
+    (SIGKILL skips the clean-up); call it when a run (re)starts writing ``dest``."""
+    dest = Path(dest)
+    stale = list(dest.parent.glob(f".{dest.name}.*.tmp")) if dest.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write(dest: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` and atomically move the result to ``dest``."""
     with atomic_path(dest) as tmp:

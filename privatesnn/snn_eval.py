@@ -10,8 +10,9 @@ from tqdm.auto import tqdm
 
 from .artifact import SNNArtifact, load_snn
 from .data import ImageSet
+from .distributed import current
 from .errors import PrivsnnError
-from .evaluation import check_classes
+from .evaluation import check_classes, gather_batches
 from .snn import SpikingNetwork
 
 
@@ -31,16 +32,22 @@ def parse_timesteps(text: str | None, default: int) -> list[int]:
 def snn_accuracy_over_time(artifact: SNNArtifact, data: ImageSet, timesteps: list[int], batch_size: int = 100,
                            device: torch.device | str = "cpu", seed: int = 0, desc: str = "SNN"
                            ) -> tuple[dict[int, float], dict[int, torch.Tensor]]:
-    """Accuracy (and predictions) at each T, from one simulation of max(T) steps per batch."""
+    """Accuracy (and predictions) at each T, from one simulation of max(T) steps per batch.
+
+    Rate-coded inputs are drawn from a generator seeded by ``(seed, batch index)``, so results do
+    not depend on how the batches are shared out under torchrun."""
     check_classes(data, int(artifact.graph.meta.get("num_classes", 0)) or data.num_classes, "the SNN")
-    torch.manual_seed(seed)  # rate coding draws random spikes
+    ctx = current()
     net = SpikingNetwork(artifact.graph).to(device).eval()
-    preds: dict[int, list[torch.Tensor]] = {t: [] for t in timesteps}
     n_batches = (len(data) + batch_size - 1) // batch_size
-    for xb, _ in tqdm(data.batches(batch_size), total=n_batches, desc=f"{desc} T<={max(timesteps)}", leave=False):
-        for t, logits in net.logits_over_time(xb.to(device), timesteps).items():
-            preds[t].append(logits.argmax(1).cpu())
-    out_preds = {t: torch.cat(p) for t, p in preds.items()}
+    local: dict[int, torch.Tensor] = {}  # batch index -> (len(timesteps), n) predictions
+    for k in tqdm(ctx.mine(n_batches), desc=f"{desc} T<={max(timesteps)}", leave=False, disable=not ctx.is_main):
+        torch.manual_seed(seed * 1_000_003 + k)  # rate coding draws random spikes
+        xb = data.x[k * batch_size:(k + 1) * batch_size]
+        over_t = net.logits_over_time(xb.to(device), timesteps)
+        local[k] = torch.stack([over_t[t].argmax(1).cpu() for t in timesteps], 1)
+    stacked = gather_batches(local, ctx).reshape(-1, len(timesteps))
+    out_preds = {t: stacked[:, j] for j, t in enumerate(timesteps)}
     accs = {t: float((p == data.y).float().mean()) for t, p in out_preds.items()}
     return accs, out_preds
 
@@ -88,7 +95,7 @@ def evaluate_snn_command(args: argparse.Namespace, data: ImageSet, device, resul
     result.update(snn=args.snn, results=[{"timesteps": t, "accuracy": accs[t]} for t in ts],
                   private=artifact.private)
     plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    if plot and len(ts) > 1:
+    if plot and len(ts) > 1 and current().is_main:
         plot_accuracy_vs_t({Path(args.snn).name: accs}, plot, result.get("ann_accuracy"), title=args.data)
         result["plot"] = plot
         print(f"wrote {plot}")

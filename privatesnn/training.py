@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .distributed import SINGLE, DistContext
 from .errors import ArtifactError, PrivsnnError, TrainingDivergedError
 from .graph import Graph
 from .io_utils import torch_save
@@ -39,6 +40,7 @@ class TrainSettings:
     surrogate: str = "triangle"
     surrogate_alpha: float = 0.3
     augment: bool = True  # random shifts (and flips for 3-channel images)
+    amp: bool = False  # mixed precision for the synapses (fp16 + loss scaling on CUDA, bf16 on CPU)
     seed: int = 0
     history: list = field(default_factory=list)
 
@@ -77,25 +79,47 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
     return (1 - alpha) * ce + alpha * temperature ** 2 * kl
 
 
+def rank_slice(batch: int, ctx: DistContext) -> slice:
+    """This rank's contiguous part of a global batch of ``batch`` items (sizes differ by at most 1)."""
+    return slice(batch * ctx.rank // ctx.world_size, batch * (ctx.rank + 1) // ctx.world_size)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision for the synaptic layers: fp16 on CUDA, bf16 on CPU. The membrane update adds
+    to float32 state, so potentials and thresholds stay float32."""
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+
 def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
               settings: TrainSettings, checkpoint: str | Path, resume: bool = False,
               device: torch.device | str = "cpu", progress: bool = True,
-              on_epoch: Callable[[int, dict], None] | None = None) -> Graph:
+              on_epoch: Callable[[int, dict], None] | None = None, ctx: DistContext = SINGLE) -> Graph:
     """Train ``graph``'s weights in place of a copy; returns the trained graph.
 
-    ``teacher`` takes pixels in [0, 1]. ``checkpoint`` is rewritten (atomically) after every epoch;
-    with ``resume=True`` training continues from it.
+    ``teacher`` takes pixels in [0, 1]. ``checkpoint`` is rewritten (atomically, by rank 0) after
+    every epoch; with ``resume=True`` training continues from it. Under torchrun the SNN is wrapped
+    in ``DistributedDataParallel`` and every global batch (same order and augmentation on all ranks)
+    is split over the ranks, with the loss weighted so that the averaged gradient is the
+    full-batch gradient: N processes follow the single-process run up to float rounding.
     """
     settings.validate()
+    device = torch.device(device)
     torch.manual_seed(settings.seed)
     graph = graph.copy()
     net = SpikingNetwork(graph, settings.timesteps, settings.surrogate, settings.surrogate_alpha).to(device)
     changes = {k: v for k, v in (("leak", settings.leak), ("reset", settings.reset)) if v is not None}
     if changes:
         net.set_neurons(**changes)
+    model: torch.nn.Module = net
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.epochs)
+    scaler = torch.cuda.amp.GradScaler(enabled=settings.amp and device.type == "cuda")
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -112,54 +136,88 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)  # epoch result depends only on (seed, epoch)
         torch.manual_seed(settings.seed * 100_003 + epoch)
         perm = torch.randperm(n, generator=gen)
-        net.train()
-        totals = {"loss": 0.0, "rate": 0.0, "correct": 0, "agree": 0, "seen": 0}
+        model.train()
+        totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, rate, correct, agree (sums over images), seen
+        pred_counts = torch.zeros(int(graph.meta.get("num_classes") or 0) or 1, dtype=torch.float64)
         t0 = time.time()
         bar = tqdm(range(0, n, settings.batch_size), desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
-                   disable=not progress)
+                   disable=not progress or not ctx.is_main)
         for i in bar:
             idx = perm[i:i + settings.batch_size]
             x = images[idx]
             if settings.augment:
-                x = augment(x, gen)
-            x, y = x.to(device), labels[idx].to(device)
-            with torch.no_grad():
-                t_logits = teacher(x)
-            logits, spikes = net(x, settings.timesteps, return_spikes=True)
-            loss = distillation_loss(logits, t_logits, y, settings.kd_alpha, settings.kd_temperature)
-            rate = torch.stack([s.mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
-            if settings.rate_reg > 0:
-                loss = loss + settings.rate_reg * rate
-            if not torch.isfinite(loss):
+                x = augment(x, gen)  # on the whole batch: same draws on every rank
+            part = rank_slice(len(idx), ctx)
+            x, y = x[part], labels[idx][part]
+            weight = len(y) * ctx.world_size / len(idx)  # DDP averages over ranks: this restores the batch mean
+            if len(y) == 0:  # a tail batch smaller than the number of ranks: join the all-reduce with no weight
+                x, y, weight = images[idx[:1]], labels[idx[:1]], 0.0
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad(), autocast(device, settings.amp):
+                t_logits = teacher(x).float()
+            with autocast(device, settings.amp):
+                logits, spikes = model(x, settings.timesteps, return_spikes=True)
+                logits = logits.float()
+                loss = distillation_loss(logits, t_logits, y, settings.kd_alpha, settings.kd_temperature)
+                rate = torch.stack([s.float().mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
+                if settings.rate_reg > 0:
+                    loss = loss + settings.rate_reg * rate
+            bad = not torch.isfinite(loss)
+            if ctx.enabled:
+                bad = ctx.sum([float(bad)])[0] > 0
+            if bad:
                 raise TrainingDivergedError(
-                    f"loss became {float(loss)} at epoch {epoch + 1}, batch {i // settings.batch_size + 1}; "
+                    f"loss became non-finite at epoch {epoch + 1}, batch {i // settings.batch_size + 1}; "
                     f"the last good checkpoint ({ckpt if ckpt.exists() else 'none yet'}) is kept; try a lower --lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            b = len(idx)
-            totals["loss"] += float(loss) * b
-            totals["rate"] += float(rate) * b
-            totals["correct"] += int((logits.argmax(1) == y).sum())
-            totals["agree"] += int((logits.argmax(1) == t_logits.argmax(1)).sum())
-            totals["seen"] += b
-            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", rate=f"{totals['rate'] / totals['seen']:.3f}")
+            scaler.scale(loss * weight).backward()
+            scaler.step(opt)
+            scaler.update()
+            if weight > 0:
+                b = len(y)
+                totals[0] += float(loss) * b
+                totals[1] += float(rate) * b
+                totals[2] += int((logits.argmax(1) == y).sum())
+                totals[3] += int((logits.argmax(1) == t_logits.argmax(1)).sum())
+                totals[4] += b
+                if pred_counts.numel() != logits.shape[1]:
+                    pred_counts = torch.zeros(logits.shape[1], dtype=torch.float64)
+                pred_counts += torch.bincount(logits.argmax(1).cpu(), minlength=logits.shape[1]).double()
+                bar.set_postfix(loss=f"{totals[0] / totals[4]:.3f}", rate=f"{totals[1] / totals[4]:.3f}")
         sched.step()
-        seen = max(1, totals["seen"])
-        record = {"epoch": epoch + 1, "loss": totals["loss"] / seen, "spike_rate": totals["rate"] / seen,
-                  "synthetic_accuracy": totals["correct"] / seen, "teacher_agreement": totals["agree"] / seen,
-                  "seconds": time.time() - t0}
+        summed = ctx.sum(totals + pred_counts.tolist())
+        loss_sum, rate_sum, correct, agree, seen = summed[:5]
+        seen = max(1.0, seen)
+        top_share = max(summed[5:]) / seen
+        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "spike_rate": rate_sum / seen,
+                  "synthetic_accuracy": correct / seen, "teacher_agreement": agree / seen,
+                  "top_class_share": top_share, "seconds": time.time() - t0, "processes": ctx.world_size}
         history.append(record)
         if any(not torch.isfinite(p).all() for p in params):
             raise TrainingDivergedError(f"weights became NaN/Inf in epoch {epoch + 1}; the last good checkpoint is kept")
-        torch_save(ckpt, {"format": "privsnn-train-checkpoint/1", "epoch": epoch + 1, "model": net.state_dict(),
-                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
-                          "settings": {k: v for k, v in asdict(settings).items() if k != "history"}})
-        if on_epoch:
+        check_collapse(record, len(summed) - 5, ckpt)
+        if ctx.is_main:
+            torch_save(ckpt, {"format": "privsnn-train-checkpoint/1", "epoch": epoch + 1, "model": net.state_dict(),
+                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
+                              "settings": {k: v for k, v in asdict(settings).items() if k != "history"}})
+        ctx.barrier()
+        if on_epoch and ctx.is_main:
             on_epoch(epoch + 1, record)
     settings.history = history
     net.cpu()
     return net.sync_graph()
+
+
+def check_collapse(record: dict, num_classes: int, ckpt: Path) -> None:
+    """Stop when training collapsed: the SNN gives (almost) one class for everything while the
+    loss stays finite (seen with too large a learning rate). The previous checkpoint is kept."""
+    if num_classes < 3 or record["top_class_share"] < 0.9 or record["teacher_agreement"] > 2.0 / num_classes:
+        return
+    raise TrainingDivergedError(
+        f"training collapsed in epoch {record['epoch']}: the SNN predicts one class for "
+        f"{record['top_class_share']:.0%} of the synthetic images (agreement with the teacher "
+        f"{record['teacher_agreement']:.0%}); the last good checkpoint ({ckpt if ckpt.exists() else 'none yet'}) "
+        f"is kept; try a lower --lr")
 
 
 def _load_checkpoint(path: Path) -> dict:

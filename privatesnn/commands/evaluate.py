@@ -13,6 +13,7 @@ examples:
   privsnn evaluate --model digits --data digits
   privsnn evaluate --model resnet20:resnet20.th --data npy:test_x.npy:test_y.npy --json r.json
   privsnn evaluate --snn private.pt --data digits --timesteps 8,16,32 --json r.json
+  torchrun --nproc_per_node 2 -m privatesnn.cli evaluate --snn private.pt --data digits   # batches shared out
 """
 
 
@@ -38,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         raise PrivsnnError("evaluate needs --model SPEC and/or --snn FILE")
     if args.limit is not None and args.limit <= 0:
         raise PrivsnnError(f"--limit must be > 0, got {args.limit}")
-    device = resolve_device(args.device)
+    from .. import distributed
+
+    ctx, device = distributed.setup(resolve_device(args.device))
     data = load_data(args.data).limit(args.limit)
     result: dict = {"data": args.data, "n": len(data)}
     if args.model:
@@ -50,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
         from ..snn_eval import evaluate_snn_command
 
         evaluate_snn_command(args, data, device, result)
-    emit(result, args.json)
+    if ctx.is_main:
+        emit(result, args.json)
     return 0

@@ -13,13 +13,15 @@ Methods: dirichlet (PrivateSNN / ZSKD data impressions: soft Dirichlet targets f
 layer's class similarity) and bn-inversion (DeepInversion-style BatchNorm-statistics matching;
 the default when the model has BatchNorm2d layers). Writes OUT (npz), a PNG preview next to it
 and OUT.manifest.json. An interrupted run resumes from OUT.partial.npz when rerun with the same
-settings.
+settings. Under `torchrun --nproc_per_node N` the batches are shared out over N processes (the
+images are the same as from one process).
 
 examples:
   privsnn synthesize --model digits --num 1000 --out synth.npz
   privsnn synthesize --model resnet20:resnet20.th --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 \\
       --num 2560 --out cifar_synth.npz
   privsnn synthesize --model digits-evaluator --method dirichlet --num 500 --out mlp_synth.npz
+  torchrun --nproc_per_node 2 -m privatesnn.cli synthesize --model digits --num 1000 --out synth.npz
 """
 
 
@@ -66,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    from .. import distributed
+
+    ctx, device = distributed.setup(resolve_device(args.device))
     loaded = load_model_from_args(args)
     extra = {k: v for k, v in (("beta", args.beta), ("temperature", args.temperature),
                                ("r_feature", args.r_feature), ("tv", args.tv)) if v is not None}
@@ -74,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
                       iterations=args.iterations, lr=args.lr, seed=args.seed, flip=args.flip, **extra)
     if args.resume and not partial_path(args.out).exists():
         print(f"note: no partial run at {partial_path(args.out)}; starting from the first batch", file=sys.stderr)
-    res = synthesize(loaded, cfg, args.out, device=device, overwrite=args.overwrite)
+    res = synthesize(loaded, cfg, args.out, device=device, overwrite=args.overwrite, ctx=ctx)
     assert res is not None
+    if not ctx.is_main:
+        return 0
     print(f"synthesized {res['n']} images ({cfg.method}, {cfg.iterations} steps/batch) in {res['seconds']:.1f}s "
           f"({res['seconds_per_batch']:.1f}s/batch) -> {args.out}; model agrees with the target label on "
           f"{res['target_agreement']:.1%} (mean target confidence {res['mean_target_confidence']:.3f})")

@@ -13,6 +13,7 @@ from the ANN's (PrivateSNN's "encryption") and lets the SNN run at low T. No rea
   privsnn train --snn snn.pt --teacher digits --synthetic synth.npz --epochs 5 --out private.pt
   privsnn train ... --reset zero          # train the Lava/Loihi neuron (reset to zero)
   privsnn train ... --rate-reg 0.5        # fewer spikes, less energy
+  torchrun --nproc_per_node 2 -m privatesnn.cli train ...   # DistributedDataParallel, same result
 """
 
 
@@ -32,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
     p.add_argument("--surrogate-alpha", type=float, default=0.3)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision (fp16 with loss scaling on CUDA, bf16 on CPU); off by default")
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt.pt")
     p.add_argument("--out", required=True)
     p.add_argument("--json", default=None, metavar="PATH")
@@ -45,12 +48,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..artifact import check_same_model, load_snn, save_snn
     from ..errors import PrivsnnError
+    from ..io_utils import remove_stale_temps
     from ..manifest import Manifest, parent_entry
     from ..synthesis.store import load_synthetic
     from ..training import TrainSettings, train_snn
     from .common import load_model_from_args, resolve_device
 
-    device = resolve_device(args.device)
+    from .. import distributed
+
+    ctx, device = distributed.setup(resolve_device(args.device))
     artifact = load_snn(args.snn)
     teacher = load_model_from_args(args, flag="teacher")
     check_same_model(artifact, teacher, role="--teacher")
@@ -62,20 +68,26 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha,
                              kd_temperature=args.kd_temperature, rate_reg=args.rate_reg, leak=args.leak,
                              reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment,
-                             seed=args.seed)
+                             amp=args.amp, seed=args.seed)
     out = Path(args.out)
     ckpt = out.with_name(out.name + ".ckpt.pt")
     if ckpt.exists() and not args.resume:
         raise PrivsnnError(f"{ckpt} exists from an earlier run: pass --resume to continue it, or delete it")
+    if ctx.is_main:
+        for dest in (out, ckpt):
+            remove_stale_temps(dest)  # left by a killed run
     t0 = time.time()
     graph = train_snn(artifact.graph, teacher.module(), synth.images, synth.labels, settings, ckpt,
-                      resume=args.resume, device=device,
+                      resume=args.resume, device=device, ctx=ctx,
                       on_epoch=lambda e, r: print(f"epoch {e}: loss {r['loss']:.4f}, spike rate {r['spike_rate']:.4f}, "
                                                   f"agreement with teacher {r['teacher_agreement']:.3f} "
                                                   f"({r['seconds']:.0f}s)"))
+    if not ctx.is_main:  # rank 0 writes the artifact
+        return 0
     graph.meta["timesteps"] = settings.timesteps
     record = {k: v for k, v in settings.__dict__.items()}
     record["timesteps"] = settings.timesteps
+    record["processes"] = ctx.world_size
     parents = [parent_entry(args.snn, "snn"), parent_entry(args.synthetic, "synthetic")]
     private = artifact.private
     manifest = Manifest(kind="private-snn", command="train", settings=record,

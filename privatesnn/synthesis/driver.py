@@ -29,10 +29,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..distributed import SINGLE, DistContext
 from ..errors import ArtifactError, PrivsnnError
 from ..models.loading import LoadedModel
 from .bn_inversion import BNInversionLoss, batchnorm_layers
 from .dirichlet import DirichletLoss, class_similarity, dirichlet_targets
+from ..io_utils import remove_stale_temps
 from .store import load_partial, save_partial, save_preview, save_synthetic
 
 METHODS = ("dirichlet", "bn-inversion")
@@ -197,9 +199,12 @@ def partial_path(out: str | Path) -> Path:
 
 def generate(loaded: LoadedModel, cfg: SynthConfig, device: torch.device | str = "cpu",
              partial: str | Path | None = None, overwrite: bool = False, max_batches: int | None = None,
-             progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-    """Run all batches, checkpointing each finished one to ``partial`` and resuming from it.
+             progress: bool = True, ctx: DistContext = SINGLE) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """Run all batches, checkpointing each finished round to ``partial`` and resuming from it.
 
+    Under torchrun the batches of a round go round-robin to the ranks (batch ``b`` of the round to
+    rank ``b % world``) and are gathered on every rank; a batch's images depend only on
+    ``(seed, b)``, so any number of processes gives the same images. Only rank 0 writes the partial.
     Returns ``(images, labels, batches run now)``, or None if ``max_batches`` stopped it early.
     """
     from tqdm.auto import tqdm
@@ -212,7 +217,8 @@ def generate(loaded: LoadedModel, cfg: SynthConfig, device: torch.device | str =
     partial = Path(partial) if partial is not None else None
     if partial is not None and partial.exists():
         if overwrite:
-            partial.unlink()
+            if ctx.is_main:
+                partial.unlink()
         else:
             try:
                 imgs, labs, meta = load_partial(partial)
@@ -227,18 +233,25 @@ def generate(loaded: LoadedModel, cfg: SynthConfig, device: torch.device | str =
                 raise ArtifactError(f"{partial} is inconsistent ({imgs.shape[0]} images for {start} batches); "
                                     f"pass --overwrite to start again")
             done_imgs = [imgs]
+    ctx.barrier()  # every rank has read the partial before rank 0 may rewrite it
     total = cfg.num_batches
     stop = total if max_batches is None else min(total, start + max_batches)
-    bar = tqdm(total=(stop - start) * cfg.iterations, desc=f"synthesize ({cfg.method})", unit="step",
-               disable=not progress, dynamic_ncols=True)
+    rounds = range(start, stop, ctx.world_size)
+    bar = tqdm(total=len(rounds) * cfg.iterations, desc=f"synthesize ({cfg.method})", unit="step",
+               disable=not progress or not ctx.is_main, dynamic_ncols=True)
     try:
-        for b in range(start, stop):
-            sl = slice(b * cfg.batch_size, min((b + 1) * cfg.batch_size, cfg.num))
-            done_imgs.append(synthesize_batch(loaded, cfg, labels[sl], b, device, bar).numpy())
-            if partial is not None and b + 1 < total:
+        for first in rounds:
+            b = first + ctx.rank
+            mine = None
+            if b < stop:
+                sl = slice(b * cfg.batch_size, min((b + 1) * cfg.batch_size, cfg.num))
+                mine = synthesize_batch(loaded, cfg, labels[sl], b, device, bar).numpy()
+            done_imgs.extend(x for x in ctx.all_gather(mine) if x is not None)
+            last = min(first + ctx.world_size, stop)
+            if partial is not None and last < total and ctx.is_main:
                 allx = np.concatenate(done_imgs)
                 done_imgs = [allx]
-                save_partial(partial, allx, labels[:sl.stop].numpy(), h, b + 1)
+                save_partial(partial, allx, labels[:allx.shape[0]].numpy(), h, last)
     finally:
         bar.close()
     if stop < total:
@@ -248,7 +261,7 @@ def generate(loaded: LoadedModel, cfg: SynthConfig, device: torch.device | str =
 
 def synthesize(loaded: LoadedModel, cfg: SynthConfig, out: str | Path, device: torch.device | str = "cpu",
                overwrite: bool = False, max_batches: int | None = None, progress: bool = True,
-               command: str = "synthesize") -> dict[str, Any] | None:
+               command: str = "synthesize", ctx: DistContext = SINGLE) -> dict[str, Any] | None:
     """Generate ``cfg.num`` images into ``out`` (npz), ``out``'s ``.png`` preview and manifest.
 
     Returns a summary dict, or None if stopped early by ``max_batches`` (the partial is kept).
@@ -262,15 +275,21 @@ def synthesize(loaded: LoadedModel, cfg: SynthConfig, out: str | Path, device: t
         raise PrivsnnError(f"{out} already exists; pass --overwrite to replace it")
     t0 = time.time()
     part = partial_path(out)
-    res = generate(loaded, cfg, device, part, overwrite, max_batches, progress)
+    if ctx.is_main:
+        for dest in (out, part):
+            remove_stale_temps(dest)  # left by a killed run
+    res = generate(loaded, cfg, device, part, overwrite, max_batches, progress, ctx)
     if res is None:
         return None
     images, labels, ran = res
     seconds = time.time() - t0
+    if not ctx.is_main:  # rank 0 writes; the others are done
+        return {"out": str(out), "n": len(labels), "rank": ctx.rank}
     agree, conf = target_agreement(loaded.module(), images, labels, torch.device(device))
     settings = dataclasses.asdict(cfg)
     results = {"target_agreement": agree, "mean_target_confidence": conf, "seconds": round(seconds, 2),
-               "seconds_per_batch": round(seconds / max(ran, 1), 2), "batches_resumed": cfg.num_batches - ran}
+               "seconds_per_batch": round(seconds * ctx.world_size / max(ran, 1), 2),
+               "batches_resumed": cfg.num_batches - ran, "processes": ctx.world_size}
     meta = {"method": cfg.method, "model": loaded.describe(), "num_classes": loaded.num_classes,
             "input_shape": list(loaded.input_shape), "settings": settings, "results": results}
     save_synthetic(out, images, labels, meta)
