@@ -66,7 +66,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     ckpt.unlink(missing_ok=True)
     times["train"] = privsnn("train", "--snn", conv, "--teacher", *model[1:], "--synthetic", synth_path,
                              "--epochs", train["epochs"], "--timesteps", train["t"], "--batch-size", train["batch"],
-                             "--lr", train["lr"], "--out", private, *dev)
+                             "--lr", train["lr"], "--anchor", train.get("anchor", 0.0), "--out", private,
+                             *(["--qat"] if train.get("qat") else []), *dev)
     result["encrypted"] = ev(str(private), "encrypted")["results"]
     result["settings"] = {"synthetic": synth, "train": train, "eval_limit": eval_limit,
                           "real_calibration_images": 256 if calib_real else 0}
@@ -99,7 +100,11 @@ def main() -> None:
     p.add_argument("--cifar-synth-iters", type=int, default=200)
     p.add_argument("--cifar-epochs", type=int, default=3)
     p.add_argument("--cifar-train-t", type=int, default=8)
-    p.add_argument("--cifar-lr", type=float, default=1e-4)
+    p.add_argument("--cifar-lr", type=float, default=5e-5)
+    p.add_argument("--cifar-batch", type=int, default=16)
+    p.add_argument("--cifar-anchor", type=float, default=1.0,
+                   help="weight of KD on the T->infinity rate limit (keeps long-T accuracy; 0 = the paper's loss)")
+    p.add_argument("--cifar-qat", action="store_true", help="train on the Loihi 8-bit weight grid")
     p.add_argument("--reuse-synthetic", action="store_true", help="reuse runs/bench/<case>/synth.npz if present")
     args = p.parse_args()
     set_threads(args.threads)
@@ -120,7 +125,8 @@ def main() -> None:
             out["cases"]["cifar10_resnet20"] = run_case(
                 "cifar10_resnet20", ["--model", f"resnet20:{RESNET20}", *IMAGENET_NORM], CIFAR_TEST, CIFAR_TRAIN4000,
                 synth={"num": args.cifar_synth, "iters": args.cifar_synth_iters, "batch": 256},
-                train={"epochs": args.cifar_epochs, "t": args.cifar_train_t, "batch": 32, "lr": args.cifar_lr},
+                train={"epochs": args.cifar_epochs, "t": args.cifar_train_t, "batch": args.cifar_batch,
+                       "lr": args.cifar_lr, "anchor": args.cifar_anchor, "qat": args.cifar_qat},
                 device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic)
     out["total_seconds"] = time.time() - t0
     previous = RESULTS / "accuracy.json"

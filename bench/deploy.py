@@ -14,8 +14,8 @@ For each SNN (digits, CIFAR-10 ResNet-20):
     python bench/deploy.py                                     # digits + ResNet-20, defaults below
     python bench/deploy.py --digits-snn private.pt --cifar-snn cifar_private.pt --cifar-limit 300
 
-Without --digits-snn the digits SNN is converted data-free (calibration on uniform-noise images),
-reset="zero", T=16. Without --cifar-snn the ResNet-20 SNN is the NON-PRIVATE baseline conversion
+Without --digits-snn the digits SNN is the private deployment SNN made here with the CLI:
+synthesize -> convert --reset zero -> train --reset zero --qat (T=16), no real data. Without --cifar-snn the ResNet-20 SNN is the NON-PRIVATE baseline conversion
 (calibrated on 256 real CIFAR-10 training images from ../shared/data), reset by subtraction
 (deployed with a subtracting LIF), T=--cifar-timesteps: pass the private SNN to measure it.
 Writes bench/results/deploy.json. Time on 2 CPU cores: digits ~3 min; ResNet-20 at T=64 ~10 s per
@@ -113,6 +113,26 @@ def measure(name: str, graph, data, T: int, n_lava: int, reference_all: bool, ch
     return out
 
 
+def private_digits_for_lava(T: int) -> Path:
+    """The deployment path on digits with the CLI: synthetic images, conversion and training for the
+    Lava neuron (reset to zero) on the 8-bit weight grid (quantisation-aware). Reused when present."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import RUNS, privsnn
+
+    work = RUNS / "deploy"
+    work.mkdir(parents=True, exist_ok=True)
+    synth, snn, private = work / "digits_synth.npz", work / "digits_snn.pt", work / "digits_private_lava.pt"
+    if not private.exists():
+        if not synth.exists():
+            privsnn("synthesize", "--model", "digits", "--num", 2000, "--out", synth)
+        privsnn("convert", "--model", "digits", "--synthetic", synth, "--timesteps", T, "--reset", "zero",
+                "--out", snn)
+        (work / "digits_private_lava.pt.ckpt.pt").unlink(missing_ok=True)
+        privsnn("train", "--snn", snn, "--teacher", "digits", "--synthetic", synth, "--epochs", 5, "--timesteps", T,
+                "--reset", "zero", "--qat", "--lr", "1e-3", "--out", private)
+    return private
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--digits-snn", default=None)
@@ -142,9 +162,10 @@ def main(argv=None) -> int:
         g, T, src = art.graph, art.timesteps, args.digits_snn
     else:
         T = 16
-        g = convert(load_model("digits"), torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
-                    ConversionSettings(timesteps=T, reset="zero"))
-        src = "digits converted data-free (uniform-noise calibration), reset=zero, T=16"
+        path = private_digits_for_lava(T)
+        g = load_snn(path).graph
+        src = (f"{path}: the private digits SNN for Lava: synthesize -> convert --reset zero -> "
+               f"train --reset zero --qat (5 epochs, T={T}); no real data")
     d = load_data("digits")
     r = measure("digits", g, d, T, args.digits_limit, args.reference_all != "none", args.chunk)
     r["snn"] = src

@@ -60,8 +60,9 @@ def load_snn(path: str | Path) -> SNNArtifact:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ArtifactError(f"{path}: refused or unreadable ({str(e).splitlines()[0][:200]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise ArtifactError(f"{path}: not a readable SNN artifact (truncated or corrupt: {str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # torch.load raises many types on damaged files (IndexError on an empty one)
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise ArtifactError(f"{path}: not a readable SNN artifact (empty, truncated or corrupt: {first})") from None
     if not isinstance(obj, dict) or obj.get("format") != SNN_FORMAT:
         raise ArtifactError(f"{path}: not a privsnn SNN artifact (expected format {SNN_FORMAT!r}); "
                             f"make one with `privsnn convert`")

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import PrivsnnError
+
 EVAL_T = [4, 8, 16, 32]
 
 
@@ -29,6 +31,8 @@ def _run(stage: str, argv: list) -> float:
 
 def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PrivsnnError(f"--out {out} is a file; the demo needs a folder for its artifacts")
     out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
     n_synth, epochs = (300, 2) if quick else (2000, 5)

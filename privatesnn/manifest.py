@@ -80,6 +80,20 @@ def read_manifest(artifact: str | Path) -> Manifest | None:
         raise ArtifactError(f"{p}: manifest is not valid JSON ({e})") from None
 
 
+def check_export_files(folder: str | Path, manifest: Manifest) -> list[str]:
+    """Problems with an export folder's files against the SHA-256s its manifest records."""
+    folder = Path(folder)
+    problems = []
+    for name, digest in (manifest.settings.get("files") or {}).items():
+        f = folder / name
+        if not f.is_file():
+            problems.append(f"{f}: missing (the export's manifest lists it)")
+        elif sha256_file(f) != digest:
+            problems.append(f"{f}: content does not match the SHA-256 in {folder / 'manifest.json'} "
+                            f"(damaged or modified after export)")
+    return problems
+
+
 def parent_entry(artifact: str | Path, role: str) -> dict[str, Any]:
     """A compact record of an input artifact (role, path, hash, and its own manifest if any)."""
     artifact = Path(artifact)

@@ -112,6 +112,28 @@ class SpikingNetwork(nn.Module):
         csum = out.cumsum(0)
         return {t: csum[t - 1] / t for t in timesteps}
 
+    def rate_limit(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the T -> infinity limit: every IF neuron (reset by subtraction) fires at rate
+        ``clamp(I / threshold, 0, 1)`` for a constant current I. Differentiable, one pass; used to
+        keep the long-T accuracy while training at low T."""
+        vals: dict[str, torch.Tensor] = {}
+        inp = self.graph.input
+        for node in self.graph:
+            if isinstance(node, Input):
+                y = _normalize(self.graph, x)
+                if inp.encoding == "rate":
+                    y = (y / inp.input_scale).clamp(-1.0, 1.0)
+            elif isinstance(node, Add):
+                y = sum(vals[s] for s in node.inputs)
+            elif isinstance(node, Neuron):
+                y = (vals[node.inputs[0]] / self.neurons[module_key(node.name)].threshold).clamp(0.0, 1.0)
+            elif isinstance(node, MaxPool):
+                y = torch.nn.functional.max_pool2d(vals[node.inputs[0]], node.kernel, node.stride, node.padding)
+            else:
+                y = self.synapses[module_key(node.name)](vals[node.inputs[0]])
+            vals[node.name] = y
+        return vals[self.graph.output]
+
     def run(self, x: torch.Tensor, T: int, return_spikes: bool = False):
         """Simulate ``T`` steps; returns the output layer's currents (T or 1, N, K) and, if asked,
         every neuron layer's spikes."""

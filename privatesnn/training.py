@@ -22,6 +22,7 @@ from .distributed import SINGLE, DistContext
 from .errors import ArtifactError, PrivsnnError, TrainingDivergedError
 from .graph import Graph
 from .io_utils import torch_save
+from .qat import enable_qat, finalize_qat
 from .snn import SpikingNetwork
 
 
@@ -35,22 +36,28 @@ class TrainSettings:
     kd_alpha: float = 0.7  # weight of the distillation term; (1 - kd_alpha) weighs CE on synthetic targets
     kd_temperature: float = 4.0
     rate_reg: float = 0.0  # weight of the mean-spike-rate penalty (fewer spikes, less energy)
+    anchor: float = 0.0  # weight of KD on the T -> infinity rate limit (keeps long-T accuracy at low training T)
     leak: float | None = None  # set every neuron's leak (e.g. 0.95 = LIF); None keeps the artifact's
     reset: str | None = None  # "zero" trains for the Lava/Loihi neuron; None keeps the artifact's
     surrogate: str = "triangle"
     surrogate_alpha: float = 0.3
     augment: bool = True  # random shifts (and flips for 3-channel images)
+    qat: bool = False  # train on the Loihi 8-bit weight grid (see privatesnn/qat.py)
     amp: bool = False  # mixed precision for the synapses (fp16 + loss scaling on CUDA, bf16 on CPU)
     seed: int = 0
     history: list = field(default_factory=list)
 
     def validate(self) -> None:
-        checks = [(self.epochs > 0, "--epochs must be > 0"), (0 < self.timesteps <= 10_000, "--timesteps must be in 1..10000"),
-                  (self.batch_size > 0, "--batch-size must be > 0"), (self.lr > 0 and math.isfinite(self.lr), "--lr must be > 0"),
-                  (0.0 <= self.kd_alpha <= 1.0, "--kd-alpha must be in [0, 1]"),
-                  (self.kd_temperature > 0, "--kd-temperature must be > 0"), (self.rate_reg >= 0, "--rate-reg must be >= 0"),
-                  (self.leak is None or 0.0 < self.leak <= 1.0, "--leak must be in (0, 1]"),
-                  (self.reset in (None, "subtract", "zero"), "--reset must be subtract or zero")]
+        checks = [(self.epochs > 0, f"--epochs must be > 0, got {self.epochs}"),
+                  (0 < self.timesteps <= 10_000, f"--timesteps must be in 1..10000, got {self.timesteps}"),
+                  (self.batch_size > 0, f"--batch-size must be > 0, got {self.batch_size}"),
+                  (self.lr > 0 and math.isfinite(self.lr), f"--lr must be > 0, got {self.lr}"),
+                  (0.0 <= self.kd_alpha <= 1.0, f"--kd-alpha must be in [0, 1], got {self.kd_alpha}"),
+                  (self.kd_temperature > 0, f"--kd-temperature must be > 0, got {self.kd_temperature}"),
+                  (self.rate_reg >= 0, f"--rate-reg must be >= 0, got {self.rate_reg}"),
+                  (self.anchor >= 0 and math.isfinite(self.anchor), f"--anchor must be >= 0, got {self.anchor}"),
+                  (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
+                  (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}")]
         for ok, msg in checks:
             if not ok:
                 raise PrivsnnError(msg)
@@ -111,6 +118,11 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     changes = {k: v for k, v in (("leak", settings.leak), ("reset", settings.reset)) if v is not None}
     if changes:
         net.set_neurons(**changes)
+    if settings.anchor > 0 and any(n.reset != "subtract" or n.leak != 1.0 for n in net.graph.neurons()):
+        raise PrivsnnError("--anchor needs IF neurons with reset by subtraction (leak 1): the rate limit "
+                           "clamp(I/threshold, 0, 1) does not hold for reset to zero or a leak")
+    if settings.qat:
+        enable_qat(net.synapses, net.graph)
     model: torch.nn.Module = net
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -139,6 +151,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         model.train()
         totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, rate, correct, agree (sums over images), seen
         pred_counts = torch.zeros(int(graph.meta.get("num_classes") or 0) or 1, dtype=torch.float64)
+        initial = None  # agreement with the teacher before the first update (first batch of epoch 1)
         t0 = time.time()
         bar = tqdm(range(0, n, settings.batch_size), desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
                    disable=not progress or not ctx.is_main)
@@ -162,6 +175,13 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 rate = torch.stack([s.float().mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
                 if settings.rate_reg > 0:
                     loss = loss + settings.rate_reg * rate
+                if settings.anchor > 0:
+                    limit = net.rate_limit(x).float()
+                    loss = loss + settings.anchor * distillation_loss(limit, t_logits, y, settings.kd_alpha,
+                                                                      settings.kd_temperature)
+            if epoch == 0 and initial is None:
+                b0 = len(y) if weight > 0 else 0
+                initial = ctx.sum([float((logits.argmax(1) == t_logits.argmax(1)).sum()) if b0 else 0.0, float(b0)])
             bad = not torch.isfinite(loss)
             if ctx.enabled:
                 bad = ctx.sum([float(bad)])[0] > 0
@@ -192,10 +212,12 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         record = {"epoch": epoch + 1, "loss": loss_sum / seen, "spike_rate": rate_sum / seen,
                   "synthetic_accuracy": correct / seen, "teacher_agreement": agree / seen,
                   "top_class_share": top_share, "seconds": time.time() - t0, "processes": ctx.world_size}
+        if initial is not None:
+            record["initial_teacher_agreement"] = initial[0] / max(1.0, initial[1])
         history.append(record)
         if any(not torch.isfinite(p).all() for p in params):
             raise TrainingDivergedError(f"weights became NaN/Inf in epoch {epoch + 1}; the last good checkpoint is kept")
-        check_collapse(record, len(summed) - 5, ckpt)
+        check_collapse(record, len(summed) - 5, ckpt, history)
         if ctx.is_main:
             torch_save(ckpt, {"format": "privsnn-train-checkpoint/1", "epoch": epoch + 1, "model": net.state_dict(),
                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
@@ -204,20 +226,33 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         if on_epoch and ctx.is_main:
             on_epoch(epoch + 1, record)
     settings.history = history
+    if settings.qat:
+        finalize_qat(net.synapses)
     net.cpu()
     return net.sync_graph()
 
 
-def check_collapse(record: dict, num_classes: int, ckpt: Path) -> None:
-    """Stop when training collapsed: the SNN gives (almost) one class for everything while the
-    loss stays finite (seen with too large a learning rate). The previous checkpoint is kept."""
-    if num_classes < 3 or record["top_class_share"] < 0.9 or record["teacher_agreement"] > 2.0 / num_classes:
+def check_collapse(record: dict, num_classes: int, ckpt: Path, history: list[dict] | None = None) -> None:
+    """Stop when training collapsed while the loss stayed finite (seen with too large a learning
+    rate): agreement with the teacher fell to chance level (<= 2/K) from clearly above it (the
+    untrained SNN's agreement on the first batch, or an earlier epoch), or the SNN gives one class
+    for >= 90% of the images. The previous checkpoint is kept."""
+    if num_classes < 3:
         return
+    chance = 2.0 / num_classes
+    agree = record["teacher_agreement"]
+    before = [h.get("initial_teacher_agreement", 0.0) for h in history or []]
+    before += [h["teacher_agreement"] for h in history or [] if h is not record]
+    before.append(record.get("initial_teacher_agreement", 0.0))
+    fell = agree <= chance and agree < 0.75 * max(before, default=0.0)
+    one_class = record.get("top_class_share", 0.0) >= 0.9 and agree <= chance
+    if not (fell or one_class):
+        return
+    why = (f"the SNN predicts one class for {record['top_class_share']:.0%} of the synthetic images" if one_class
+           else f"agreement with the teacher fell to {agree:.0%} (chance level; it was {max(before):.0%})")
     raise TrainingDivergedError(
-        f"training collapsed in epoch {record['epoch']}: the SNN predicts one class for "
-        f"{record['top_class_share']:.0%} of the synthetic images (agreement with the teacher "
-        f"{record['teacher_agreement']:.0%}); the last good checkpoint ({ckpt if ckpt.exists() else 'none yet'}) "
-        f"is kept; try a lower --lr")
+        f"training collapsed in epoch {record['epoch']}: {why}; the last good checkpoint "
+        f"({ckpt if ckpt.exists() else 'none yet'}) is kept; try a lower --lr")
 
 
 def _load_checkpoint(path: Path) -> dict:

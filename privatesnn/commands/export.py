@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     art = load_snn(args.snn)
     graph = art.graph.copy()
-    T = int(args.timesteps or art.timesteps)
+    T = int(art.timesteps if args.timesteps is None else args.timesteps)
     if T <= 0 or T > 100_000:
         raise PrivsnnError(f"--timesteps must be in 1..100000, got {T}")
     graph.meta["timesteps"] = T

@@ -55,6 +55,11 @@ def load_deployable(path_text: str, timesteps: int | None = None):
                                 f"make one with `privsnn export --target lava`")
         if not (path / "model.nir").is_file():
             raise ArtifactError(f"{path}: model.nir is missing (incomplete export)")
+        from ..manifest import check_export_files
+
+        problems = check_export_files(path, manifest)
+        if problems:
+            raise ArtifactError("; ".join(problems))
         graph = read_nir_graph(path / "model.nir")
         info.update(kind="lava-export", reset_mode=manifest.settings.get("reset_mode", "match"))
     elif path.suffix == ".net":
@@ -67,9 +72,11 @@ def load_deployable(path_text: str, timesteps: int | None = None):
         info.update(kind="nir")
     else:
         raise ArtifactError(f"artifact not found: {path}")
+    if timesteps is not None and not 0 < timesteps <= 100_000:
+        raise PrivsnnError(f"--timesteps must be in 1..100000, got {timesteps}")
     T = int(timesteps or graph.meta.get("timesteps") or 0)
     if T <= 0 or T > 100_000:
-        raise PrivsnnError(f"{path}: the artifact records no timesteps; pass --timesteps T")
+        raise PrivsnnError(f"{path}: the artifact records no valid timesteps; pass --timesteps T")
     info["private"] = bool(manifest.private) if manifest is not None else None
     return graph, T, info
 

@@ -11,7 +11,7 @@ distillation from the ANN teacher and CE on the synthetic targets. This moves th
 from the ANN's (PrivateSNN's "encryption") and lets the SNN run at low T. No real data is read.
 
   privsnn train --snn snn.pt --teacher digits --synthetic synth.npz --epochs 5 --out private.pt
-  privsnn train ... --reset zero          # train the Lava/Loihi neuron (reset to zero)
+  privsnn train ... --reset zero --qat    # train what Lava/Loihi runs: reset to zero, 8-bit weights
   privsnn train ... --rate-reg 0.5        # fewer spikes, less energy
   torchrun --nproc_per_node 2 -m privatesnn.cli train ...   # DistributedDataParallel, same result
 """
@@ -28,11 +28,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kd-alpha", type=float, default=0.7, help="weight of distillation vs CE (default 0.7)")
     p.add_argument("--kd-temperature", type=float, default=4.0)
     p.add_argument("--rate-reg", type=float, default=0.0, help="spike-rate penalty weight (default 0)")
+    p.add_argument("--anchor", type=float, default=0.0,
+                   help="weight of distillation on the network's T->infinity rate limit; keeps the "
+                        "long-T accuracy of the conversion while training at low T (default 0)")
     p.add_argument("--leak", type=float, default=None, help="set the membrane leak of all neurons (LIF)")
     p.add_argument("--reset", choices=("subtract", "zero"), default=None,
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
     p.add_argument("--surrogate-alpha", type=float, default=0.3)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--qat", action="store_true",
+                   help="quantisation-aware: train on the 8-bit weight grid of Loihi targets, so that "
+                        "`privsnn export --target lava` deploys exactly the trained weights")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision (fp16 with loss scaling on CUDA, bf16 on CPU); off by default")
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt.pt")
@@ -64,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if tuple(synth.images.shape[1:]) != tuple(artifact.graph.input.shape):
         raise PrivsnnError(f"{args.synthetic}: images {tuple(synth.images.shape[1:])} do not fit the SNN input "
                            f"{tuple(artifact.graph.input.shape)}")
-    settings = TrainSettings(epochs=args.epochs, timesteps=args.timesteps or artifact.timesteps,
+    settings = TrainSettings(epochs=args.epochs, timesteps=artifact.timesteps if args.timesteps is None else args.timesteps,
                              batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha,
-                             kd_temperature=args.kd_temperature, rate_reg=args.rate_reg, leak=args.leak,
+                             kd_temperature=args.kd_temperature, rate_reg=args.rate_reg, anchor=args.anchor, leak=args.leak,
                              reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment,
-                             amp=args.amp, seed=args.seed)
+                             qat=args.qat, amp=args.amp, seed=args.seed)
     out = Path(args.out)
     ckpt = out.with_name(out.name + ".ckpt.pt")
     if ckpt.exists() and not args.resume:

@@ -178,6 +178,10 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 def extract_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """Find the state dict in a loaded checkpoint object."""
+    fmt = obj.get("format") if isinstance(obj, Mapping) else None
+    if isinstance(fmt, str) and fmt.startswith("privsnn-"):
+        raise CheckpointError(f"{source} is a privsnn artifact ({fmt}), not an ANN checkpoint; "
+                              f"SNN artifacts go to --snn")
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
             if key in obj and isinstance(obj[key], Mapping):

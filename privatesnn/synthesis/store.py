@@ -107,6 +107,11 @@ def load_synthetic(path: str | Path, expect_model_sha256: str | None = None) -> 
     shape = meta.get("input_shape")
     if shape is not None and list(z["images"].shape[1:]) != list(shape):
         raise ArtifactError(f"{path}: images have shape {tuple(z['images'].shape[1:])} but meta says {tuple(shape)}")
+    imgs = z["images"]
+    if imgs.size and not (np.isfinite(imgs).all() and imgs.min() >= 0.0 and imgs.max() <= 1.0):
+        bad = int((~np.isfinite(imgs)).sum())
+        raise ArtifactError(f"{path}: images must be finite pixels in [0, 1] "
+                            f"({bad} NaN/Inf values; range {np.nanmin(imgs):.3g}..{np.nanmax(imgs):.3g})")
     if expect_model_sha256 is not None:
         got = (meta.get("model") or {}).get("sha256")
         if got != expect_model_sha256:

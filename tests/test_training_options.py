@@ -1,0 +1,123 @@
+"""Training options beyond the plain BPTT+KD loop: quantisation-aware training (8-bit Loihi grid),
+the rate-limit anchor, mixed precision, and the collapse check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from privatesnn.artifact import load_snn
+from privatesnn.cli import main
+from privatesnn.errors import TrainingDivergedError
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    d = tmp_path_factory.mktemp("opts")
+    assert main(["synthesize", "--model", "digits", "--num", "200", "--batch-size", "100", "--iterations", "60",
+                 "--out", str(d / "synth.npz")]) == 0
+    for reset in ("subtract", "zero"):
+        assert main(["convert", "--model", "digits", "--synthetic", str(d / "synth.npz"), "--timesteps", "8",
+                     "--reset", reset, "--out", str(d / f"snn_{reset}.pt")]) == 0
+    return d
+
+
+def _train(d: Path, out: Path, *extra: str, snn: str = "snn_subtract.pt") -> int:
+    return main(["train", "--snn", str(d / snn), "--teacher", "digits", "--synthetic", str(d / "synth.npz"),
+                 "--epochs", "2", "--timesteps", "8", "--lr", "1e-3", "--out", str(out), *extra])
+
+
+def _accuracy(path: Path, tmp: Path, t: str = "16") -> float:
+    js = tmp / (path.name + ".json")
+    assert main(["evaluate", "--snn", str(path), "--data", "digits", "--timesteps", t, "--json", str(js)]) == 0
+    return json.loads(js.read_text())["results"][0]["accuracy"]
+
+
+def test_qat_weights_sit_on_the_deployment_grid(base, tmp_path):
+    from hw_targets.loihi import build_plan, quantize_plan
+    from privatesnn.qat import chip_side_layers
+
+    out = tmp_path / "qat.pt"
+    assert _train(base, out, "--reset", "zero", "--qat", snn="snn_zero.pt") == 0
+    graph = load_snn(out).graph
+    chip = chip_side_layers(graph)
+    assert chip and "conv1" not in chip  # the direct-coded input layer is computed by the host
+    for name in chip:
+        w = graph[name].weight
+        k = w / (w.abs().max() / 127)
+        assert torch.allclose(k, k.round(), atol=1e-3), name
+    report = quantize_plan(build_plan(graph, 8)).report()
+    errors = [w["rel_l2_error"] for r in report for w in r["weights"]]
+    assert errors and max(errors) < 1e-5, errors
+    # without QAT the same training leaves a visible quantisation error
+    plain = tmp_path / "plain.pt"
+    assert _train(base, plain, "--reset", "zero", snn="snn_zero.pt") == 0
+    report = quantize_plan(build_plan(load_snn(plain).graph, 8)).report()
+    assert max(w["rel_l2_error"] for r in report for w in r["weights"]) > 1e-3
+    assert _accuracy(out, tmp_path) >= 0.85
+
+
+def test_rate_limit_is_the_long_run_network(base):
+    from privatesnn.data import load_data
+    from privatesnn.snn import SpikingNetwork
+
+    net = SpikingNetwork(load_snn(base / "snn_subtract.pt").graph).eval()
+    x = load_data("digits").x[:100]
+    with torch.no_grad():
+        limit = net.rate_limit(x).argmax(1)
+        long_run = net(x, 256).argmax(1)
+        short = net(x, 2).argmax(1)
+    agree_long = float((limit == long_run).float().mean())
+    assert agree_long >= 0.97
+    assert agree_long > float((limit == short).float().mean())
+
+
+def test_anchor_trains_and_refuses_reset_zero(base, tmp_path, capsys):
+    out = tmp_path / "anchored.pt"
+    assert _train(base, out, "--anchor", "1.0") == 0
+    assert json.loads((tmp_path / "anchored.pt.manifest.json").read_text())["settings"]["anchor"] == 1.0
+    assert _accuracy(out, tmp_path, "32") >= 0.9
+    assert _train(base, tmp_path / "bad.pt", "--anchor", "1.0", snn="snn_zero.pt") == 2
+    assert "reset by subtraction" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_amp_on_cpu_trains_in_bfloat16(base, tmp_path):
+    out = tmp_path / "amp.pt"
+    assert _train(base, out, "--amp") == 0
+    graph = load_snn(out).graph
+    assert all(torch.isfinite(n.weight).all() and n.weight.dtype == torch.float32 for n in graph.weighted())
+    assert _accuracy(out, tmp_path) >= 0.85
+
+
+@pytest.mark.parametrize("share, agreement, initial, collapsed", [
+    (0.95, 0.1, 0.1, True),  # one class
+    (0.3, 0.1, 0.9, True),  # fell to chance from 90%
+    (0.95, 0.9, 0.9, False),
+    (0.3, 0.1, 0.1, False),  # started at chance (very low T): not a collapse
+    (0.3, 0.3, 0.9, False),  # worse but above chance
+])
+def test_collapse_check(share, agreement, initial, collapsed, tmp_path):
+    from privatesnn.training import check_collapse
+
+    record = {"epoch": 1, "top_class_share": share, "teacher_agreement": agreement,
+              "initial_teacher_agreement": initial}
+    if collapsed:
+        with pytest.raises(TrainingDivergedError, match="collapsed"):
+            check_collapse(record, 10, tmp_path / "ckpt")
+    else:
+        check_collapse(record, 10, tmp_path / "ckpt")
+
+
+def test_large_learning_rate_collapse_stops_with_exit_2(base, tmp_path, capsys):
+    """lr 1.0 drives the digits SNN to one class: training stops with a clear error, no artifact."""
+    out = tmp_path / "collapsed.pt"
+    rc = main(["train", "--snn", str(base / "snn_subtract.pt"), "--teacher", "digits", "--synthetic",
+               str(base / "synth.npz"), "--epochs", "2", "--timesteps", "4", "--lr", "1.0", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2, err[-500:]
+    assert ("collapsed" in err or "non-finite" in err or "NaN" in err) and "Traceback" not in err
+    assert not out.exists()
