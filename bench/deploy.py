@@ -139,7 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--cifar-snn", default=None)
     p.add_argument("--digits-limit", type=int, default=450, help="digits test images through Lava (default: all 450)")
     p.add_argument("--cifar-limit", type=int, default=300, help="CIFAR-10 test images through Lava (default 300)")
-    p.add_argument("--cifar-timesteps", type=int, default=64)
+    p.add_argument("--cifar-timesteps", type=int, default=None,
+                   help="T for the CIFAR-10 run (default: the artifact's; 64 for the baseline)")
     p.add_argument("--skip-cifar", action="store_true")
     p.add_argument("--reference-all", default="digits", choices=("digits", "all", "none"),
                    help="also run the integer reference on every test image (default: digits only; "
@@ -156,6 +157,20 @@ def main(argv=None) -> int:
     from privatesnn.models import load_model
 
     results = {"benchmark": "deploy", "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": []}
+    previous = Path(args.out)
+    kept = []  # a run of some cases keeps the other cases' last results
+    if previous.exists():
+        import json
+
+        kept = json.loads(previous.read_text()).get("runs", [])
+
+    done: list[dict] = []
+
+    def save(run: dict) -> None:
+        done.append(run)
+        names = {r["name"] for r in done}
+        results["runs"] = [r for r in kept if r.get("name") not in names] + done
+        write_json(args.out, results)
     # digits
     if args.digits_snn:
         art = load_snn(args.digits_snn)
@@ -169,8 +184,7 @@ def main(argv=None) -> int:
     d = load_data("digits")
     r = measure("digits", g, d, T, args.digits_limit, args.reference_all != "none", args.chunk)
     r["snn"] = src
-    results["runs"].append(r)
-    write_json(args.out, results)
+    save(r)
     # CIFAR-10 ResNet-20
     if not args.skip_cifar:
         if not SHARED.is_dir():
@@ -179,9 +193,9 @@ def main(argv=None) -> int:
             data = load_data(CIFAR_SPEC)
             if args.cifar_snn:
                 art = load_snn(args.cifar_snn)
-                g, T, src = art.graph, art.timesteps, args.cifar_snn
+                g, T, src = art.graph, args.cifar_timesteps or art.timesteps, args.cifar_snn
             else:
-                T = args.cifar_timesteps
+                T = args.cifar_timesteps or 64
                 m = load_model(f"resnet20:{RESNET}", mean="0.485,0.456,0.406", std="0.229,0.224,0.225")
                 xt = torch.from_numpy(np.load(SHARED / "cifar10" / "train4000_x.npy")[:256]).permute(0, 3, 1, 2).float() / 255
                 g = convert(m, xt, ConversionSettings(timesteps=T, reset="subtract"))
@@ -190,8 +204,7 @@ def main(argv=None) -> int:
             r = measure("cifar10-resnet20", g, data, T, args.cifar_limit, args.reference_all == "all", args.chunk,
                         tags=("fixed_pt",))
             r["snn"] = src
-            results["runs"].append(r)
-            write_json(args.out, results)
+            save(r)
     print(f"wrote {args.out}")
     return 0
 

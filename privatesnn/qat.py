@@ -1,52 +1,111 @@
 """Quantisation-aware training (QAT) for Loihi-style 8-bit weights.
 
-The deployment quantiser (``hw_targets.loihi.quantize_plan``) puts a layer's weights on a uniform
-grid of step ``max|W| / 127`` (8-bit mantissa, shared exponent), except for layers the host
-computes (no neuron upstream: the direct-coded input layer). Training with that grid in the
-forward pass (straight-through gradient) makes the exported integer weights equal the trained
-ones, so what Lava runs is what was trained. Uses ``torch.nn.utils.parametrize``; the grid is per
-weight tensor (a residual layer with several incoming tensors shares one exponent on the chip:
-there the grid is approximate).
+The deployment quantiser (``hw_targets.loihi.quantize_plan``) gives every on-chip neuron layer one
+scale: all weight tensors feeding it (several for a residual layer, including identity shortcuts of
+weight 1 and average pooling folded into a weight as ``W / k^2``) share the grid
+``step = max over the layer's terms of max|W_term| / 127`` (8-bit mantissa, shared exponent).
+Layers the host computes (no neuron upstream: the direct-coded input layer) are not quantised.
+Training with exactly that grid in the forward pass (straight-through gradient) makes the exported
+integer weights equal the trained ones, so what Lava runs is what was trained. Uses
+``torch.nn.utils.parametrize``; the grid is recomputed from the current weights at every step.
+(When a layer's worst-case current would overflow the chip's 24-bit current register, the
+exporter coarsens the scale further; QAT does not model that rare case.)
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from .graph import Conv, Graph, Linear, Neuron
+from .graph import Graph
 from .layers import module_key
 
 W_MANT_MAX = 127
 
 
-class FakeQuant8(nn.Module):
-    """``W -> round(W / s) * s`` with ``s = max|W| / 127``; identity gradient (straight-through)."""
+@dataclass
+class WeightGroup:
+    """The weight tensors that share one on-chip scale (one deployment layer)."""
+
+    layer: str
+    members: dict[str, float] = field(default_factory=dict)  # graph node -> max|term| / max|node weight|
+    constant_max: float = 0.0  # max|w| of fixed terms that are not graph nodes (identity shortcuts, relays)
+
+
+def weight_groups(graph: Graph) -> list[WeightGroup]:
+    """Deployment layers of ``graph`` (from the Lava plan) with the graph nodes feeding each."""
+    from hw_targets.loihi import build_plan  # the exporter's own plan: one definition of "layer"
+
+    plan = build_plan(graph, 1)
+    groups = []
+    for layer in [*plan.layers.values(), plan.output]:
+        if layer.host_fed or not layer.terms:
+            continue
+        g = WeightGroup(layer.name)
+        for t in layer.terms:
+            tmax = float(t.weight.abs().max()) if t.weight.numel() else 0.0
+            node = graph.nodes.get(t.name)
+            nmax = float(node.weight.abs().max()) if node is not None and node.weight.numel() else 0.0
+            if node is None or nmax == 0:
+                g.constant_max = max(g.constant_max, tmax)
+            else:
+                g.members[t.name] = tmax / nmax
+        if g.members:
+            groups.append(g)
+    return groups
+
+
+class GroupFakeQuant(nn.Module):
+    """``W -> round(W / s) * s`` on the layer's shared grid; identity gradient (straight-through).
+
+    ``s = max(constant_max, max_i ratio_i * max|W_i|) / 127 / ratio_self`` in this tensor's units.
+    """
+
+    def __init__(self, group: WeightGroup, name: str, raw_weights: dict[str, callable]):
+        super().__init__()
+        self.group, self.name, self.raw_weights = group, name, raw_weights
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        step = w.detach().abs().max().clamp_min(1e-12) / W_MANT_MAX
+        with torch.no_grad():
+            top = torch.tensor(self.group.constant_max, dtype=w.dtype, device=w.device)
+            for other, ratio in self.group.members.items():
+                raw = w if other == self.name else self.raw_weights[other]()
+                top = torch.maximum(top, raw.abs().max() * ratio)
+            step = (top / W_MANT_MAX / self.group.members[self.name]).clamp_min(1e-12)
         return w + (torch.round(w / step) * step - w).detach()
 
 
-def chip_side_layers(graph: Graph) -> list[str]:
-    """Conv/Linear nodes that run on the chip: those with a spiking neuron upstream."""
-    spiking_upstream: dict[str, bool] = {}
-    for node in graph:
-        spiking_upstream[node.name] = any(isinstance(graph[s], Neuron) or spiking_upstream[s] for s in node.inputs)
-    return [n.name for n in graph if isinstance(n, (Conv, Linear)) and spiking_upstream[n.name] and n.trainable]
+def _raw_weight(m: nn.Module):
+    if parametrize.is_parametrized(m, "weight"):
+        return lambda: m.parametrizations.weight.original
+    return lambda: m.weight
 
 
 def enable_qat(synapses: nn.ModuleDict, graph: Graph) -> list[str]:
-    """Put the 8-bit weight grid into the forward pass of the chip-side layers; returns their names."""
-    names = chip_side_layers(graph)
-    for name in names:
-        parametrize.register_parametrization(synapses[module_key(name)], "weight", FakeQuant8())
+    """Put the deployment weight grid into the forward pass of every on-chip layer; returns the
+    quantised graph nodes (fixed routing convs included: the chip quantises them too)."""
+    groups = weight_groups(graph)
+    names = [n for g in groups for n in g.members]
+    raw: dict[str, callable] = {}
+    for n in names:
+        raw[n] = _raw_weight(synapses[module_key(n)])
+    for g in groups:
+        for n in g.members:
+            m = synapses[module_key(n)]
+            parametrize.register_parametrization(m, "weight", GroupFakeQuant(g, n, raw))
+            raw[n] = _raw_weight(m)  # later lookups read the stored (unquantised) weight
     return names
 
 
 def finalize_qat(synapses: nn.ModuleDict) -> None:
-    """Bake the quantised weights in and drop the parametrisations."""
-    for m in synapses.values():
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    """Bake the quantised weights in and drop the parametrisations (all grids are evaluated first:
+    each one reads the other weights of its layer)."""
+    mods = [m for m in synapses.values() if parametrize.is_parametrized(m, "weight")]
+    with torch.no_grad():
+        quantised = [m.weight.detach().clone() for m in mods]
+        for m, w in zip(mods, quantised):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+            m.weight.copy_(w)

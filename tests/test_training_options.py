@@ -38,12 +38,12 @@ def _accuracy(path: Path, tmp: Path, t: str = "16") -> float:
 
 def test_qat_weights_sit_on_the_deployment_grid(base, tmp_path):
     from hw_targets.loihi import build_plan, quantize_plan
-    from privatesnn.qat import chip_side_layers
+    from privatesnn.qat import weight_groups
 
     out = tmp_path / "qat.pt"
     assert _train(base, out, "--reset", "zero", "--qat", snn="snn_zero.pt") == 0
     graph = load_snn(out).graph
-    chip = chip_side_layers(graph)
+    chip = [n for g in weight_groups(graph) for n in g.members]
     assert chip and "conv1" not in chip  # the direct-coded input layer is computed by the host
     for name in chip:
         w = graph[name].weight
@@ -58,6 +58,30 @@ def test_qat_weights_sit_on_the_deployment_grid(base, tmp_path):
     report = quantize_plan(build_plan(load_snn(plain).graph, 8)).report()
     assert max(w["rel_l2_error"] for r in report for w in r["weights"]) > 1e-3
     assert _accuracy(out, tmp_path) >= 0.85
+
+
+def test_qat_grid_is_shared_by_a_residual_layer_and_matches_the_exporter():
+    """Residual add (two tensors + a relay identity into one layer), a fixed routing conv, average
+    pooling folded into the readout: after QAT the exporter's 8-bit quantisation is lossless."""
+    from test_lava import _residual_graph
+
+    from hw_targets.loihi import build_plan, quantize_plan
+    from privatesnn.qat import enable_qat, finalize_qat, weight_groups
+    from privatesnn.snn import SpikingNetwork
+
+    g = _residual_graph()
+    before = quantize_plan(build_plan(g, 8)).report()
+    assert max(w["rel_l2_error"] for r in before for w in r["weights"]) > 1e-3
+    groups = {gr.layer: gr for gr in weight_groups(g)}
+    assert set(groups["n3"].members) == {"c3", "sc"} and "c1" not in {n for gr in groups.values() for n in gr.members}
+    net = SpikingNetwork(g)
+    enable_qat(net.synapses, g)
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    net(x, 4).sum().backward()  # straight-through: gradients reach the stored weights
+    assert net.synapses["c3"].parametrizations.weight.original.grad is not None
+    finalize_qat(net.synapses)
+    after = quantize_plan(build_plan(net.sync_graph(), 8)).report()
+    assert max(w["rel_l2_error"] for r in after for w in r["weights"]) < 1e-6
 
 
 def test_rate_limit_is_the_long_run_network(base):
