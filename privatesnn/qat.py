@@ -109,3 +109,46 @@ def finalize_qat(synapses: nn.ModuleDict) -> None:
         for m, w in zip(mods, quantised):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
             m.weight.copy_(w)
+
+
+def _bias_nodes(graph: Graph, name: str) -> list:
+    """The Conv/Linear nodes whose biases add up to the input current of ``name`` (through Adds)."""
+    from .graph import Add
+
+    node = graph[name]
+    if isinstance(node, Add):
+        return [n for s in node.inputs for n in _bias_nodes(graph, s)]
+    return [node] if getattr(node, "bias", None) is not None else []
+
+
+def snap_to_deployment_grid(graph: Graph, timesteps: int) -> Graph:
+    """Round thresholds, initial membranes and on-chip biases to the values the Loihi fixed-point
+    export will use (after QAT the weights already are), so the float SNN computes what the chip
+    computes up to the host-fed input layer's 13-bit currents. Returns a snapped copy."""
+    from hw_targets.loihi import build_plan, quantize_plan
+
+    from .graph import Neuron
+
+    graph = graph.copy()
+    fixed = quantize_plan(build_plan(graph, timesteps))
+    for ql in [*fixed.layers.values(), fixed.output]:
+        node = graph.nodes.get(ql.name)
+        if isinstance(node, Neuron):
+            node.threshold = ql.vth / ql.scale
+            node.v_init = round(node.v_init * ql.vth) / ql.vth
+            src = node.inputs[0]
+        elif ql is fixed.output:
+            src = ql.name
+        else:
+            continue  # a relay: not a graph node
+        if ql.bias_mant is None:
+            continue  # host-fed: its input current is computed on the host in float
+        targets = _bias_nodes(graph, src) if ql is not fixed.output else [graph[src]]
+        if not targets:
+            continue
+        first = targets[0]
+        snapped = torch.as_tensor(ql.bias_mant, dtype=first.bias.dtype).reshape(first.bias.shape[0], -1)[:, 0] / ql.scale
+        first.bias = snapped
+        for other in targets[1:]:  # the chip adds one bias per neuron: keep the sum in the first
+            other.bias = torch.zeros_like(other.bias)
+    return graph

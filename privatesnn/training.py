@@ -22,7 +22,7 @@ from .distributed import SINGLE, DistContext
 from .errors import ArtifactError, PrivsnnError, TrainingDivergedError
 from .graph import Graph
 from .io_utils import torch_save
-from .qat import enable_qat, finalize_qat
+from .qat import enable_qat, finalize_qat, snap_to_deployment_grid
 from .snn import SpikingNetwork
 
 
@@ -229,7 +229,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     if settings.qat:
         finalize_qat(net.synapses)
     net.cpu()
-    return net.sync_graph()
+    graph = net.sync_graph()
+    if settings.qat:  # thresholds and biases onto the chip's grid too: the SNN is what Lava runs
+        graph = snap_to_deployment_grid(graph, settings.timesteps)
+    return graph
 
 
 def check_collapse(record: dict, num_classes: int, ckpt: Path, history: list[dict] | None = None) -> None:

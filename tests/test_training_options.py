@@ -52,6 +52,9 @@ def test_qat_weights_sit_on_the_deployment_grid(base, tmp_path):
     report = quantize_plan(build_plan(graph, 8)).report()
     errors = [w["rel_l2_error"] for r in report for w in r["weights"]]
     assert errors and max(errors) < 1e-5, errors
+    # thresholds and on-chip biases are snapped to the chip's grid as well
+    assert max(r["threshold_rel_error"] for r in report) < 1e-6
+    assert max(r["bias_rel_error"] for r in report if not r["host_fed"]) < 1e-6
     # without QAT the same training leaves a visible quantisation error
     plain = tmp_path / "plain.pt"
     assert _train(base, plain, "--reset", "zero", snn="snn_zero.pt") == 0
