@@ -10,8 +10,11 @@ each at T in {8, 16, 32, 64} on the real test images, plus the wall time of each
     python bench/accuracy.py --cases digits     # digits only (~3 min)
     python bench/accuracy.py --device cuda --cifar-synth 5000 --cifar-epochs 20   # larger, on a GPU
 
-Budget flags (CIFAR): --cifar-synth (synthetic images), --cifar-synth-iters (optimisation steps per
-batch), --cifar-epochs and --cifar-train-t (training epochs and T), --eval-limit (test images).
+Budget flags (CIFAR): --cifar-synth (synthetic images, default 1024), --cifar-synth-iters
+(optimisation steps per batch, 200), --cifar-epochs and --cifar-train-t (training epochs and T:
+2 at T=8), --eval-limit (test images; default all 1900). Training defaults for CIFAR: lr 1e-4,
+batch 16, --cifar-anchor 1.0 (distillation on the T->infinity rate limit keeps the long-T accuracy
+that plain low-T training loses), --cifar-qat (8-bit Loihi weight grid, for bench/deploy.py).
 Artifacts are kept under runs/bench/<case>/ for bench/energy.py, bench/deploy.py, bench/privacy.py.
 """
 
@@ -98,13 +101,14 @@ def main() -> None:
     p.add_argument("--digits-epochs", type=int, default=5)
     p.add_argument("--cifar-synth", type=int, default=1024)
     p.add_argument("--cifar-synth-iters", type=int, default=200)
-    p.add_argument("--cifar-epochs", type=int, default=3)
+    p.add_argument("--cifar-epochs", type=int, default=2)
     p.add_argument("--cifar-train-t", type=int, default=8)
-    p.add_argument("--cifar-lr", type=float, default=5e-5)
+    p.add_argument("--cifar-lr", type=float, default=1e-4)
     p.add_argument("--cifar-batch", type=int, default=16)
     p.add_argument("--cifar-anchor", type=float, default=1.0,
                    help="weight of KD on the T->infinity rate limit (keeps long-T accuracy; 0 = the paper's loss)")
-    p.add_argument("--cifar-qat", action="store_true", help="train on the Loihi 8-bit weight grid")
+    p.add_argument("--cifar-qat", action=argparse.BooleanOptionalAction, default=True,
+                   help="train on the Loihi 8-bit weight grid (default on: bench/deploy.py deploys this SNN)")
     p.add_argument("--reuse-synthetic", action="store_true", help="reuse runs/bench/<case>/synth.npz if present")
     args = p.parse_args()
     set_threads(args.threads)
