@@ -15,9 +15,11 @@ For each SNN (digits, CIFAR-10 ResNet-20):
     python bench/deploy.py --digits-snn private.pt --cifar-snn cifar_private.pt --cifar-limit 300
 
 Without --digits-snn the digits SNN is the private deployment SNN made here with the CLI:
-synthesize -> convert --reset zero -> train --reset zero --qat (T=16), no real data. Without --cifar-snn the ResNet-20 SNN is the NON-PRIVATE baseline conversion
-(calibrated on 256 real CIFAR-10 training images from ../shared/data), reset by subtraction
-(deployed with a subtracting LIF), T=--cifar-timesteps: pass the private SNN to measure it.
+synthesize -> convert --reset zero -> train --reset zero --qat (T=16), no real data. Without
+--cifar-snn the ResNet-20 SNN is the NON-PRIVATE baseline conversion (calibrated on 256 real
+CIFAR-10 training images from ../shared/data), reset by subtraction (deployed with a subtracting
+LIF), T=--cifar-timesteps; pass the private SNN (bench/accuracy.py trains it with --qat) to measure
+it, e.g. --skip-digits --cifar-snn runs/bench/cifar10_resnet20/private.pt --cifar-timesteps 64.
 Writes bench/results/deploy.json. Time on 2 CPU cores: digits ~3 min; ResNet-20 at T=64 ~10 s per
 image through Lava (300 images: ~50 min; --cifar-limit 60: ~15 min with the NIR check).
 """
@@ -142,6 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--cifar-timesteps", type=int, default=None,
                    help="T for the CIFAR-10 run (default: the artifact's; 64 for the baseline)")
     p.add_argument("--skip-cifar", action="store_true")
+    p.add_argument("--skip-digits", action="store_true")
     p.add_argument("--reference-all", default="digits", choices=("digits", "all", "none"),
                    help="also run the integer reference on every test image (default: digits only; "
                         "ResNet-20 at T=64 takes over an hour on 2 cores)")
@@ -163,7 +166,6 @@ def main(argv=None) -> int:
         import json
 
         kept = json.loads(previous.read_text()).get("runs", [])
-
     done: list[dict] = []
 
     def save(run: dict) -> None:
@@ -171,20 +173,22 @@ def main(argv=None) -> int:
         names = {r["name"] for r in done}
         results["runs"] = [r for r in kept if r.get("name") not in names] + done
         write_json(args.out, results)
+
     # digits
-    if args.digits_snn:
-        art = load_snn(args.digits_snn)
-        g, T, src = art.graph, art.timesteps, args.digits_snn
-    else:
-        T = 16
-        path = private_digits_for_lava(T)
-        g = load_snn(path).graph
-        src = (f"{path}: the private digits SNN for Lava: synthesize -> convert --reset zero -> "
-               f"train --reset zero --qat (5 epochs, T={T}); no real data")
-    d = load_data("digits")
-    r = measure("digits", g, d, T, args.digits_limit, args.reference_all != "none", args.chunk)
-    r["snn"] = src
-    save(r)
+    if not args.skip_digits:
+        if args.digits_snn:
+            art = load_snn(args.digits_snn)
+            g, T, src = art.graph, art.timesteps, args.digits_snn
+        else:
+            T = 16
+            path = private_digits_for_lava(T)
+            g = load_snn(path).graph
+            src = (f"{path}: the private digits SNN for Lava: synthesize -> convert --reset zero -> "
+                   f"train --reset zero --qat (5 epochs, T={T}); no real data")
+        d = load_data("digits")
+        r = measure("digits", g, d, T, args.digits_limit, args.reference_all != "none", args.chunk)
+        r["snn"] = src
+        save(r)
     # CIFAR-10 ResNet-20
     if not args.skip_cifar:
         if not SHARED.is_dir():
@@ -201,7 +205,8 @@ def main(argv=None) -> int:
                 g = convert(m, xt, ConversionSettings(timesteps=T, reset="subtract"))
                 src = (f"ResNet-20 NON-PRIVATE baseline conversion (256 real training images), reset=subtract "
                        f"(deployed as a subtracting LIF), T={T}")
-            r = measure("cifar10-resnet20", g, data, T, args.cifar_limit, args.reference_all == "all", args.chunk,
+            name = "cifar10-resnet20-private" if args.cifar_snn and art.private else "cifar10-resnet20"
+            r = measure(name, g, data, T, args.cifar_limit, args.reference_all == "all", args.chunk,
                         tags=("fixed_pt",))
             r["snn"] = src
             save(r)

@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"{', '.join(sorted(DISTRIBUTED))} are supported")
         try:
             rc = args._run(args)
-        finally:
-            shutdown()
+        except BaseException:
+            shutdown(clean=False)  # other ranks may be inside a collective: no barrier
+            raise
+        shutdown(clean=True)
         return int(rc or 0)
     except PrivsnnError as e:
         if debug:

@@ -78,9 +78,9 @@ def input_scale(graph: Graph) -> float:
 
 @torch.no_grad()
 def activation_scales(graph: Graph, images: torch.Tensor, percentile: float | None, batch_size: int,
-                      seed: int = 0) -> dict[str, float]:
+                      seed: int = 0, device: torch.device | str = "cpu") -> dict[str, float]:
     """lambda per neuron layer: max or percentile of its positive ANN activations on ``images``."""
-    ann = GraphANN(graph).eval()
+    ann = GraphANN(graph).eval().to(device)
     gen = torch.Generator().manual_seed(seed)
     samples: dict[str, list[torch.Tensor]] = {n.name: [] for n in graph.neurons()}
     maxima: dict[str, float] = {n.name: 0.0 for n in graph.neurons()}
@@ -88,9 +88,10 @@ def activation_scales(graph: Graph, images: torch.Tensor, percentile: float | No
     per_batch = max(1, MAX_SAMPLES_PER_LAYER // n_batches)
     for i in tqdm(range(0, len(images), batch_size), desc="activation statistics", leave=False,
                   disable=n_batches < 4):
-        _, acts = ann(images[i:i + batch_size], record=True)
+        with torch.no_grad():
+            _, acts = ann(images[i:i + batch_size].to(device), record=True)
         for name, a in acts.items():
-            pos = a[a > 0]
+            pos = a[a > 0].cpu()
             if pos.numel() == 0:
                 continue
             maxima[name] = max(maxima[name], float(pos.max()))
@@ -155,15 +156,17 @@ def normalise(graph: Graph, scales: dict[str, float], in_scale: float) -> Graph:
 
 
 @torch.no_grad()
-def balance_on_snn(graph: Graph, images: torch.Tensor, timesteps: int, batch_size: int) -> dict[str, float]:
+@torch.no_grad()
+def balance_on_snn(graph: Graph, images: torch.Tensor, timesteps: int, batch_size: int,
+                   device: torch.device | str = "cpu") -> dict[str, float]:
     """Layer by layer, scale each threshold so the SNN's mean rate matches the ANN's normalised
     activation (earlier layers already corrected). Returns the correction factors."""
-    ann = GraphANN(graph).eval()
-    x = images[:batch_size]
+    ann = GraphANN(graph).eval().to(device)
+    x = images[:batch_size].to(device)
     _, acts = ann(x, record=True)
     factors = {}
     for node in tqdm(graph.neurons(), desc="balancing on the SNN", leave=False):
-        snn = SpikingNetwork(graph, timesteps).eval()
+        snn = SpikingNetwork(graph, timesteps).eval().to(device)
         _, spikes = snn(x, timesteps, return_spikes=True)
         rate = float(spikes[node.name].mean())
         target = float(acts[node.name].clamp(0, 1).mean())
@@ -174,8 +177,10 @@ def balance_on_snn(graph: Graph, images: torch.Tensor, timesteps: int, batch_siz
     return factors
 
 
-def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSettings) -> Graph:
-    """Convert ``loaded`` to a spiking graph using ``images`` (synthetic, or real for the baseline)."""
+def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSettings,
+            device: torch.device | str = "cpu") -> Graph:
+    """Convert ``loaded`` to a spiking graph using ``images`` (synthetic, or real for the baseline);
+    the statistics run on ``device``, the graph stays on the CPU."""
     if settings.timesteps <= 0:
         raise PrivsnnError(f"--timesteps must be > 0, got {settings.timesteps}")
     if settings.encoding not in ("direct", "rate"):
@@ -195,14 +200,14 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         graph.input.encoding, graph.input.input_scale = "rate", in_scale
     # statistics are taken on the ANN graph before any rescaling (input in normalised units)
     graph.input.encoding, saved = "direct", graph.input.encoding
-    scales = activation_scales(graph, images, pct, settings.batch_size)
+    scales = activation_scales(graph, images, pct, settings.batch_size, device=device)
     graph.input.encoding = saved
     normalise(graph, scales, in_scale)
     for n in graph.neurons():
         n.reset, n.leak, n.v_init = settings.reset, settings.leak, settings.v_init
     graph.validate()
     if settings.balance == "snn":
-        graph.meta["balance_factors"] = balance_on_snn(graph, images, settings.timesteps, settings.batch_size)
+        graph.meta["balance_factors"] = balance_on_snn(graph, images, settings.timesteps, settings.batch_size, device)
     elif settings.balance != "none":
         raise PrivsnnError(f"--balance must be none or snn, got {settings.balance!r}")
     graph.meta["timesteps"] = settings.timesteps

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -91,7 +92,9 @@ def setup(device: torch.device) -> tuple[DistContext, torch.device]:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # A rank that dies leaves the others waiting in a collective; give up after this long.
+        minutes = float(os.environ.get("PRIVSNN_DIST_TIMEOUT_MIN", "30"))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=minutes))
     _current = DistContext(rank, world, local)
     return _current, device
 
@@ -101,8 +104,15 @@ def current() -> DistContext:
     return _current
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group. After a successful run, a barrier first: no rank tears its
+    connections down while another still waits for data from it (a fast rank 0 could otherwise
+    strand the others in their last collective)."""
     global _current
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if clean:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
     _current = SINGLE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, emit, load_model_from_args, positive_int
+from .common import add_device_arg, add_model_args, emit, load_model_from_args, positive_int, resolve_device
 
 DESCRIPTION = """Convert a pretrained ANN into a spiking network (IF neurons, reset by subtraction),
 balancing thresholds on images synthesized from the ANN itself (`privsnn synthesize`).
@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output SNN artifact (.pt)")
     p.add_argument("--json", default=None, metavar="PATH")
     p.add_argument("--seed", type=int, default=0)
+    add_device_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                                   balance=args.balance, reset=args.reset, leak=args.leak, v_init=args.v_init,
                                   batch_size=args.batch_size, fold_pooling=not args.keep_pooling)
     t0 = time.time()
-    graph = convert(loaded, images, settings)
+    graph = convert(loaded, images, settings, resolve_device(args.device))
     elapsed = time.time() - t0
     record = {**settings.__dict__, "calibration_images": len(images), "private": private,
               "calibration": "synthetic" if private else f"real:{args.calibration_data}"}
