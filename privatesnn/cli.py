@@ -79,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BaseException:
             shutdown(clean=False)  # other ranks may be inside a collective: no barrier
             raise
+        if launched_by_torchrun():
+            # The work is done and written. Should leaving the process group or exiting ever hang
+            # (seen rarely with gloo on a loaded 2-core machine), print every thread's stack and exit
+            # instead of waiting forever.
+            import faulthandler
+
+            faulthandler.dump_traceback_later(float(os.environ.get("PRIVSNN_DIST_EXIT_TIMEOUT_S", "120")), exit=True)
         shutdown(clean=True)
         return int(rc or 0)
     except PrivsnnError as e:

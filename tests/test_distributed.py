@@ -28,7 +28,8 @@ KILL_EPOCHS = 12  # enough epochs that the kill lands well before the end
 
 def _env() -> dict[str, str]:
     env = dict(os.environ, PRIVSNN_THREADS="1", OMP_NUM_THREADS="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1",
-               PRIVSNN_DIST_TIMEOUT_MIN="2", PYTHONFAULTHANDLER="1")  # a stuck run fails, with stacks
+               PRIVSNN_DIST_TIMEOUT_MIN="2", PRIVSNN_DIST_EXIT_TIMEOUT_S="60",
+               PYTHONFAULTHANDLER="1")  # a stuck run fails, with stacks
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
     return env
