@@ -25,6 +25,36 @@ def _normalize(graph: Graph, x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def static_forward(graph: Graph, x: torch.Tensor, synapses: nn.ModuleDict,
+                   activation: Callable[[Neuron, torch.Tensor], torch.Tensor], clamp_rate_input: bool = False,
+                   record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """One pass through the graph with a static ``activation(neuron_node, current)`` per neuron
+    layer (max pooling as ``F.max_pool2d``): the ANN readings of a spiking graph. A rate-coded input
+    is divided by its ``input_scale`` (and clamped to [-1, 1] with ``clamp_rate_input``). With
+    ``record``, each neuron layer's output is stored there."""
+    vals: dict[str, torch.Tensor] = {}
+    inp = graph.input
+    for node in graph:
+        if isinstance(node, Input):
+            y = _normalize(graph, x)
+            if inp.encoding == "rate":  # rate graphs carry input_scale in the first layer's weights
+                y = y / inp.input_scale
+                if clamp_rate_input:
+                    y = y.clamp(-1.0, 1.0)
+        elif isinstance(node, Add):
+            y = sum(vals[s] for s in node.inputs)
+        elif isinstance(node, Neuron):
+            y = activation(node, vals[node.inputs[0]])
+            if record is not None:
+                record[node.name] = y
+        elif isinstance(node, MaxPool):
+            y = torch.nn.functional.max_pool2d(vals[node.inputs[0]], node.kernel, node.stride, node.padding)
+        else:
+            y = synapses[module_key(node.name)](vals[node.inputs[0]])
+        vals[node.name] = y
+    return vals[graph.output]
+
+
 class GraphANN(nn.Module):
     """The graph as a ReLU network on pixels in [0, 1] (neurons -> ReLU, thresholds ignored).
 
@@ -35,30 +65,11 @@ class GraphANN(nn.Module):
         super().__init__()
         self.graph = graph
         self.synapses = build_synapses(graph)
-        self.maxpools = nn.ModuleDict({module_key(n.name): nn.MaxPool2d(n.kernel, n.stride, n.padding)
-                                       for n in graph if isinstance(n, MaxPool)})
 
     def forward(self, x: torch.Tensor, record: bool = False):
-        vals: dict[str, torch.Tensor] = {}
         acts: dict[str, torch.Tensor] = {}
-        inp = self.graph.input
-        for node in self.graph:
-            if isinstance(node, Input):
-                y = _normalize(self.graph, x)
-                if inp.encoding == "rate":  # rate graphs carry input_scale in the first layer's weights
-                    y = y / inp.input_scale
-            elif isinstance(node, Add):
-                y = sum(vals[s] for s in node.inputs)
-            elif isinstance(node, Neuron):
-                y = torch.relu(vals[node.inputs[0]])
-                if record:
-                    acts[node.name] = y
-            elif isinstance(node, MaxPool):
-                y = self.maxpools[module_key(node.name)](vals[node.inputs[0]])
-            else:
-                y = self.synapses[module_key(node.name)](vals[node.inputs[0]])
-            vals[node.name] = y
-        out = vals[self.graph.output]
+        out = static_forward(self.graph, x, self.synapses, lambda node, i: torch.relu(i),
+                             record=acts if record else None)
         return (out, acts) if record else out
 
 
@@ -116,23 +127,8 @@ class SpikingNetwork(nn.Module):
         """Logits of the T -> infinity limit: every IF neuron (reset by subtraction) fires at rate
         ``clamp(I / threshold, 0, 1)`` for a constant current I. Differentiable, one pass; used to
         keep the long-T accuracy while training at low T."""
-        vals: dict[str, torch.Tensor] = {}
-        inp = self.graph.input
-        for node in self.graph:
-            if isinstance(node, Input):
-                y = _normalize(self.graph, x)
-                if inp.encoding == "rate":
-                    y = (y / inp.input_scale).clamp(-1.0, 1.0)
-            elif isinstance(node, Add):
-                y = sum(vals[s] for s in node.inputs)
-            elif isinstance(node, Neuron):
-                y = (vals[node.inputs[0]] / self.neurons[module_key(node.name)].threshold).clamp(0.0, 1.0)
-            elif isinstance(node, MaxPool):
-                y = torch.nn.functional.max_pool2d(vals[node.inputs[0]], node.kernel, node.stride, node.padding)
-            else:
-                y = self.synapses[module_key(node.name)](vals[node.inputs[0]])
-            vals[node.name] = y
-        return vals[self.graph.output]
+        return static_forward(self.graph, x, self.synapses, lambda node, i: (
+            i / self.neurons[module_key(node.name)].threshold).clamp(0.0, 1.0), clamp_rate_input=True)
 
     def run(self, x: torch.Tensor, T: int, return_spikes: bool = False):
         """Simulate ``T`` steps; returns the output layer's currents (T or 1, N, K) and, if asked,

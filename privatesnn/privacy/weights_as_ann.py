@@ -34,9 +34,9 @@ import torch.nn as nn
 from ..data import ImageSet
 from ..errors import PrivsnnError
 from ..evaluation import accuracy
-from ..graph import Add, Graph, Input, MaxPool, Neuron
-from ..layers import build_synapses, module_key
-from ..snn import _normalize
+from ..graph import Graph, Neuron
+from ..layers import build_synapses
+from ..snn import static_forward
 
 MODES = ("relu", "relu/threshold", "rate", "rate-sim")
 
@@ -55,38 +55,22 @@ class RebuiltANN(nn.Module):
         self.graph, self.mode = graph, mode
         self.timesteps = int(timesteps or graph.meta.get("timesteps", 32))
         self.synapses = build_synapses(graph)
-        self.maxpools = nn.ModuleDict({module_key(n.name): nn.MaxPool2d(n.kernel, n.stride, n.padding)
-                                       for n in graph if isinstance(n, MaxPool)})
         for p in self.parameters():
             p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        vals: dict[str, torch.Tensor] = {}
-        inp = self.graph.input
-        for node in self.graph:
-            if isinstance(node, Input):
-                y = _normalize(self.graph, x)
-                if inp.encoding == "rate":
-                    y = y / inp.input_scale
-                    if self.mode in ("rate", "rate-sim"):
-                        y = y.clamp(-1.0, 1.0)
-            elif isinstance(node, Add):
-                y = sum(vals[s] for s in node.inputs)
-            elif isinstance(node, Neuron):
-                i = vals[node.inputs[0]]
-                y = torch.relu(i)
-                if self.mode != "relu":
-                    y = y / node.threshold
-                if self.mode in ("rate", "rate-sim"):
-                    y = y.clamp(max=1.0)
-                if self.mode == "rate-sim":
-                    y = y + (constant_current_rate(i.detach(), node, self.timesteps) - y).detach()
-            elif isinstance(node, MaxPool):
-                y = self.maxpools[module_key(node.name)](vals[node.inputs[0]])
-            else:
-                y = self.synapses[module_key(node.name)](vals[node.inputs[0]])
-            vals[node.name] = y
-        return vals[self.graph.output]
+        return static_forward(self.graph, x, self.synapses, self._activation,
+                              clamp_rate_input=self.mode in ("rate", "rate-sim"))
+
+    def _activation(self, node: Neuron, i: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(i)
+        if self.mode != "relu":
+            y = y / node.threshold
+        if self.mode in ("rate", "rate-sim"):
+            y = y.clamp(max=1.0)
+        if self.mode == "rate-sim":
+            y = y + (constant_current_rate(i.detach(), node, self.timesteps) - y).detach()
+        return y
 
 
 def constant_current_rate(current: torch.Tensor, node: Neuron, timesteps: int) -> torch.Tensor:
