@@ -112,52 +112,22 @@ NPY = "npy:{g}/x.npy:{g}/y.npy"
 CKPT = f"digits_cnn:{DIGITS_CKPT}"
 
 
-def _ev(**kw):
-    base = {"--snn": SNN, "--data": "digits", "--json": "{o}"}
-    base.update(kw)
-    return ["evaluate", *[t for k, v in base.items() if v is not None for t in (k, v)]]
+def _argv(command: str, base: dict[str, str]):
+    """A case builder: ``command`` with ``base`` options, overridden (or dropped with None) per case."""
+    def build(**kw: str | None) -> list[str]:
+        merged = {**base, **kw}
+        return [command, *[t for k, v in merged.items() if v is not None for t in (k, v)]]
+    return build
 
 
-def _syn(**kw):
-    base = {"--model": "digits", "--num": "20", "--iterations": "2", "--out": "{o}"}
-    base.update(kw)
-    return ["synthesize", *[t for k, v in base.items() if v is not None for t in (k, v)]]
-
-
-def _conv(**kw):
-    base = {"--model": "digits", "--synthetic": SYN, "--out": "{o}"}
-    base.update(kw)
-    return ["convert", *[t for k, v in base.items() if v is not None for t in (k, v)]]
-
-
-def _train(**kw):
-    base = {"--snn": SNN, "--teacher": "digits", "--synthetic": SYN, "--epochs": "1", "--out": "{o}"}
-    base.update(kw)
-    return ["train", *[t for k, v in base.items() if v is not None for t in (k, v)]]
-
-
-def _energy(**kw):
-    base = {"--snn": SNN, "--synthetic": SYN, "--out": "{o}"}
-    base.update(kw)
-    return ["energy", *[t for k, v in base.items() if v is not None for t in (k, v)]]
-
-
-def _attack(**kw):
-    base = {"--snn": SNN, "--model": "digits", "--data": "digits", "--out": "{o}", "--iterations": "2"}
-    base.update(kw)
-    return ["attack", *[t for k, v in base.items() if v is not None for t in (k, v)]]
-
-
-def _export(**kw):
-    base = {"--snn": SNN, "--target": "nir", "--out": "{o}"}
-    base.update(kw)
-    return ["export", *[t for k, v in base.items() if v is not None for t in (k, v)]]
-
-
-def _sim(**kw):
-    base = {"--artifact": "{g}/lava", "--data": "digits", "--limit": "2", "--json": "{o}"}
-    base.update(kw)
-    return ["simulate", *[t for k, v in base.items() if v is not None for t in (k, v)]]
+_ev = _argv("evaluate", {"--snn": SNN, "--data": "digits", "--json": "{o}"})
+_syn = _argv("synthesize", {"--model": "digits", "--num": "20", "--iterations": "2", "--out": "{o}"})
+_conv = _argv("convert", {"--model": "digits", "--synthetic": SYN, "--out": "{o}"})
+_train = _argv("train", {"--snn": SNN, "--teacher": "digits", "--synthetic": SYN, "--epochs": "1", "--out": "{o}"})
+_energy = _argv("energy", {"--snn": SNN, "--synthetic": SYN, "--out": "{o}"})
+_attack = _argv("attack", {"--snn": SNN, "--model": "digits", "--data": "digits", "--out": "{o}", "--iterations": "2"})
+_export = _argv("export", {"--snn": SNN, "--target": "nir", "--out": "{o}"})
+_sim = _argv("simulate", {"--artifact": "{g}/lava", "--data": "digits", "--limit": "2", "--json": "{o}"})
 
 
 CASES = {
