@@ -18,3 +18,11 @@ def randomize_bn(net: nn.Module, seed: int = 1) -> nn.Module:
                 m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
     return net.eval()
+
+
+def save_test_snn(path, graph, timesteps: int):
+    """An SNN artifact of ``graph`` with a minimal (private) test manifest; returns its path."""
+    from privatesnn.artifact import save_snn
+    from privatesnn.manifest import Manifest
+
+    return save_snn(path, graph, {"timesteps": timesteps}, Manifest(kind="snn", command="test", settings={}))

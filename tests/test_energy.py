@@ -10,6 +10,7 @@ import torch
 
 from hw_targets.energy_models import (CONVENTIONS, DEFAULT_PATH, EnergyModelError, compute_conventions,
                                       format_energy, load_energy_model, pj_to_joules, validate_energy_model)
+from helpers import save_test_snn
 from privatesnn.cli import main
 from privatesnn.graph import Flatten, Graph, Input, Linear, Neuron
 from privatesnn.ops_count import count_ann, count_snn
@@ -93,16 +94,14 @@ def test_validation_names_the_field(mutate, field):
 
 @pytest.fixture(scope="module")
 def digits_snn(tmp_path_factory):
-    from privatesnn.artifact import save_snn
     from privatesnn.conversion import ConversionSettings, convert
-    from privatesnn.manifest import Manifest
     from privatesnn.models.loading import load_model
 
     torch.set_num_threads(1)
     images = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     graph = convert(load_model("digits"), images, ConversionSettings(timesteps=8))
     path = tmp_path_factory.mktemp("snn") / "snn.pt"
-    save_snn(path, graph, {"timesteps": 8}, Manifest(kind="snn", command="test", settings={}))
+    save_test_snn(path, graph, 8)
     return path
 
 

@@ -15,12 +15,12 @@ from exporters.netx import check_sequential, load_with_netx, read_net, write_net
 from hw_targets.lava_sim import fast_conv, run_lava
 from hw_targets.loihi import (TARGETS, TargetLimitError, build_plan, check_fits, quantize_plan, reference_fixed,
                               resource_map)
-from privatesnn.artifact import save_snn
+from helpers import save_test_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
 from privatesnn.errors import ArtifactError, UnsupportedLayerError
 from privatesnn.graph import Add, AvgPool, Conv, Flatten, Graph, GraphError, Input, Linear, MaxPool, Neuron
-from privatesnn.manifest import Manifest, read_manifest
+from privatesnn.manifest import read_manifest
 from privatesnn.snn import SpikingNetwork
 
 T = 6
@@ -195,8 +195,7 @@ def test_resource_limits_name_the_layer():
 
 
 def test_cli_export_lava_simulate(digits_graph, tmp_path):
-    snn = save_snn(tmp_path / "snn.pt", digits_graph, {"timesteps": T},
-                   Manifest(kind="snn", command="test", settings={}, private=True))
+    snn = save_test_snn(tmp_path / "snn.pt", digits_graph, T)
     out = tmp_path / "lava"
     assert main(["export", "--snn", str(snn), "--target", "lava", "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {"model.nir", "network.net", "fixed_point.json", "mapping.json",
@@ -221,7 +220,7 @@ def test_cli_export_lava_simulate(digits_graph, tmp_path):
 
 def test_cli_reset_zero_on_a_subtracting_snn_is_measured(tmp_path):
     g = _residual_graph(reset="subtract")
-    snn = save_snn(tmp_path / "snn.pt", g, {"timesteps": 8}, Manifest(kind="snn", command="test", settings={}))
+    snn = save_test_snn(tmp_path / "snn.pt", g, 8)
     out = tmp_path / "lava"
     assert main(["export", "--snn", str(snn), "--target", "lava", "--out", str(out), "--reset", "zero"]) == 0
     assert "network.net" not in {p.name for p in out.iterdir()}  # residual: processes only

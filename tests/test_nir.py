@@ -10,12 +10,12 @@ import torch
 
 from exporters.nir_export import graph_to_nir, norse_check, write_nir
 from exporters.nir_import import read_nir_graph
-from privatesnn.artifact import save_snn
+from helpers import save_test_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
 from privatesnn.errors import ArtifactError, UnsupportedLayerError
 from privatesnn.graph import Add, Conv, Flatten, Graph, GraphError, Input, Linear, Neuron
-from privatesnn.manifest import Manifest, read_manifest
+from privatesnn.manifest import read_manifest
 from privatesnn.snn import SpikingNetwork
 
 
@@ -137,8 +137,7 @@ def test_shapes_that_do_not_chain(tmp_path):
 
 
 def test_cli_export_nir_manifest_and_errors(digits_graph, tmp_path):
-    snn = save_snn(tmp_path / "snn.pt", digits_graph, {"timesteps": 8},
-                   Manifest(kind="snn", command="test", settings={}, private=True))
+    snn = save_test_snn(tmp_path / "snn.pt", digits_graph, 8)
     out = tmp_path / "m.nir"
     assert main(["export", "--snn", str(snn), "--target", "nir", "--out", str(out)]) == 0
     m = read_manifest(out)

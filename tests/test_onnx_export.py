@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from exporters.onnx_export import export_onnx, run_onnx_steps, state_names
-from privatesnn.artifact import save_snn
+from helpers import save_test_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
 from privatesnn.errors import ArtifactError
 from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, MaxPool, Neuron
-from privatesnn.manifest import Manifest, read_manifest
+from privatesnn.manifest import read_manifest
 from privatesnn.snn import SpikingNetwork
 
 
@@ -49,8 +49,7 @@ def test_spiking_maxpool_state_is_exported(tmp_path):
 
 
 def test_cli_export_onnx(digits_model_graph, tmp_path):
-    snn = save_snn(tmp_path / "snn.pt", digits_model_graph, {"timesteps": 6},
-                   Manifest(kind="snn", command="test", settings={}, private=True))
+    snn = save_test_snn(tmp_path / "snn.pt", digits_model_graph, 6)
     out = tmp_path / "m.onnx"
     assert main(["export", "--snn", str(snn), "--target", "onnx", "--out", str(out)]) == 0
     m = read_manifest(out)
