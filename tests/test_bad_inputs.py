@@ -231,6 +231,9 @@ CASES = {
     "train/kd-temperature-0": _train(**{"--kd-temperature": "0"}),
     "train/leak-0": _train(**{"--leak": "0"}),
     "train/rate-reg-negative": _train(**{"--rate-reg": "-1"}),
+    "train/anchor-negative": _train(**{"--anchor": "-1"}),
+    "train/anchor-nan": _train(**{"--anchor": "nan"}),
+    "train/anchor-with-reset-zero": _train(**{"--anchor": "1", "--reset": "zero"}),
     # ---- energy
     "energy/snn-truncated": _energy(**{"--snn": "{b}/trunc_snn.pt"}),
     "energy/snn-pickle": _energy(**{"--snn": "{b}/evil_snn.pt"}),
