@@ -150,7 +150,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         perm = torch.randperm(n, generator=gen)
         model.train()
         totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, rate, correct, agree (sums over images), seen
-        pred_counts = torch.zeros(int(graph.meta.get("num_classes") or 0) or 1, dtype=torch.float64)
+        pred_counts: torch.Tensor | None = None  # predictions per class (for the collapse check)
         initial = None  # agreement with the teacher before the first update (first batch of epoch 1)
         t0 = time.time()
         bar = tqdm(range(0, n, settings.batch_size), desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
@@ -193,6 +193,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             scaler.scale(loss * weight).backward()
             scaler.step(opt)
             scaler.update()
+            if pred_counts is None:  # every rank runs at least one (maybe dummy) batch: same size everywhere
+                pred_counts = torch.zeros(logits.shape[1], dtype=torch.float64)
             if weight > 0:
                 b = len(y)
                 totals[0] += float(loss) * b
@@ -200,8 +202,6 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 totals[2] += int((logits.argmax(1) == y).sum())
                 totals[3] += int((logits.argmax(1) == t_logits.argmax(1)).sum())
                 totals[4] += b
-                if pred_counts.numel() != logits.shape[1]:
-                    pred_counts = torch.zeros(logits.shape[1], dtype=torch.float64)
                 pred_counts += torch.bincount(logits.argmax(1).cpu(), minlength=logits.shape[1]).double()
                 bar.set_postfix(loss=f"{totals[0] / totals[4]:.3f}", rate=f"{totals[1] / totals[4]:.3f}")
         sched.step()
