@@ -23,6 +23,7 @@ COMMANDS = [
     ("synthesize", "synthesize", "synthesize images from a pretrained ANN (no real data)"),
     ("convert", "convert", "convert an ANN to a spiking network using synthetic images"),
     ("train", "train", "encrypt an SNN's weights: temporal spike-based training + KD on synthetic data"),
+    ("choose-t", "choose_t", "pick the smallest T that agrees with the ANN on held-out synthetic images"),
     ("attack", "attack", "privacy audit: class-leakage attacks on ANN / converted / encrypted SNN"),
     ("energy", "energy", "synaptic-operation counts and energy estimates"),
     ("export", "export", "export an SNN to NIR, Lava (netx HDF5) or ONNX"),

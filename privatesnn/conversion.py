@@ -38,6 +38,12 @@ class ConversionSettings:
     v_init: float = 0.5
     batch_size: int = 128
     fold_pooling: bool = True  # fold average pools into the next layer (exact; binary inputs everywhere)
+    qcfs_levels: int = 0  # > 0: QCFS fine-tuning with L levels by distillation (privatesnn/qcfs.py)
+    qcfs_epochs: int = 30
+    qcfs_lr: float = 0.002
+    qcfs_feature_weight: float = 1.0
+    calibrate: str = "none"  # "bias": layer-wise bias calibration at `timesteps` (privatesnn/calibration.py)
+    calibrate_images: int = 256
 
 
 def parse_threshold(spec: str) -> float | None:
@@ -156,7 +162,6 @@ def normalise(graph: Graph, scales: dict[str, float], in_scale: float) -> Graph:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def balance_on_snn(graph: Graph, images: torch.Tensor, timesteps: int, batch_size: int,
                    device: torch.device | str = "cpu") -> dict[str, float]:
     """Layer by layer, scale each threshold so the SNN's mean rate matches the ANN's normalised
@@ -178,9 +183,13 @@ def balance_on_snn(graph: Graph, images: torch.Tensor, timesteps: int, batch_siz
 
 
 def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSettings,
-            device: torch.device | str = "cpu") -> Graph:
+            device: torch.device | str = "cpu", progress: bool = True) -> Graph:
     """Convert ``loaded`` to a spiking graph using ``images`` (synthetic, or real for the baseline);
-    the statistics run on ``device``, the graph stays on the CPU."""
+    the statistics run on ``device``, the graph stays on the CPU.
+
+    Low-latency options: ``qcfs_levels`` fine-tunes the normalised graph as a QCFS ANN by
+    distillation from ``loaded`` (thresholds become the learnt clips); ``calibrate="bias"`` then
+    corrects each layer's bias so its spike rate at ``timesteps`` matches the ANN activation."""
     if settings.timesteps <= 0:
         raise PrivsnnError(f"--timesteps must be > 0, got {settings.timesteps}")
     if settings.encoding not in ("direct", "rate"):
@@ -210,5 +219,21 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         graph.meta["balance_factors"] = balance_on_snn(graph, images, settings.timesteps, settings.batch_size, device)
     elif settings.balance != "none":
         raise PrivsnnError(f"--balance must be none or snn, got {settings.balance!r}")
+    if settings.qcfs_levels > 0:
+        from .qcfs import QCFSSettings, finetune_qcfs
+
+        if settings.reset != "subtract" or settings.leak != 1.0:
+            raise PrivsnnError("--qcfs-levels needs IF neurons with reset by subtraction (--reset subtract, --leak 1)")
+        qs = QCFSSettings(levels=settings.qcfs_levels, epochs=settings.qcfs_epochs, lr=settings.qcfs_lr,
+                          feature_weight=settings.qcfs_feature_weight)
+        graph = finetune_qcfs(graph, images, qs, device, progress=progress)
+    if settings.calibrate == "bias":
+        from .calibration import calibrate_biases
+
+        calib = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:settings.calibrate_images]]
+        graph.meta["calibration_errors"] = calibrate_biases(graph, calib, settings.timesteps, device=device,
+                                                            progress=progress)
+    elif settings.calibrate != "none":
+        raise PrivsnnError(f"--calibrate must be none or bias, got {settings.calibrate!r}")
     graph.meta["timesteps"] = settings.timesteps
     return graph

@@ -37,6 +37,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--v-init", type=float, default=0.5, help="initial membrane / threshold (default 0.5)")
     p.add_argument("--keep-pooling", action="store_true",
                    help="keep average pools (default: fold them exactly into the next layer so it reads spikes)")
+    low = p.add_argument_group("low latency (few timesteps; synthetic images only)")
+    low.add_argument("--qcfs-levels", type=int, default=0, metavar="L",
+                     help="fine-tune the converted network as a QCFS ANN with L activation levels by "
+                          "distillation from the ANN before spiking (Bu et al. 2022; 4 suits T=4-8; default 0 = off)")
+    low.add_argument("--qcfs-epochs", type=positive_int, default=30, help="QCFS fine-tuning epochs (default 30)")
+    low.add_argument("--qcfs-lr", type=float, default=0.002, help="QCFS fine-tuning SGD learning rate (default 0.002)")
+    low.add_argument("--qcfs-feature-weight", type=float, default=1.0,
+                     help="weight of layer-wise activation matching against the ANN during QCFS fine-tuning "
+                          "(default 1; 0 = logit distillation only)")
+    low.add_argument("--calibrate", choices=("none", "bias"), default="none",
+                     help="bias: layer-wise bias calibration so each layer's spike rate at --timesteps matches "
+                          "the ANN activation (Li et al. 2021; default none)")
+    low.add_argument("--calibrate-images", type=positive_int, default=256,
+                     help="synthetic images used by --calibrate (default 256)")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--out", required=True, help="output SNN artifact (.pt)")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -58,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         raise PrivsnnError(f"--timesteps must be in 1..100000, got {args.timesteps}")
     if not 0.0 <= args.leak <= 1.0:
         raise PrivsnnError(f"--leak must be in [0, 1], got {args.leak}")
+    if args.qcfs_levels < 0 or args.qcfs_levels > 1024:
+        raise PrivsnnError(f"--qcfs-levels must be in 0..1024, got {args.qcfs_levels}")
+    if not (args.qcfs_lr > 0 and args.qcfs_lr < 10):
+        raise PrivsnnError(f"--qcfs-lr must be in (0, 10), got {args.qcfs_lr}")
     torch.manual_seed(args.seed)
     loaded = load_model_from_args(args)
     private = args.synthetic is not None
@@ -81,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
         images = images[:limit]
     settings = ConversionSettings(timesteps=args.timesteps, threshold=args.threshold, encoding=args.encoding,
                                   balance=args.balance, reset=args.reset, leak=args.leak, v_init=args.v_init,
-                                  batch_size=args.batch_size, fold_pooling=not args.keep_pooling)
+                                  batch_size=args.batch_size, fold_pooling=not args.keep_pooling,
+                                  qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs, qcfs_lr=args.qcfs_lr,
+                                  qcfs_feature_weight=args.qcfs_feature_weight,
+                                  calibrate=args.calibrate, calibrate_images=args.calibrate_images)
     t0 = time.time()
     graph = convert(loaded, images, settings, resolve_device(args.device))
     elapsed = time.time() - t0

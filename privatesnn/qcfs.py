@@ -1,0 +1,196 @@
+"""Quantisation-clip-floor-shift (QCFS) fine-tuning of a converted graph, by distillation only.
+
+Bu et al. (ICLR 2022): replace every ReLU by ``q(I) = clamp(floor(I * L / theta + 1/2), 0, L) / L``
+with a trainable clip ``theta`` per layer, fine-tune, then use ``theta`` as the IF threshold and
+``theta / 2`` as the initial membrane. For a constant input current an IF neuron (reset by
+subtraction, ``v[0] = theta / 2``) fires exactly ``L * q(I)`` spikes in ``T = L`` steps, and the
+expected conversion error is zero at every T; training with ``q`` therefore teaches the weights to
+live with the few output levels that a short spike train can express.
+
+Here ``q`` is written in spike units (the graph after :func:`~privatesnn.conversion.normalise`: a
+spike stands for one threshold), so the downstream weights need no rescaling and the trained graph
+*is* the SNN. The teacher is the original ANN; the data are synthetic images only (distillation on
+the teacher's soft outputs, random shifts/flips and CutMix between synthetic images for variety).
+The ANN forward/backward per step makes this far cheaper than BPTT through T steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import PrivsnnError
+from .graph import Graph, Neuron
+from .layers import build_synapses, module_key, write_back
+from .snn import static_forward
+from .training import augment
+
+
+def qcfs(current: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
+    """``clamp(floor(I * L / theta + shift), 0, L) / L`` with a straight-through floor; the gradient
+    reaches ``I`` inside the clip and ``theta`` everywhere (as a learnable clip, PACT/LSQ style)."""
+    y = (current / threshold).clamp(0.0, 1.0)
+    q = torch.clamp(torch.floor(y * levels + shift), 0, levels) / levels
+    return y + (q - y).detach()
+
+
+class QCFSNetwork(nn.Module):
+    """The graph as a QCFS ANN: synapses from the graph, one trainable threshold per neuron layer."""
+
+    def __init__(self, graph: Graph, levels: int):
+        super().__init__()
+        if levels < 1:
+            raise PrivsnnError(f"--levels must be >= 1, got {levels}")
+        self.graph, self.levels = graph, int(levels)
+        self.synapses = build_synapses(graph)
+        self.thresholds = nn.ParameterDict({module_key(n.name): nn.Parameter(torch.tensor(float(n.threshold)))
+                                            for n in graph.neurons()})
+
+    def activation(self, node: Neuron, current: torch.Tensor) -> torch.Tensor:
+        return qcfs(current, self.thresholds[module_key(node.name)].clamp_min(1e-3), self.levels)
+
+    def forward(self, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return static_forward(self.graph, x, self.synapses, self.activation, clamp_rate_input=True, record=record)
+
+    def threshold(self, name: str) -> torch.Tensor:
+        return self.thresholds[module_key(name)].clamp_min(1e-3)
+
+    def sync_graph(self) -> Graph:
+        """Write weights into the graph and make it the SNN: threshold = clip, v_init = 1/2."""
+        write_back(self.graph, self.synapses)
+        for n in self.graph.neurons():
+            n.threshold = float(self.thresholds[module_key(n.name)].detach().clamp_min(1e-3))
+            n.v_init, n.reset, n.leak = 0.5, "subtract", 1.0
+        return self.graph
+
+
+@dataclass
+class QCFSSettings:
+    levels: int = 4
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.002  # SGD (Nesterov momentum 0.9), one-cycle schedule; thresholds at the same rate
+    weight_decay: float = 5e-4
+    temperature: float = 4.0
+    cutmix: float = 0.5  # probability that a batch is CutMix-ed (0 = off)
+    feature_weight: float = 1.0  # weight of the layer-wise activation matching against the ANN (0 = off)
+    seed: int = 0
+    history: list = field(default_factory=list)
+
+    def validate(self) -> None:
+        checks = [(self.levels >= 1, f"--levels must be >= 1, got {self.levels}"),
+                  (self.epochs > 0, f"--qcfs-epochs must be > 0, got {self.epochs}"),
+                  (self.batch_size > 0, f"--batch-size must be > 0, got {self.batch_size}"),
+                  (self.lr > 0 and math.isfinite(self.lr), f"--qcfs-lr must be > 0, got {self.lr}"),
+                  (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+                  (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+                  (0.0 <= self.cutmix <= 1.0, f"cutmix probability must be in [0, 1], got {self.cutmix}"),
+                  (self.feature_weight >= 0 and math.isfinite(self.feature_weight),
+                   f"--qcfs-feature-weight must be >= 0, got {self.feature_weight}")]
+        for ok, msg in checks:
+            if not ok:
+                raise PrivsnnError(msg)
+
+
+def cutmix(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Paste a random box of a shuffled copy of the batch into each image (Yun et al. 2019)."""
+    n, _, h, w = x.shape
+    lam = float(torch.rand((), generator=gen))
+    bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    if bh == 0 or bw == 0:
+        return x
+    cy, cx = int(torch.randint(0, h - bh + 1, (), generator=gen)), int(torch.randint(0, w - bw + 1, (), generator=gen))
+    perm = torch.randperm(n, generator=gen)
+    out = x.clone()
+    out[:, :, cy:cy + bh, cx:cx + bw] = x[perm, :, cy:cy + bh, cx:cx + bw]
+    return out
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``tau^2 * KL(softmax(t/tau) || softmax(s/tau))``: distillation without labels."""
+    return temperature ** 2 * F.kl_div(F.log_softmax(student / temperature, 1), F.softmax(teacher / temperature, 1),
+                                       reduction="batchmean")
+
+
+def feature_loss(net: QCFSNetwork, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Layer-wise activation matching: ``theta * q(I)`` (the value a layer's spikes stand for) against
+    the ANN's activation in the same units, clipped at ``theta``; each layer's MSE is divided by the
+    target's mean square so that every layer counts alike. A dense signal per image (every neuron,
+    not 10 logits), which keeps a few thousand synthetic images from being over-fitted."""
+    terms = []
+    for name, q in student.items():
+        th = net.threshold(name)
+        target = torch.minimum(teacher[name], th.detach())
+        terms.append(F.mse_loss(th * q, target) / target.pow(2).mean().clamp_min(1e-8))
+    return torch.stack(terms).mean()
+
+
+def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
+                  device: torch.device | str = "cpu", progress: bool = True,
+                  on_epoch: Callable[[int, dict], None] | None = None) -> Graph:
+    """Fine-tune a converted (normalised, thresholds 1) graph as a QCFS ANN on ``images``; returns
+    the new SNN graph. The teacher is the graph itself as a ReLU network (``GraphANN``: the original
+    ANN's logits exactly, and its activations in spike units); no labels are used."""
+    from .snn import GraphANN
+
+    settings.validate()
+    if graph.input.encoding != "direct":
+        raise PrivsnnError("QCFS fine-tuning needs a direct-coded input (convert with --encoding direct)")
+    device = torch.device(device)
+    torch.manual_seed(settings.seed)
+    net = QCFSNetwork(graph.copy(), settings.levels).to(device)
+    teacher = GraphANN(graph.copy()).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
+    steps_per_epoch = math.ceil(len(images) / settings.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=settings.epochs * steps_per_epoch,
+                                                pct_start=0.1)
+    history = []
+    for epoch in range(settings.epochs):
+        gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        perm = torch.randperm(len(images), generator=gen)
+        net.train()
+        loss_sum, agree, seen, t0 = 0.0, 0, 0, time.time()
+        bar = tqdm(range(0, len(images), settings.batch_size), desc=f"QCFS epoch {epoch + 1}/{settings.epochs}",
+                   leave=False, disable=not progress)
+        for i in bar:
+            x = augment(images[perm[i:i + settings.batch_size]], gen)
+            if settings.cutmix > 0 and float(torch.rand((), generator=gen)) < settings.cutmix:
+                x = cutmix(x, gen)
+            x = x.to(device)
+            with torch.no_grad():
+                t_logits, t_acts = teacher(x, record=True)
+            acts: dict[str, torch.Tensor] = {}
+            logits = net(x, record=acts if settings.feature_weight > 0 else None)
+            loss = kd_loss(logits, t_logits, settings.temperature)
+            if settings.feature_weight > 0:
+                loss = loss + settings.feature_weight * feature_loss(net, acts, t_acts)
+            if not torch.isfinite(loss):
+                raise PrivsnnError(f"QCFS fine-tuning diverged (non-finite loss) in epoch {epoch + 1}; try a lower --qcfs-lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss) * len(x)
+            agree += int((logits.argmax(1) == t_logits.argmax(1)).sum())
+            seen += len(x)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", agree=f"{agree / seen:.3f}")
+        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "teacher_agreement": agree / seen,
+                  "seconds": time.time() - t0}
+        history.append(record)
+        if on_epoch:
+            on_epoch(epoch + 1, record)
+    settings.history = history
+    net.cpu()
+    out = net.sync_graph()
+    out.meta["qcfs"] = {k: v for k, v in asdict(settings).items() if k != "history"}
+    return out

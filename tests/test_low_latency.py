@@ -1,0 +1,161 @@
+"""The low-latency path: QCFS fine-tuning, bias calibration, choosing T on synthetic images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from privatesnn.calibration import _channel_mean, calibrate_biases
+from privatesnn.choose_t import smallest_t
+from privatesnn.cli import main
+from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, Neuron
+from privatesnn.manifest import read_manifest
+from privatesnn.neurons import SpikingNeuron
+from privatesnn.qcfs import QCFSNetwork, QCFSSettings, finetune_qcfs, qcfs
+from privatesnn.snn import SpikingNetwork, static_forward
+from privatesnn.layers import build_synapses
+
+
+@pytest.mark.parametrize("levels", [1, 2, 4, 8])
+def test_qcfs_equals_if_neuron_at_t_equals_l_on_constant_input(levels):
+    gen = torch.Generator().manual_seed(levels)
+    current = (torch.rand(4000, generator=gen, dtype=torch.float64) * 1.6 - 0.3)
+    threshold = 0.7
+    spikes = SpikingNeuron(threshold, v_init=0.5)(current.unsqueeze(0), timesteps=levels)
+    rate = spikes.mean(0)
+    expected = qcfs(current, torch.tensor(threshold, dtype=torch.float64), levels)
+    # exact, except at staircase edges where '>' (no spike at equality) and floor disagree
+    edge = ((current * levels / threshold + 0.5) - (current * levels / threshold + 0.5).round()).abs() < 1e-9
+    assert edge.sum() < 5
+    assert torch.equal(rate[~edge], expected[~edge])
+
+
+def test_qcfs_gradient_reaches_input_and_threshold():
+    x = torch.tensor([-0.5, 0.3, 0.62, 2.0], requires_grad=True)
+    th = torch.tensor(1.0, requires_grad=True)
+    qcfs(x, th, 4).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]  # straight through inside the clip only
+    assert th.grad is not None and th.grad != 0
+
+
+def _tiny_graph(seed: int = 0) -> Graph:
+    gen = torch.Generator().manual_seed(seed)
+    nodes = [Input("x", [], shape=(1, 6, 6)),
+             Conv("c1", ["x"], weight=torch.randn(4, 1, 3, 3, generator=gen) * 0.6, bias=torch.randn(4, generator=gen) * 0.1,
+                  padding=(1, 1)),
+             Neuron("n1", ["c1"]),
+             Conv("c2", ["n1"], weight=torch.randn(6, 4, 3, 3, generator=gen) * 0.4, bias=torch.zeros(6)),
+             Neuron("n2", ["c2"]),
+             Flatten("f", ["n2"]),
+             Linear("fc", ["f"], weight=torch.randn(3, 6 * 4 * 4, generator=gen) * 0.2, bias=torch.zeros(3))]
+    return Graph({n.name: n for n in nodes}, output="fc", meta={"mean": [0.0], "std": [1.0], "num_classes": 3})
+
+
+def test_qcfs_network_is_the_snn_at_t_equals_l_for_a_constant_input_layer():
+    """One neuron layer fed by the direct-coded input gets a constant current: the SNN's logits at
+    T = L equal the QCFS network's exactly."""
+    g = _tiny_graph()
+    one = Graph({k: g.nodes[k] for k in ("x", "c1", "n1")} | {"f": Flatten("f", ["n1"]),
+                "fc": Linear("fc", ["f"], weight=torch.randn(3, 4 * 6 * 6), bias=torch.zeros(3))},
+                output="fc", meta=g.meta)
+    x = torch.rand(16, 1, 6, 6)
+    with torch.no_grad():
+        q = QCFSNetwork(one, levels=4)(x)
+        s = SpikingNetwork(QCFSNetwork(one, levels=4).sync_graph())(x, timesteps=4)
+    assert torch.allclose(q, s, atol=1e-5)
+
+
+def test_finetune_qcfs_learns_and_returns_a_spiking_graph():
+    g = _tiny_graph()
+    images = torch.rand(64, 1, 6, 6)
+    out = finetune_qcfs(g, images, QCFSSettings(levels=2, epochs=3, batch_size=16, lr=0.05), progress=False)
+    assert [n.v_init for n in out.neurons()] == [0.5, 0.5]
+    assert out.meta["qcfs"]["levels"] == 2
+    # the fine-tuned graph is a valid SNN and runs
+    assert SpikingNetwork(out)(images[:4], timesteps=2).shape == (4, 3)
+    assert any(not torch.equal(a.weight, b.weight) for a, b in zip(g.weighted(), out.weighted()))
+
+
+def test_bias_calibration_moves_layer_means_onto_the_ann():
+    """With membranes starting at 0 every layer under-fires by about 1/(2T) on average: a
+    per-channel offset that bias calibration removes."""
+    g = _tiny_graph(seed=3)
+    for n in g.neurons():
+        n.v_init = 0.0
+    images = torch.rand(128, 1, 6, 6)
+    T = 4
+
+    ref: dict[str, torch.Tensor] = {}  # the ANN activations of the uncalibrated graph
+    static_forward(g, images, build_synapses(g), lambda n, i: (i / n.threshold).clamp(0, 1), record=ref)
+
+    def errors(graph):
+        _, spikes = SpikingNetwork(graph)(images, T, return_spikes=True)
+        return {k: float((_channel_mean(ref[k]) - _channel_mean(spikes[k])).abs().mean()) for k in ref}
+
+    before = errors(g)
+    calibrated = g.copy()
+    calibrate_biases(calibrated, images, T, iterations=2, progress=False)
+    after = errors(calibrated)
+    assert calibrated.meta["calibration"]["timesteps"] == T
+    for k in before:
+        assert after[k] < 0.5 * before[k], (k, before[k], after[k])
+
+
+def test_smallest_t():
+    agree = {1: 0.5, 2: 0.9, 4: 0.97, 8: 0.99, 16: 0.995}
+    assert smallest_t(agree, 0.97) == 4
+    assert smallest_t(agree, 0.99) == 8
+    assert smallest_t(agree, 0.999) is None
+
+
+def _boom(*args, **kwargs):
+    raise AssertionError("a real-data reader was called on the private path")
+
+
+def test_low_latency_cli_path_reads_no_real_data(tmp_path, monkeypatch):
+    """synthesize -> convert --qcfs-levels --calibrate bias -> train at low T -> choose-t, with
+    every real-data reader patched to raise."""
+    import sklearn.datasets
+
+    import privatesnn.data as data
+
+    for name in ("load_data", "digits_split", "_read_npy", "_read_cifar", "_read_tinyimagenet"):
+        monkeypatch.setattr(data, name, _boom)
+    monkeypatch.setattr(sklearn.datasets, "load_digits", _boom)
+    run = lambda *a: main([str(x) for x in a])  # noqa: E731
+    assert run("synthesize", "--model", "digits", "--num", "100", "--batch-size", "100", "--iterations", "30",
+               "--out", tmp_path / "synth.npz") == 0
+    assert run("synthesize", "--model", "digits", "--num", "50", "--batch-size", "50", "--iterations", "30",
+               "--seed", "1", "--out", tmp_path / "held.npz") == 0
+    assert run("convert", "--model", "digits", "--synthetic", tmp_path / "synth.npz", "--timesteps", "4",
+               "--qcfs-levels", "4", "--qcfs-epochs", "2", "--calibrate", "bias", "--calibrate-images", "32",
+               "--out", tmp_path / "snn.pt") == 0
+    m = read_manifest(tmp_path / "snn.pt")
+    assert m.real_data_read is False and m.private is True
+    assert m.settings["qcfs_levels"] == 4 and m.settings["calibrate"] == "bias"
+    assert run("train", "--snn", tmp_path / "snn.pt", "--teacher", "digits", "--synthetic", tmp_path / "synth.npz",
+               "--epochs", "1", "--timesteps", "4", "--anchor", "1", "--out", tmp_path / "private.pt") == 0
+    assert run("choose-t", "--snn", tmp_path / "private.pt", "--model", "digits", "--synthetic", tmp_path / "held.npz",
+               "--timesteps", "1,4,16", "--agreement", "0.5", "--json", tmp_path / "t.json") == 0
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["real_data_read"] is False and set(res["agreement"]) == {"1", "4", "16"}
+    assert res["chosen_timesteps"] in (1, 4, 16)
+    assert res["agreement"]["16"] >= 0.5
+
+
+@pytest.mark.parametrize("argv_tail, needle", [
+    (["--qcfs-levels", "-1"], "--qcfs-levels"),
+    (["--qcfs-levels", "4", "--qcfs-lr", "0"], "--qcfs-lr"),
+    (["--qcfs-levels", "4", "--qcfs-feature-weight", "-1"], "--qcfs-feature-weight"),
+    (["--qcfs-levels", "4", "--reset", "zero"], "reset by subtraction"),
+])
+def test_low_latency_bad_settings(tmp_path, capsys, argv_tail, needle):
+    assert main(["synthesize", "--model", "digits", "--num", "20", "--batch-size", "20", "--iterations", "2",
+                 "--out", str(tmp_path / "s.npz")]) == 0
+    out = tmp_path / "snn.pt"
+    rc = main(["convert", "--model", "digits", "--synthetic", str(tmp_path / "s.npz"), "--qcfs-epochs", "1",
+               "--out", str(out), *argv_tail])
+    assert rc == 2 and needle in capsys.readouterr().err
+    assert not out.exists()
