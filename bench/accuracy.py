@@ -29,21 +29,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, RUNS, privsnn,  # noqa: E402
+from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, ROOT, RUNS, privsnn,  # noqa: E402
                     read_json, set_threads, shared_available, write_results)
 
-TIMESTEPS = "8,16,32,64"
+TIMESTEPS = "1,2,4,8,16,32"
+VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_calibrated", "low_latency")
 
 
-def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict,
+def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
              device: str, eval_limit: int | None, fresh: bool) -> dict:
+    """One model: every variant converted/trained by the CLI, evaluated on the real test images at
+    every T, and its agreement with the ANN on held-out synthetic images (choose-t)."""
     work = RUNS / name
     work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     lim = ["--limit", str(eval_limit)] if eval_limit else []
     dev = ["--device", device]
+    result: dict = {}
 
-    def ev(snn: str | None, tag: str) -> dict:
+    def ev(snn: Path | None, tag: str) -> dict:
         out = work / f"eval_{tag}.json"
         args = ["evaluate", *model, "--data", data, *lim, "--json", out, *dev]
         if snn:
@@ -51,45 +55,83 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         times[f"evaluate_{tag}"] = privsnn(*args)
         return read_json(out)
 
+    def variant(tag: str, snn: Path) -> None:
+        result[tag] = ev(snn, tag)["results"]
+        out = work / f"choose_t_{tag}.json"
+        times[f"choose_t_{tag}"] = privsnn("choose-t", "--snn", snn, *model, "--synthetic", heldout, "--timesteps",
+                                           TIMESTEPS, "--json", out, *dev)
+        result.setdefault("synthetic_agreement", {})[tag] = read_json(out)["agreement"]
+
     ann = ev(None, "ann")
-    synth_path = work / "synth.npz"
-    if fresh or not synth_path.exists():
-        times["synthesize"] = privsnn("synthesize", *model, "--num", synth["num"], "--iterations", synth["iters"],
-                                      "--batch-size", synth["batch"], "--out", synth_path, "--overwrite", *dev)
-    conv = work / "snn_synthetic.pt"
-    times["convert_synthetic"] = privsnn("convert", *model, "--synthetic", synth_path, "--timesteps", 32, "--out", conv)
-    result = {"ann_accuracy": ann["accuracy"], "n": ann["n"]}
+    result.update(ann_accuracy=ann["accuracy"], n=ann["n"])
+    synth_path, heldout = work / "synth.npz", work / "heldout.npz"
+    for path, num, seed in ((synth_path, synth["num"], 0), (heldout, synth["heldout"], 1)):
+        if fresh or not path.exists():
+            times[f"synthesize_{path.stem}"] = privsnn(
+                "synthesize", *model, "--num", num, "--iterations", synth["iters"], "--batch-size", synth["batch"],
+                "--seed", seed, "--out", path, "--overwrite", *dev)
     if calib_real:
         base = work / "snn_real.pt"
         times["convert_real"] = privsnn("convert", *model, "--calibration-data", calib_real,
                                         "--calibration-limit", 256, "--timesteps", 32, "--out", base)
-        result["converted_real"] = ev(str(base), "real")["results"]
-    result["converted_synthetic"] = ev(str(conv), "synthetic")["results"]
+        variant("converted_real", base)
+    conv = work / "snn_synthetic.pt"
+    times["convert_synthetic"] = privsnn("convert", *model, "--synthetic", synth_path, "--timesteps", 32, "--out", conv)
+    variant("converted_synthetic", conv)
+
+    def train_from(src: Path, out: Path, cfg: dict, tag: str) -> None:
+        Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
+        times[f"train_{tag}"] = privsnn("train", "--snn", src, "--teacher", *model[1:], "--synthetic", synth_path,
+                                        "--epochs", cfg["epochs"], "--timesteps", cfg["t"], "--batch-size", cfg["batch"],
+                                        "--lr", cfg["lr"], "--anchor", cfg.get("anchor", 0.0),
+                                        "--kd-alpha", cfg.get("kd_alpha", 0.7), "--out", out,
+                                        *(["--qat"] if cfg.get("qat") else []), *dev)
+
     private = work / "private.pt"
-    ckpt = work / "private.pt.ckpt.pt"
-    ckpt.unlink(missing_ok=True)
-    times["train"] = privsnn("train", "--snn", conv, "--teacher", *model[1:], "--synthetic", synth_path,
-                             "--epochs", train["epochs"], "--timesteps", train["t"], "--batch-size", train["batch"],
-                             "--lr", train["lr"], "--anchor", train.get("anchor", 0.0), "--out", private,
-                             *(["--qat"] if train.get("qat") else []), *dev)
-    result["encrypted"] = ev(str(private), "encrypted")["results"]
-    result["settings"] = {"synthetic": synth, "train": train, "eval_limit": eval_limit,
+    train_from(conv, private, train, "encrypted")
+    variant("encrypted", private)
+    qcfs = work / "snn_qcfs.pt"
+    qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"]]
+    times["convert_qcfs"] = privsnn("convert", *model, "--synthetic", synth_path, "--timesteps", low["t"], *qargs,
+                                    "--out", qcfs, *dev)
+    variant("qcfs", qcfs)
+    if low.get("calibrate"):
+        calibrated = work / "snn_qcfs_calibrated.pt"
+        times["calibrate_qcfs"] = privsnn("calibrate", "--snn", qcfs, "--synthetic", synth_path, "--timesteps", low["t"],
+                                          "--out", calibrated, *dev)
+        variant("qcfs_calibrated", calibrated)
+    fast = work / "private_low_latency.pt"
+    train_from(qcfs, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
+                            "kd_alpha": 1.0, "qat": low.get("qat")}, "low_latency")
+    variant("low_latency", fast)
+    result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "eval_limit": eval_limit,
                           "real_calibration_images": 256 if calib_real else 0}
     result["seconds"] = times
-    result["artifacts"] = {"synthetic": str(synth_path), "converted": str(conv), "encrypted": str(private),
-                           **({"converted_real": str(work / "snn_real.pt")} if calib_real else {})}
+    result["artifacts"] = {k: str(v.relative_to(ROOT)) for k, v in (
+        ("synthetic", synth_path), ("heldout_synthetic", heldout), ("converted", conv), ("encrypted", private),
+        ("qcfs", qcfs), ("low_latency", fast)) if v.exists()}
     return result
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{'case':<10} {'variant':<22} " + " ".join(f"T={t:<6}" for t in TIMESTEPS.split(",")))
+    ts = TIMESTEPS.split(",")
+    print(f"\n{'case':<17} {'variant':<22} " + " ".join(f"T={t:<6}" for t in ts))
     for case, r in results["cases"].items():
-        print(f"{case:<10} {'ANN':<22} {100 * r['ann_accuracy']:.2f}%")
-        for key in ("converted_real", "converted_synthetic", "encrypted"):
+        print(f"{case:<17} {'ANN':<22} {100 * r['ann_accuracy']:.2f}%")
+        for key in VARIANTS:
             if key in r:
                 accs = {e["timesteps"]: e["accuracy"] for e in r[key]}
-                print(f"{'':<10} {key:<22} " + " ".join(f"{100 * accs[int(t)]:6.2f}%" for t in TIMESTEPS.split(",")))
-        print(f"{'':<10} stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()))
+                print(f"{'':<17} {key:<22} " + " ".join(f"{100 * accs[int(t)]:6.2f}%" for t in ts))
+                agree = r.get("synthetic_agreement", {}).get(key)
+                if agree:
+                    print(f"{'':<17} {'  synthetic agreement':<22} " + " ".join(f"{100 * agree[t]:6.2f}%" for t in ts))
+        print(f"{'':<17} stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()))
+
+
+def low_settings(args: argparse.Namespace, case: str) -> dict:
+    get = lambda k: getattr(args, f"{case}_{k}")  # noqa: E731
+    return {"levels": get("levels"), "qcfs_epochs": get("qcfs_epochs"), "qcfs_lr": get("qcfs_lr"), "t": get("low_t"),
+            "epochs": get("low_epochs"), "lr": get("low_lr"), "batch": get("low_batch"), "calibrate": get("calibrate")}
 
 
 def main() -> None:
@@ -100,8 +142,8 @@ def main() -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="CIFAR test images (default all 1900)")
     p.add_argument("--digits-synth", type=int, default=2000)
     p.add_argument("--digits-epochs", type=int, default=5)
-    p.add_argument("--cifar-synth", type=int, default=1024)
-    p.add_argument("--cifar-synth-iters", type=int, default=200)
+    p.add_argument("--cifar-synth", type=int, default=2048)
+    p.add_argument("--cifar-synth-iters", type=int, default=120)
     p.add_argument("--cifar-epochs", type=int, default=2)
     p.add_argument("--cifar-train-t", type=int, default=8)
     p.add_argument("--cifar-lr", type=float, default=1e-4)
@@ -111,6 +153,19 @@ def main() -> None:
     p.add_argument("--cifar-qat", action=argparse.BooleanOptionalAction, default=False,
                    help="train on the Loihi 8-bit weight grid (for bench/deploy.py; costs ~1.8 points at "
                         "T=64 on ResNet-20 with the default budget)")
+    p.add_argument("--cifar-heldout", type=int, default=256, help="held-out synthetic images for choose-t")
+    for case, d in (("digits", {"t": 4, "qcfs_epochs": 20, "epochs": 15, "lr": 1e-3, "batch": 32}),
+                    ("cifar", {"t": 4, "qcfs_epochs": 20, "epochs": 8, "lr": 1e-4, "batch": 32})):
+        g = p.add_argument_group(f"{case}: low-latency path (QCFS fine-tuning, then encryption at low T)")
+        g.add_argument(f"--{case}-levels", type=int, default=4, help="QCFS levels L (default 4)")
+        g.add_argument(f"--{case}-qcfs-epochs", type=int, default=d["qcfs_epochs"])
+        g.add_argument(f"--{case}-qcfs-lr", type=float, default=1e-4)
+        g.add_argument(f"--{case}-low-t", type=int, default=d["t"], help="T of calibration and low-T training")
+        g.add_argument(f"--{case}-low-epochs", type=int, default=d["epochs"])
+        g.add_argument(f"--{case}-low-lr", type=float, default=d["lr"])
+        g.add_argument(f"--{case}-low-batch", type=int, default=d["batch"])
+        g.add_argument(f"--{case}-calibrate", action=argparse.BooleanOptionalAction, default=True,
+                       help="also measure QCFS + bias calibration at the low T (`privsnn calibrate`)")
     p.add_argument("--reuse-synthetic", action="store_true", help="reuse runs/bench/<case>/synth.npz if present")
     args = p.parse_args()
     set_threads(args.threads)
@@ -121,8 +176,9 @@ def main() -> None:
     if "digits" in cases:
         out["cases"]["digits"] = run_case(
             "digits", ["--model", "digits"], "digits", None,
-            synth={"num": args.digits_synth, "iters": 300, "batch": 250},
+            synth={"num": args.digits_synth, "iters": 300, "batch": 250, "heldout": 500},
             train={"epochs": args.digits_epochs, "t": 8, "batch": 32, "lr": 1e-4},
+            low=low_settings(args, "digits"),
             device=args.device, eval_limit=None, fresh=not args.reuse_synthetic)
     if "cifar10" in cases:
         if not shared_available():
@@ -130,9 +186,11 @@ def main() -> None:
         else:
             out["cases"]["cifar10_resnet20"] = run_case(
                 "cifar10_resnet20", ["--model", f"resnet20:{RESNET20}", *IMAGENET_NORM], CIFAR_TEST, CIFAR_TRAIN4000,
-                synth={"num": args.cifar_synth, "iters": args.cifar_synth_iters, "batch": 256},
+                synth={"num": args.cifar_synth, "iters": args.cifar_synth_iters, "batch": 256,
+                       "heldout": args.cifar_heldout},
                 train={"epochs": args.cifar_epochs, "t": args.cifar_train_t, "batch": args.cifar_batch,
                        "lr": args.cifar_lr, "anchor": args.cifar_anchor, "qat": args.cifar_qat},
+                low=low_settings(args, "cifar"),
                 device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic)
     out["total_seconds"] = time.time() - t0
     previous = RESULTS / "accuracy.json"

@@ -2,8 +2,10 @@
 
 For the embedded digits model and the shared CIFAR-10 ResNet-20 (skipped when ../shared/data is
 absent): each SNN artifact's operations counted during simulation and its energy against the ANN
-under the four conventions of docs/energy.md, at every T of the accuracy benchmark (8, 16, 32, 64),
+under the four conventions of docs/energy.md, at every T of the accuracy benchmark (1 ... 32),
 next to that T's accuracy on the real test images (privatesnn.snn_eval.snn_accuracy_over_time).
+For each SNN it also reports the smallest T within 1 and within 2 points of the ANN and the honest
+(all-timesteps) energy ratio there: the number that low latency is for.
 
     python bench/energy.py                                   # artifacts of bench/accuracy.py
     python bench/energy.py --digits-snn a.pt,b.pt --cifar-snn private.pt --threads 1
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (CIFAR_TEST, IMAGENET_NORM, RESNET20, RESULTS, RUNS, set_threads, shared_available,  # noqa: E402
                     write_results)
 
-TIMESTEPS = "8,16,32,64"
+TIMESTEPS = "1,2,4,8,16,32"
 CASES = {
     "digits": {"model": "digits", "norm": {}, "data": "digits", "runs": "digits"},
     "cifar10_resnet20": {"model": f"resnet20:{RESNET20}", "norm": {"mean": IMAGENET_NORM[1], "std": IMAGENET_NORM[3]},
@@ -135,8 +137,24 @@ def run_case(case: str, snns: list[Path], ts: list[int], args, model) -> dict:
             entries.append(compact(res))
         out["snns"].append({"snn": str(path), "private": artifact.private,
                             "calibration": artifact.settings.get("calibration"), "encoding": artifact.graph.input.encoding,
-                            "seconds": time.time() - t1, "results": entries})
+                            "seconds": time.time() - t1, "results": entries,
+                            "within_ann": within_ann(entries, ann_acc)})
     out["seconds"] = time.time() - t0
+    return out
+
+
+def within_ann(entries: list[dict], ann_acc: float) -> dict:
+    """For a margin of 1 and 2 points: the smallest T whose accuracy is within it of the ANN, with
+    the energy ratios there (None when no T of the run reaches it)."""
+    out = {}
+    for points in (1, 2):
+        hit = next((e for e in sorted(entries, key=lambda e: e["timesteps"])
+                    if e["accuracy"] >= ann_acc - points / 100), None)
+        out[f"{points}_point"] = None if hit is None else {
+            "timesteps": hit["timesteps"], "accuracy": hit["accuracy"],
+            "all_timesteps_ratio": hit["conventions"]["all_timesteps"]["ratio"],
+            "per_timestep_ratio": hit["conventions"]["per_timestep"]["ratio"],
+            "memory_aware_ratio": hit["conventions"]["memory_aware"]["ratio"]}
     return out
 
 
@@ -157,6 +175,10 @@ def print_table(results: dict) -> None:
                                   else f"{e['conventions'][c]['ratio']:12.3g}x" for c in CONVENTIONS)
                 print(f"{'':<17} {Path(s['snn']).name[:26]:<26} {e['timesteps']:>3} {100 * e['accuracy']:6.2f}% "
                       f"{e['totals']['synops'] / 1e6:9.3g} M {e['totals']['spike_rate']:6.3f} {ratios}")
+            for key, hit in s["within_ann"].items():
+                print(f"{'':<17} {Path(s['snn']).name[:26]:<26} smallest T within {key.replace('_', ' ')} of the ANN: "
+                      + ("none" if hit is None else f"T={hit['timesteps']} ({100 * hit['accuracy']:.2f}%), honest "
+                         f"{hit['all_timesteps_ratio']:.3g}x, per-timestep {hit['per_timestep_ratio']:.3g}x"))
 
 
 def main() -> None:

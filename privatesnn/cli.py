@@ -22,6 +22,7 @@ COMMANDS = [
     ("evaluate", "evaluate", "accuracy of an ANN or SNN on real labelled test data"),
     ("synthesize", "synthesize", "synthesize images from a pretrained ANN (no real data)"),
     ("convert", "convert", "convert an ANN to a spiking network using synthetic images"),
+    ("calibrate", "calibrate", "bias calibration of an SNN for a chosen T on synthetic images"),
     ("train", "train", "encrypt an SNN's weights: temporal spike-based training + KD on synthetic data"),
     ("choose-t", "choose_t", "pick the smallest T that agrees with the ANN on held-out synthetic images"),
     ("attack", "attack", "privacy audit: class-leakage attacks on ANN / converted / encrypted SNN"),

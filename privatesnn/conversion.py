@@ -40,10 +40,8 @@ class ConversionSettings:
     fold_pooling: bool = True  # fold average pools into the next layer (exact; binary inputs everywhere)
     qcfs_levels: int = 0  # > 0: QCFS fine-tuning with L levels by distillation (privatesnn/qcfs.py)
     qcfs_epochs: int = 30
-    qcfs_lr: float = 0.002
+    qcfs_lr: float = 1e-4
     qcfs_feature_weight: float = 1.0
-    calibrate: str = "none"  # "bias": layer-wise bias calibration at `timesteps` (privatesnn/calibration.py)
-    calibrate_images: int = 256
 
 
 def parse_threshold(spec: str) -> float | None:
@@ -187,9 +185,8 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
     """Convert ``loaded`` to a spiking graph using ``images`` (synthetic, or real for the baseline);
     the statistics run on ``device``, the graph stays on the CPU.
 
-    Low-latency options: ``qcfs_levels`` fine-tunes the normalised graph as a QCFS ANN by
-    distillation from ``loaded`` (thresholds become the learnt clips); ``calibrate="bias"`` then
-    corrects each layer's bias so its spike rate at ``timesteps`` matches the ANN activation."""
+    Low latency: ``qcfs_levels`` fine-tunes the normalised graph as a QCFS ANN by distillation
+    from the ANN itself (thresholds become the learnt clips; see :mod:`privatesnn.qcfs`)."""
     if settings.timesteps <= 0:
         raise PrivsnnError(f"--timesteps must be > 0, got {settings.timesteps}")
     if settings.encoding not in ("direct", "rate"):
@@ -227,13 +224,5 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         qs = QCFSSettings(levels=settings.qcfs_levels, epochs=settings.qcfs_epochs, lr=settings.qcfs_lr,
                           feature_weight=settings.qcfs_feature_weight)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
-    if settings.calibrate == "bias":
-        from .calibration import calibrate_biases
-
-        calib = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:settings.calibrate_images]]
-        graph.meta["calibration_errors"] = calibrate_biases(graph, calib, settings.timesteps, device=device,
-                                                            progress=progress)
-    elif settings.calibrate != "none":
-        raise PrivsnnError(f"--calibrate must be none or bias, got {settings.calibrate!r}")
     graph.meta["timesteps"] = settings.timesteps
     return graph

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .errors import PrivsnnError
 
-EVAL_T = [4, 8, 16, 32]
+EVAL_T = [1, 2, 4, 8, 16]
+LOW_T = 4  # the demo's SNN runs at T=4: QCFS fine-tuning, then encryption at that T (see README)
 
 
 def _run(stage: str, argv: list) -> float:
@@ -35,7 +36,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise PrivsnnError(f"--out {out} is a file; the demo needs a folder for its artifacts")
     out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
-    n_synth, epochs = (300, 2) if quick else (2000, 5)
+    n_synth, epochs = (300, 2) if quick else (2000, 10)
     seed = str(args.seed)
     times: dict[str, float] = {}
     ts = ",".join(map(str, EVAL_T))
@@ -46,13 +47,14 @@ def run_demo(args: argparse.Namespace) -> int:
     times["synthesize"] = _run("synthesize (no real data)", [
         "synthesize", "--model", "digits", "--num", n_synth, "--batch-size", 250 if not quick else 150,
         "--iterations", 300 if not quick else 120, "--out", synth, "--seed", seed, "--overwrite"])
-    times["convert"] = _run("convert on synthetic images", [
-        "convert", "--model", "digits", "--synthetic", synth, "--timesteps", 16, "--reset", "zero", "--out", snn])
+    times["convert"] = _run("convert on synthetic images (QCFS fine-tuning for low latency)", [
+        "convert", "--model", "digits", "--synthetic", synth, "--timesteps", LOW_T, "--qcfs-levels", LOW_T,
+        "--qcfs-epochs", 3 if quick else 20, "--qcfs-lr", 1e-3, "--out", snn])
     ckpt = out / "private.pt.ckpt.pt"
     ckpt.unlink(missing_ok=True)
-    times["train"] = _run("train (encrypt weights: BPTT + KD, Lava neuron)", [
-        "train", "--snn", snn, "--teacher", "digits", "--synthetic", synth, "--epochs", epochs, "--timesteps", 8,
-        "--reset", "zero", "--out", private, "--seed", seed])
+    times["train"] = _run(f"train (encrypt weights: BPTT + KD at T={LOW_T}, on the chip's 8-bit weight grid)", [
+        "train", "--snn", snn, "--teacher", "digits", "--synthetic", synth, "--epochs", epochs, "--timesteps", LOW_T,
+        "--lr", 1e-3, "--kd-alpha", 1.0, "--qat", "--out", private, "--seed", seed])
     for name, path in (("converted", snn), ("encrypted", private)):
         times[f"evaluate {name}"] = _run(f"evaluate {name} SNN", [
             "evaluate", "--snn", path, "--model", "digits", "--data", "digits", "--timesteps", ts,
@@ -83,11 +85,11 @@ def _later_stages(out: Path, private: Path, quick: bool, times: dict[str, float]
     audit = json.loads((out / "audit.json").read_text())
     lines.append(f"privacy audit: {audit.get('verdict', '(see audit/summary.md)')}")
     times["energy"] = _run("energy", ["energy", "--snn", private, "--model", "digits", "--data", "digits",
-                                      "--timesteps", 8, "--out", out / "energy"])
+                                      "--timesteps", LOW_T, "--out", out / "energy"])
     energy = json.loads((out / "energy" / "energy.json").read_text())
     conv = energy.get("conventions", {})
     ratios = ", ".join(f"{k} {v['ratio']:.1f}x" for k, v in conv.items() if isinstance(v, dict) and v.get("ratio"))
-    lines.append(f"energy at T=8 (ANN/SNN): {ratios}")
+    lines.append(f"energy at T={LOW_T} (ANN/SNN): {ratios}")
     times["export nir"] = _run("export NIR", ["export", "--snn", private, "--target", "nir", "--out", out / "model.nir"])
     times["export lava"] = _run("export Lava", ["export", "--snn", private, "--target", "lava", "--out", out / "lava"])
     n = 20 if quick else 100

@@ -18,6 +18,6 @@ def test_demo_quick_runs_every_stage(tmp_path, capsys):
     for f in ("synth.npz", "snn.pt", "private.pt", "model.nir", "audit.json", "energy/energy.json", "lava_sim.json"):
         assert (out / f).exists(), f
     enc = {r["timesteps"]: r["accuracy"] for r in json.loads((out / "eval_encrypted.json").read_text())["results"]}
-    assert enc[16] >= 0.9
+    assert enc[4] >= 0.9  # the low-latency path: QCFS + encryption at T=4
     sim = json.loads((out / "lava_sim.json").read_text())
     assert sim["n"] == 20 and sim["agreement"] >= 0.8

@@ -130,11 +130,14 @@ def test_low_latency_cli_path_reads_no_real_data(tmp_path, monkeypatch):
     assert run("synthesize", "--model", "digits", "--num", "50", "--batch-size", "50", "--iterations", "30",
                "--seed", "1", "--out", tmp_path / "held.npz") == 0
     assert run("convert", "--model", "digits", "--synthetic", tmp_path / "synth.npz", "--timesteps", "4",
-               "--qcfs-levels", "4", "--qcfs-epochs", "2", "--calibrate", "bias", "--calibrate-images", "32",
-               "--out", tmp_path / "snn.pt") == 0
+               "--qcfs-levels", "4", "--qcfs-epochs", "2", "--out", tmp_path / "qcfs.pt") == 0
+    m = read_manifest(tmp_path / "qcfs.pt")
+    assert m.real_data_read is False and m.private is True and m.settings["qcfs_levels"] == 4
+    assert run("calibrate", "--snn", tmp_path / "qcfs.pt", "--synthetic", tmp_path / "synth.npz", "--timesteps", "4",
+               "--images", "32", "--out", tmp_path / "snn.pt") == 0
     m = read_manifest(tmp_path / "snn.pt")
-    assert m.real_data_read is False and m.private is True
-    assert m.settings["qcfs_levels"] == 4 and m.settings["calibrate"] == "bias"
+    assert m.real_data_read is False and m.private is True and m.command == "calibrate"
+    assert m.inputs["snn"] == read_manifest(tmp_path / "qcfs.pt").sha256
     assert run("train", "--snn", tmp_path / "snn.pt", "--teacher", "digits", "--synthetic", tmp_path / "synth.npz",
                "--epochs", "1", "--timesteps", "4", "--anchor", "1", "--out", tmp_path / "private.pt") == 0
     assert run("choose-t", "--snn", tmp_path / "private.pt", "--model", "digits", "--synthetic", tmp_path / "held.npz",
@@ -152,6 +155,7 @@ def test_low_latency_cli_path_reads_no_real_data(tmp_path, monkeypatch):
     (["--qcfs-levels", "4", "--reset", "zero"], "reset by subtraction"),
 ])
 def test_low_latency_bad_settings(tmp_path, capsys, argv_tail, needle):
+    """convert's QCFS options: one error line naming the option, nothing written."""
     assert main(["synthesize", "--model", "digits", "--num", "20", "--batch-size", "20", "--iterations", "2",
                  "--out", str(tmp_path / "s.npz")]) == 0
     out = tmp_path / "snn.pt"
@@ -159,3 +163,28 @@ def test_low_latency_bad_settings(tmp_path, capsys, argv_tail, needle):
                "--out", str(out), *argv_tail])
     assert rc == 2 and needle in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_calibrate_and_choose_t_bad_inputs(tmp_path, capsys):
+    run = lambda *a: main([str(x) for x in a])  # noqa: E731
+    assert run("synthesize", "--model", "digits", "--num", "20", "--batch-size", "20", "--iterations", "2",
+               "--out", tmp_path / "s.npz") == 0
+    assert run("convert", "--model", "digits", "--synthetic", tmp_path / "s.npz", "--out", tmp_path / "snn.pt") == 0
+    (tmp_path / "junk.pt").write_bytes(b"not an artifact")
+    cases = [
+        (["calibrate", "--snn", tmp_path / "snn.pt", "--synthetic", tmp_path / "s.npz", "--timesteps", "0"], "--timesteps"),
+        (["calibrate", "--snn", tmp_path / "junk.pt", "--synthetic", tmp_path / "s.npz", "--timesteps", "4"], "junk.pt"),
+        (["calibrate", "--snn", tmp_path / "snn.pt", "--synthetic", tmp_path / "nope.npz", "--timesteps", "4"], "nope.npz"),
+        (["choose-t", "--snn", tmp_path / "snn.pt", "--model", "digits", "--synthetic", tmp_path / "s.npz",
+          "--agreement", "1.5"], "--agreement"),
+        (["choose-t", "--snn", tmp_path / "snn.pt", "--model", "digits", "--synthetic", tmp_path / "s.npz",
+          "--timesteps", "0,4"], "--timesteps"),
+        (["choose-t", "--snn", tmp_path / "junk.pt", "--model", "digits", "--synthetic", tmp_path / "s.npz"], "junk.pt"),
+    ]
+    capsys.readouterr()
+    for argv, needle in cases:
+        out = tmp_path / "out.pt"
+        assert run(*argv, *(["--out", out] if argv[0] == "calibrate" else ["--json", out])) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("error:") and needle in err, (argv, err)
+        assert not out.exists()

@@ -42,15 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="fine-tune the converted network as a QCFS ANN with L activation levels by "
                           "distillation from the ANN before spiking (Bu et al. 2022; 4 suits T=4-8; default 0 = off)")
     low.add_argument("--qcfs-epochs", type=positive_int, default=30, help="QCFS fine-tuning epochs (default 30)")
-    low.add_argument("--qcfs-lr", type=float, default=0.002, help="QCFS fine-tuning SGD learning rate (default 0.002)")
+    low.add_argument("--qcfs-lr", type=float, default=1e-4, help="QCFS fine-tuning Adam learning rate (default 1e-4)")
     low.add_argument("--qcfs-feature-weight", type=float, default=1.0,
                      help="weight of layer-wise activation matching against the ANN during QCFS fine-tuning "
                           "(default 1; 0 = logit distillation only)")
-    low.add_argument("--calibrate", choices=("none", "bias"), default="none",
-                     help="bias: layer-wise bias calibration so each layer's spike rate at --timesteps matches "
-                          "the ANN activation (Li et al. 2021; default none)")
-    low.add_argument("--calibrate-images", type=positive_int, default=256,
-                     help="synthetic images used by --calibrate (default 256)")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--out", required=True, help="output SNN artifact (.pt)")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -101,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
                                   balance=args.balance, reset=args.reset, leak=args.leak, v_init=args.v_init,
                                   batch_size=args.batch_size, fold_pooling=not args.keep_pooling,
                                   qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs, qcfs_lr=args.qcfs_lr,
-                                  qcfs_feature_weight=args.qcfs_feature_weight,
-                                  calibrate=args.calibrate, calibrate_images=args.calibrate_images)
+                                  qcfs_feature_weight=args.qcfs_feature_weight,)
     t0 = time.time()
     graph = convert(loaded, images, settings, resolve_device(args.device))
     elapsed = time.time() - t0
