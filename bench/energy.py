@@ -141,7 +141,7 @@ def run_case(case: str, snns: list[Path], ts: list[int], args, model) -> dict:
 
 
 def print_table(results: dict) -> None:
-    from hw_targets.energy_models import CONVENTIONS, format_energy
+    from privatesnn.hw_targets.energy_models import CONVENTIONS, format_energy
 
     head = f"{'case':<17} {'snn':<26} {'T':>3} {'acc':>7} {'synops/img':>11} {'rate':>6} " + \
            " ".join(f"{c:>13}" for c in CONVENTIONS)
@@ -178,7 +178,7 @@ def main() -> None:
     set_threads(args.threads)
     import torch
 
-    from hw_targets.energy_models import load_energy_model
+    from privatesnn.hw_targets.energy_models import load_energy_model
     from privatesnn.snn_eval import parse_timesteps
 
     torch.set_grad_enabled(False)
