@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from .errors import PrivsnnError
-from .lava_extra import INSTALL_HINT, lava_missing
 
 EVAL_T = [4, 8, 16, 32]
 
@@ -91,6 +90,8 @@ def _later_stages(out: Path, private: Path, quick: bool, times: dict[str, float]
     lines.append(f"energy at T=8 (ANN/SNN): {ratios}")
     times["export nir"] = _run("export NIR", ["export", "--snn", private, "--target", "nir", "--out", out / "model.nir"])
     times["export lava"] = _run("export Lava", ["export", "--snn", private, "--target", "lava", "--out", out / "lava"])
+    from .lava_extra import INSTALL_HINT, lava_missing
+
     no_lava = lava_missing()
     if no_lava is not None:  # the core install: everything but the Lava run
         lines.append(f"Lava simulation skipped: {no_lava} (it needs the privsnn[lava] extra: {INSTALL_HINT})")
