@@ -1,5 +1,6 @@
-# Two entry points for a fresh clone: `make demo` and `make test`.
+# Two entry points for a fresh clone: `make demo` and `make test` (the full stack: Lava on Python 3.10).
 # Lava needs Python 3.10: we look for python3.10 on PATH, then in pyenv's versions.
+# `make test-core` runs the core (no Lava extra) on the newest Python found, with a current torch.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,14 @@ PYTHON310 ?= $(shell for c in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python
 	$$c -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo $$c; break; }; done)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install demo test bench clean-venv
+# The core stack: the newest of Python 3.13 / 3.12 / 3.11 on PATH or in pyenv's versions.
+VENV_CORE ?= .venv-core
+PY_CORE := $(VENV_CORE)/bin/python
+PYTHON_CORE ?= $(shell for v in 3.13 3.12 3.11; do for c in python$$v $$HOME/.pyenv/versions/$$v*/bin/python$$v /usr/local/bin/python$$v /usr/bin/python$$v; do \
+	$$c -c 'import sys; assert sys.version_info[:2] == tuple(map(int, "'$$v'".split(".")))' >/dev/null 2>&1 && { echo $$c; exit 0; }; done; done)
+STAMP_CORE := $(VENV_CORE)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: install demo test bench install-core test-core clean-venv
 
 $(PY):
 	@if [ -z "$(PYTHON310)" ]; then echo "error: python3.10 not found (Lava requires Python 3.10); install it or pass PYTHON310=/path/to/python3.10" >&2; exit 2; fi
@@ -15,7 +23,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade "pip<25" setuptools wheel
 
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,lava]"
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
@@ -29,5 +37,21 @@ test: install
 bench: install
 	$(PY) bench/accuracy.py
 
+$(PY_CORE):
+	@if [ -z "$(PYTHON_CORE)" ]; then echo "error: no Python 3.11-3.13 found for the core stack; pass PYTHON_CORE=/path/to/python3.x" >&2; exit 2; fi
+	$(PYTHON_CORE) -m venv $(VENV_CORE)
+	$(PY_CORE) -m pip install -q --upgrade "pip<25" setuptools wheel
+
+$(STAMP_CORE): $(PY_CORE) pyproject.toml
+	$(PY_CORE) -m pip install -q -e ".[test]"
+	rm -f $(VENV_CORE)/.installed-*; touch $(STAMP_CORE)
+
+install-core: $(STAMP_CORE)
+
+# The core without Lava on a current stack: tests marked `lava` are skipped with the reason.
+test-core: install-core
+	$(PY_CORE) -c 'import sys, torch; print(f"core stack: Python {sys.version.split()[0]}, torch {torch.__version__}")'
+	$(PY_CORE) -m pytest -q tests
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_CORE)

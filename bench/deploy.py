@@ -7,7 +7,7 @@ For each SNN (digits, CIFAR-10 ResNet-20):
     Loihi arithmetic) on N test images: agreement of its predictions with the trained SNN's
     (target >= 99%), accuracy drop (target <= 0.5 points), seconds per image; ``floating_pt`` on
     the same images (the implementation without quantisation);
-  * the bit-accurate integer reference (hw_targets.loihi.reference_fixed; checked bit-exact against
+  * the bit-accurate integer reference (privatesnn.hw_targets.loihi.reference_fixed; checked bit-exact against
     the Lava run on the same images) on the whole test split, for a larger-sample estimate;
   * Loihi 2 resource mapping.
 
@@ -51,10 +51,10 @@ def _snn_logits(graph, x, T, batch=100):
 
 
 def measure(name: str, graph, data, T: int, n_lava: int, reference_all: bool, chunk: int, tags=("fixed_pt", "floating_pt")):
-    from exporters.nir_export import write_nir
-    from exporters.nir_import import read_nir_graph
-    from hw_targets.lava_sim import run_lava
-    from hw_targets.loihi import TARGETS, build_plan, quantize_plan, reference_fixed, resource_map
+    from privatesnn.exporters.nir_export import write_nir
+    from privatesnn.exporters.nir_import import read_nir_graph
+    from privatesnn.hw_targets.lava_sim import run_lava
+    from privatesnn.hw_targets.loihi import TARGETS, build_plan, quantize_plan, reference_fixed, resource_map
 
     out: dict = {"name": name, "timesteps": T, "resets": sorted({n.reset for n in graph.neurons()})}
     graph.meta["timesteps"] = T
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "deploy.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    import hw_targets.lava_sim  # noqa: F401  (import Lava before any progress bar fixes the mp context)
+    import privatesnn.hw_targets.lava_sim  # noqa: F401  (import Lava before any progress bar fixes the mp context)
     from privatesnn.artifact import load_snn
     from privatesnn.conversion import ConversionSettings, convert
     from privatesnn.data import load_data

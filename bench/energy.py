@@ -159,7 +159,7 @@ def within_ann(entries: list[dict], ann_acc: float) -> dict:
 
 
 def print_table(results: dict) -> None:
-    from hw_targets.energy_models import CONVENTIONS, format_energy
+    from privatesnn.hw_targets.energy_models import CONVENTIONS, format_energy
 
     head = f"{'case':<17} {'snn':<26} {'T':>3} {'acc':>7} {'synops/img':>11} {'rate':>6} " + \
            " ".join(f"{c:>13}" for c in CONVENTIONS)
@@ -200,7 +200,7 @@ def main() -> None:
     set_threads(args.threads)
     import torch
 
-    from hw_targets.energy_models import load_energy_model
+    from privatesnn.hw_targets.energy_models import load_energy_model
     from privatesnn.snn_eval import parse_timesteps
 
     torch.set_grad_enabled(False)

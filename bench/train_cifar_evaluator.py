@@ -114,11 +114,12 @@ def test_accuracy(net: nn.Module) -> float:
 
 
 def export_onnx(net: nn.Module, out: Path) -> Path:
+    from privatesnn.exporters.onnx_export import torch_onnx_export
     from privatesnn.io_utils import atomic_path
 
     with warnings.catch_warnings(), atomic_path(out) as tmp:
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, torch.zeros(1, 3, 32, 32), str(tmp), opset_version=13, input_names=["pixels"],
+        torch_onnx_export(net, (torch.zeros(1, 3, 32, 32),), tmp, opset_version=13, input_names=["pixels"],
                           output_names=["logits"], dynamic_axes={"pixels": {0: "N"}, "logits": {0: "N"}})
     return out
 

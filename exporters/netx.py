@@ -3,11 +3,11 @@
 netx (lava-dl 0.6) loads ``input``, ``conv``, ``dense`` and ``flatten`` layers and raises
 ``NotImplementedError`` for ``pool``/``average``/``concat``; it connects each layer to the
 previous one only. So the file is written from the deployment plan
-(:func:`hw_targets.loihi.build_plan`), where **average pooling is already folded exactly into the
+(:func:`privatesnn.hw_targets.loihi.build_plan`), where **average pooling is already folded exactly into the
 next layer**: ``conv(avgpool_k(x))`` becomes one conv with kernel ``k*K``, stride ``k*S``, padding
 ``k*P`` and taps ``W/k^2``; ``dense(flatten(avgpool_k(x)))`` becomes a dense layer over the
 unpooled map. Residual networks (several paths into one layer) have no netx form; deploy them as
-Lava processes (:mod:`hw_targets.lava_sim`).
+Lava processes (:mod:`privatesnn.hw_targets.lava_sim`).
 
 Layout (anchors C.1-C.4): ``/layer/0`` is an ``input`` block whose neurons are the SNN's first
 (host-fed) neuron layer: netx drives an input block through its neurons' bias, which is where
@@ -75,7 +75,7 @@ def check_sequential(plan) -> list[str]:
 
 
 def write_netx(fixed, path: str | Path) -> Path:
-    """Write the fixed-point plan ``fixed`` (:class:`hw_targets.loihi.FixedPlan`) of a sequential
+    """Write the fixed-point plan ``fixed`` (:class:`privatesnn.hw_targets.loihi.FixedPlan`) of a sequential
     network as a netx ``.net`` file, atomically."""
     import h5py
 
@@ -367,13 +367,21 @@ def _neuron_from(ng, name: str, inputs: list[str], rec: dict | None, scale: floa
 
 
 def load_with_netx(path: str | Path, reset_interval: int | None = None):
-    """Load the file with ``lava.lib.dl.netx.hdf5.Network`` (proves netx accepts it)."""
+    """Load the file with ``lava.lib.dl.netx.hdf5.Network`` (proves netx accepts it). Needs the
+    privsnn[lava] extra (:class:`~privatesnn.errors.MissingExtraError` otherwise)."""
     import contextlib
     import io
 
-    import hw_targets.lava_sim  # noqa: F401  (imports Lava safely, see _tolerate_fork_context)
+    from privatesnn.lava_extra import import_error, require_lava
 
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        from lava.lib.dl.netx import hdf5  # lava-dl prints CUDA / dataset-toolbox notices on import
+    feature = "loading a netx file with lava-dl"
+    require_lava(feature, need_dl=True)
+    import privatesnn.hw_targets.lava_sim  # noqa: F401  (imports Lava safely, see _tolerate_fork_context)
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            from lava.lib.dl.netx import hdf5  # lava-dl prints CUDA / dataset-toolbox notices on import
+    except ImportError as e:
+        raise import_error(feature, e) from e
 
     return hdf5.Network(net_config=str(path), reset_interval=reset_interval)

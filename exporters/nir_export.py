@@ -16,7 +16,7 @@ Mapping (per sample shapes, no batch dimension; ``dt`` = the neurons' explicit s
   logits (recorded in metadata).
 
 NIR 1.0 cannot express two privsnn details; both are recorded in the node's metadata and
-restored by :mod:`exporters.nir_import`: reset by subtraction (``metadata["reset"] =
+restored by :mod:`privatesnn.exporters.nir_import`: reset by subtraction (``metadata["reset"] =
 "subtract"``; NIR's own semantics is reset to ``v_reset``) and the initial membrane
 (``metadata["v_init"]``, a fraction of the threshold). Other NIR consumers start at 0 and reset
 to ``v_reset``.

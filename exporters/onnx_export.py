@@ -101,6 +101,16 @@ class SNNStep(nn.Module):
         return (vals[self.graph.output], *[new[n] for n in self.stateful])
 
 
+def torch_onnx_export(model: torch.nn.Module, args: tuple, path: str | Path, **kwargs: Any) -> None:
+    """``torch.onnx.export`` with the TorchScript-based exporter on every torch version: newer torch
+    (2.14 here) defaults to the dynamo exporter, which needs the onnxscript package and writes other graphs."""
+    import inspect
+
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs.setdefault("dynamo", False)
+    torch.onnx.export(model, args, str(path), **kwargs)
+
+
 def export_onnx(graph: Graph, path: str | Path, timesteps: int | None = None, check_images: int = 4,
                 seed: int = 0, tolerance: float = 1e-4) -> dict[str, Any]:
     """Write the one-step ONNX model atomically, check it with ``onnx.checker`` and run it with
@@ -120,7 +130,7 @@ def export_onnx(graph: Graph, path: str | Path, timesteps: int | None = None, ch
     dyn = {n: {0: "batch"} for n in input_names + output_names}
     with atomic_path(path) as tmp:
         with torch.no_grad():
-            torch.onnx.export(step, (x0, *state0), str(tmp), input_names=input_names, output_names=output_names,
+            torch_onnx_export(step, (x0, *state0), tmp, input_names=input_names, output_names=output_names,
                               dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
         model = onnx.load(str(tmp))
         model.doc_string = (f"privsnn SNN, one timestep with explicit state; T={T}; logits = mean over T of "

@@ -1,4 +1,4 @@
-"""Build a :class:`~hw_targets.loihi.DeployPlan` as Lava processes and run real images through
+"""Build a :class:`~privatesnn.hw_targets.loihi.DeployPlan` as Lava processes and run real images through
 Lava on the CPU (``Loihi2SimCfg``, ``fixed_pt`` or ``floating_pt``).
 
 Processes (lava-nc 0.10):
@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from privatesnn.lava_extra import import_error, require_lava
+
 
 def _tolerate_fork_context() -> None:
     """lava-nc 0.10 calls ``multiprocessing.set_start_method('fork')`` when imported, which raises
@@ -53,22 +55,27 @@ def _tolerate_fork_context() -> None:
 
 _tolerate_fork_context()
 
-from lava.magma.core.decorator import implements, requires, tag
-from lava.magma.core.model.py.ports import PyOutPort
-from lava.magma.core.model.py.type import LavaPyType
-from lava.magma.core.process.variable import Var
-from lava.magma.core.resources import CPU
-from lava.magma.core.run_conditions import RunSteps
-from lava.magma.core.run_configs import Loihi2SimCfg
-from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
-from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat
-from lava.proc.conv.process import Conv as LavaConv
-from lava.proc.dense.process import Dense as LavaDense
-from lava.proc.io.sink import RingBuffer as Sink
-from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat
-from lava.proc.lif.process import LIF
+# Lava is the optional privsnn[lava] extra (Python 3.10 only): say so, in one line, when it is absent.
+require_lava("running Lava processes (privatesnn.hw_targets.lava_sim)")
+try:
+    from lava.magma.core.decorator import implements, requires, tag
+    from lava.magma.core.model.py.ports import PyOutPort
+    from lava.magma.core.model.py.type import LavaPyType
+    from lava.magma.core.process.variable import Var
+    from lava.magma.core.resources import CPU
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+    from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat
+    from lava.proc.conv.process import Conv as LavaConv
+    from lava.proc.dense.process import Dense as LavaDense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat
+    from lava.proc.lif.process import LIF
+except ImportError as e:  # installed, but broken (e.g. forced onto another Python)
+    raise import_error("running Lava processes (privatesnn.hw_targets.lava_sim)", e) from e
 
-from hw_targets.loihi import BIAS_EXP, DeployPlan, FixedPlan
+from privatesnn.hw_targets.loihi import BIAS_EXP, DeployPlan, FixedPlan
 
 TAGS = ("fixed_pt", "floating_pt")
 

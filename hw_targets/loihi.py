@@ -1,7 +1,7 @@
 """Loihi-style deployment of a privsnn layer graph: targets, the deployment plan, fixed point,
 a bit-accurate reference of Lava's fixed-point models, and the resource mapping.
 
-Nothing here imports Lava; :mod:`hw_targets.lava_sim` builds Lava processes from a
+Nothing here imports Lava; :mod:`privatesnn.hw_targets.lava_sim` builds Lava processes from a
 :class:`DeployPlan` and its :class:`FixedPlan`.
 
 Deployment plan (:func:`build_plan`)

@@ -92,6 +92,12 @@ def _later_stages(out: Path, private: Path, quick: bool, times: dict[str, float]
     lines.append(f"energy at T={LOW_T} (ANN/SNN): {ratios}")
     times["export nir"] = _run("export NIR", ["export", "--snn", private, "--target", "nir", "--out", out / "model.nir"])
     times["export lava"] = _run("export Lava", ["export", "--snn", private, "--target", "lava", "--out", out / "lava"])
+    from .lava_extra import INSTALL_HINT, lava_missing
+
+    no_lava = lava_missing()
+    if no_lava is not None:  # the core install: everything but the Lava run
+        lines.append(f"Lava simulation skipped: {no_lava} (it needs the privsnn[lava] extra: {INSTALL_HINT})")
+        return lines
     n = 20 if quick else 100
     times["simulate lava"] = _run("simulate on Lava (CPU, fixed_pt)", [
         "simulate", "--artifact", out / "lava", "--target", "lava", "--data", "digits", "--limit", n,

@@ -1,7 +1,7 @@
 """``energy.json``, ``energy.md`` and the PNG plots of `privsnn energy`, built from op counts.
 
 :func:`make_result` turns counts (:mod:`privatesnn.ops_count`) and an energy model
-(:mod:`hw_targets.energy_models`) into one JSON-ready dict; :func:`write_report` writes the three
+(:mod:`privatesnn.hw_targets.energy_models`) into one JSON-ready dict; :func:`write_report` writes the three
 outputs atomically. Every number is per sample (per inference), averaged over the samples counted.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hw_targets.energy_models import CONVENTIONS, EnergyModel, compute_conventions, format_energy
+from privatesnn.hw_targets.energy_models import CONVENTIONS, EnergyModel, compute_conventions, format_energy
 
 from .io_utils import atomic_path, atomic_write, write_json
 from .ops_count import ANNCounts, SNNCounts

@@ -26,3 +26,10 @@ class ArtifactError(PrivsnnError):
 
 class TrainingDivergedError(PrivsnnError):
     """Training produced NaN/Inf; the last good checkpoint is kept."""
+
+
+class MissingExtraError(PrivsnnError, ImportError):
+    """A feature needs an optional dependency that is not installed (e.g. Lava: ``privsnn[lava]``).
+
+    Also an :class:`ImportError`, so importing a module that needs the extra fails the usual way.
+    """

@@ -1,6 +1,6 @@
 """Quantisation-aware training (QAT) for Loihi-style 8-bit weights.
 
-The deployment quantiser (``hw_targets.loihi.quantize_plan``) gives every on-chip neuron layer one
+The deployment quantiser (``privatesnn.hw_targets.loihi.quantize_plan``) gives every on-chip neuron layer one
 scale: all weight tensors feeding it (several for a residual layer, including identity shortcuts of
 weight 1 and average pooling folded into a weight as ``W / k^2``) share the grid
 ``step = max over the layer's terms of max|W_term| / 127`` (8-bit mantissa, shared exponent).
@@ -37,7 +37,7 @@ class WeightGroup:
 
 def weight_groups(graph: Graph) -> list[WeightGroup]:
     """Deployment layers of ``graph`` (from the Lava plan) with the graph nodes feeding each."""
-    from hw_targets.loihi import build_plan  # the exporter's own plan: one definition of "layer"
+    from privatesnn.hw_targets.loihi import build_plan  # the exporter's own plan: one definition of "layer"
 
     plan = build_plan(graph, 1)
     groups = []
@@ -125,7 +125,7 @@ def snap_to_deployment_grid(graph: Graph, timesteps: int) -> Graph:
     """Round thresholds, initial membranes and on-chip biases to the values the Loihi fixed-point
     export will use (after QAT the weights already are), so the float SNN computes what the chip
     computes up to the host-fed input layer's 13-bit currents. Returns a snapped copy."""
-    from hw_targets.loihi import build_plan, quantize_plan
+    from privatesnn.hw_targets.loihi import build_plan, quantize_plan
 
     from .graph import Neuron
 

@@ -15,6 +15,20 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``lava`` run Lava itself: skipped, with the reason, on a core install (no
+    ``privsnn[lava]`` extra, e.g. on Python 3.11+)."""
+    from privatesnn.lava_extra import lava_missing
+
+    why = lava_missing(need_dl=True)
+    if why is None:
+        return
+    skip = pytest.mark.skip(reason=f"needs Lava, the privsnn[lava] extra (Python 3.10 only): {why}")
+    for item in items:
+        if item.get_closest_marker("lava") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _single_thread():
     torch.set_num_threads(1)

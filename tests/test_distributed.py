@@ -68,7 +68,8 @@ def _max_weight_diff(a: Path, b: Path) -> float:
 
 
 def test_torchrun_synthesize_equals_single_process(base, tmp_path):
-    argv = ["synthesize", "--model", "digits", "--num", "96", "--batch-size", "32", "--iterations", "20"]
+    # --num-images, not --num: newer torchrun's own --numa-binding/--numa_binding make --num ambiguous
+    argv = ["synthesize", "--model", "digits", "--num-images", "96", "--batch-size", "32", "--iterations", "20"]
     r = _torchrun(2, *argv, "--out", str(tmp_path / "two.npz"))
     assert r.returncode == 0, r.stderr[-2000:]
     one, two = load_synthetic(base / "synth.npz"), load_synthetic(tmp_path / "two.npz")

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from hw_targets.energy_models import (CONVENTIONS, DEFAULT_PATH, EnergyModelError, compute_conventions,
+from privatesnn.hw_targets.energy_models import (CONVENTIONS, DEFAULT_PATH, EnergyModelError, compute_conventions,
                                       format_energy, load_energy_model, pj_to_joules, validate_energy_model)
 from helpers import save_test_snn
 from privatesnn.cli import main

@@ -1,6 +1,10 @@
 """Deployment to Lava with real Lava runs (Loihi2SimCfg, CPU) on small networks: bit-exact fixed
 point against the integer reference, floating point against the SNN, residual paths, pooling
-folded for netx, resource limits and clear errors."""
+folded for netx, resource limits and clear errors.
+
+Tests marked ``lava`` run Lava itself (the privsnn[lava] extra, Python 3.10 only) and are skipped
+with the reason on a core install; the rest (the plan, the integer chip model, the netx file, the
+export) need no Lava, and the core's clear "needs the extra" errors are checked on both stacks."""
 
 from __future__ import annotations
 
@@ -11,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from exporters.netx import check_sequential, load_with_netx, read_net, write_netx
-from hw_targets.lava_sim import fast_conv, run_lava
-from hw_targets.loihi import (TARGETS, TargetLimitError, build_plan, check_fits, quantize_plan, reference_fixed,
-                              resource_map)
 from helpers import save_test_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
-from privatesnn.errors import ArtifactError, UnsupportedLayerError
+from privatesnn.errors import ArtifactError, MissingExtraError, UnsupportedLayerError
+from privatesnn.exporters.netx import check_sequential, load_with_netx, read_net, write_netx
+from privatesnn.hw_targets.loihi import (TARGETS, TargetLimitError, build_plan, check_fits, quantize_plan,
+                                         reference_fixed, resource_map)
+from privatesnn.lava_extra import lava_available
 from privatesnn.graph import Add, AvgPool, Conv, Flatten, Graph, GraphError, Input, Linear, MaxPool, Neuron
 from privatesnn.manifest import read_manifest
 from privatesnn.snn import SpikingNetwork
@@ -62,7 +66,10 @@ def _residual_graph(reset="subtract") -> Graph:
                                                       "timesteps": 8})
 
 
+@pytest.mark.lava
 def test_fixed_pt_is_bit_exact_and_floating_pt_matches_the_snn(digits_graph, digits_images):
+    from privatesnn.hw_targets.lava_sim import run_lava
+
     x, _ = digits_images
     plan = build_plan(digits_graph)
     fixed = quantize_plan(plan)
@@ -78,9 +85,12 @@ def test_fixed_pt_is_bit_exact_and_floating_pt_matches_the_snn(digits_graph, dig
     assert torch.equal(flt.predictions, snn.argmax(1))
 
 
+@pytest.mark.lava
 def test_residual_network_as_lava_processes(tmp_path):
     """Several connections into one port, relays for the shorter path, subtracting reset,
     a leak, average pooling folded into the readout."""
+    from privatesnn.hw_targets.lava_sim import run_lava
+
     g = _residual_graph()
     plan = build_plan(g)
     assert [ly.kind for ly in plan.layers.values()].count("relay") == 1
@@ -98,8 +108,11 @@ def test_residual_network_as_lava_processes(tmp_path):
         check_sequential(plan)
 
 
+@pytest.mark.lava
 def test_fast_conv_is_bit_identical_to_lavas_conv():
     from lava.proc.conv import utils
+
+    from privatesnn.hw_targets.lava_sim import fast_conv
 
     rng = np.random.default_rng(0)
     for stride, pad, groups, k in [((1, 1), (1, 1), 1, 3), ((2, 2), (2, 2), 1, 6), ((2, 1), (0, 1), 2, 3)]:
@@ -132,20 +145,38 @@ def test_fixed_point_report_and_ranges(digits_graph):
             assert np.abs(q.bias_mant).max() < 4096
 
 
-def test_netx_file_loads_in_netx_and_reads_back(digits_graph, tmp_path):
-    plan = build_plan(digits_graph)
-    fixed = quantize_plan(plan)
-    path = write_netx(fixed, tmp_path / "d.net")
+def test_integer_chip_model_needs_no_lava(digits_graph, digits_images, monkeypatch):
+    """The bit-exact integer model of Lava's fixed_pt arithmetic runs on a core install and
+    predicts what the SNN predicts."""
+    _without_lava(monkeypatch)
+    x, _ = digits_images
+    ref, counts = reference_fixed(quantize_plan(build_plan(digits_graph)), x, return_spikes=True)
+    with torch.no_grad():
+        snn_pred = SpikingNetwork(digits_graph).eval()(x, T).argmax(1)
+    assert ref.dtype == torch.int64 and tuple(ref.shape) == (len(x), 10)
+    assert int((ref.argmax(1) == snn_pred).sum()) >= len(x) - 1
+    assert all(int(c.sum()) > 0 for c in counts.values())
+
+
+def test_netx_file_is_written_and_reads_back_without_lava(digits_graph, tmp_path):
+    """The netx HDF5 file is written and read with h5py alone (no Lava needed)."""
+    path = write_netx(quantize_plan(build_plan(digits_graph)), tmp_path / "d.net")
     with h5py.File(path) as f:
         types = [f["layer"][k]["type"][0].decode() for k in sorted(f["layer"], key=int)]
         assert "pool" not in types and types[0] == "input"
         assert f["layer"]["2"]["weight"].shape[-1] == 6  # 3x3 conv after 2x2 avg pool -> 6x6 stride 2
+    back = read_net(path)
+    assert [n.name for n in back.neurons()] == [n.name for n in digits_graph.neurons()]
+
+
+@pytest.mark.lava
+def test_netx_file_loads_in_netx(digits_graph, tmp_path):
+    plan = build_plan(digits_graph)
+    path = write_netx(quantize_plan(plan), tmp_path / "d.net")
     net = load_with_netx(path, reset_interval=plan.period)
     assert [type(b).__name__ for b in net.layers] == ["Input", "Conv", "Conv", "Dense", "Dense"]
     dense = net.layers[3].synapse.weights.init
     assert np.abs(dense).max() <= 254
-    back = read_net(path)
-    assert [n.name for n in back.neurons()] == [n.name for n in digits_graph.neurons()]
 
 
 def test_netx_errors(digits_graph, tmp_path):
@@ -194,7 +225,8 @@ def test_resource_limits_name_the_layer():
     check_fits(resource_map(plan, TARGETS["loihi1"], chips=2))
 
 
-def test_cli_export_lava_simulate(digits_graph, tmp_path):
+def _export_digits(digits_graph, tmp_path):
+    """`privsnn export --target lava` of the digits SNN; checks the files; returns (snn, out, manifest)."""
     snn = save_test_snn(tmp_path / "snn.pt", digits_graph, T)
     out = tmp_path / "lava"
     assert main(["export", "--snn", str(snn), "--target", "lava", "--out", str(out)]) == 0
@@ -203,6 +235,46 @@ def test_cli_export_lava_simulate(digits_graph, tmp_path):
     m = read_manifest(out)
     assert m.kind == "lava" and m.real_data_read is False and m.private is True and m.parents[0]["role"] == "snn"
     assert json.loads((out / "mapping.json").read_text())["fits_one_chip"] is True
+    return snn, out, m
+
+
+def _without_lava(monkeypatch) -> None:
+    """Make this process look like a core install (no lava-nc / lava-dl distributions)."""
+    import privatesnn.lava_extra as lx
+
+    monkeypatch.setattr(lx, "_installed", lambda distribution: False)
+
+
+def test_export_lava_without_the_extra_writes_every_file(digits_graph, tmp_path, monkeypatch, capsys):
+    """Without Lava the export still writes NIR, the netx file, the fixed-point plan and the mapping;
+    simulate then stops with one error line naming the extra and Python 3.10 (exit 2)."""
+    _without_lava(monkeypatch)
+    _, out, m = _export_digits(digits_graph, tmp_path)
+    assert m.settings["netx"]["written"] is True and m.settings["netx"]["loaded_with"] is None
+    assert "not installed" in m.settings["netx"]["not_loaded"]
+    assert "privsnn[lava]" in capsys.readouterr().out
+    assert read_net(out / "network.net").neurons()
+    assert main(["simulate", "--artifact", str(out), "--data", "digits", "--limit", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: `privsnn simulate`"), err
+    assert "privsnn[lava]" in err[0] and "Python 3.10" in err[0]
+    with pytest.raises(MissingExtraError, match=r"privsnn\[lava\].*Python 3.10"):
+        load_with_netx(out / "network.net")
+    # a bad artifact is still diagnosed as such, before the Lava requirement
+    assert main(["simulate", "--artifact", str(tmp_path), "--data", "digits"]) == 2
+    assert "not a privsnn lava export" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(lava_available(), reason="Lava is installed: this checks the core install's import error")
+def test_lava_sim_import_names_the_extra():
+    with pytest.raises(ImportError, match=r"privsnn\[lava\].*Python 3.10"):
+        import privatesnn.hw_targets.lava_sim  # noqa: F401
+
+
+@pytest.mark.lava
+def test_cli_export_lava_simulate(digits_graph, tmp_path):
+    snn, out, m = _export_digits(digits_graph, tmp_path)
+    assert m.settings["netx"]["loaded_with"] == "lava.lib.dl.netx.hdf5.Network"
     js = tmp_path / "sim.json"
     assert main(["simulate", "--artifact", str(out), "--target", "lava", "--data", "digits", "--limit", "4",
                  "--json", str(js)]) == 0
@@ -218,6 +290,7 @@ def test_cli_export_lava_simulate(digits_graph, tmp_path):
     assert not (tmp_path / "l1").exists()
 
 
+@pytest.mark.lava
 def test_cli_reset_zero_on_a_subtracting_snn_is_measured(tmp_path):
     g = _residual_graph(reset="subtract")
     snn = save_test_snn(tmp_path / "snn.pt", g, 8)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from exporters.nir_export import graph_to_nir, norse_check, write_nir
-from exporters.nir_import import read_nir_graph
+from privatesnn.exporters.nir_export import graph_to_nir, norse_check, write_nir
+from privatesnn.exporters.nir_import import read_nir_graph
 from helpers import save_test_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
@@ -102,7 +102,7 @@ def test_foreign_graph_with_sumpool_and_cubalif_imports():
              "fc": nir.Affine(weight=np.ones((3, 8), np.float32), bias=np.zeros(3, np.float32)),
              "out": nir.Output(output_type=np.array([3]))}
     edges = [("in", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "flat"), ("flat", "fc"), ("fc", "out")]
-    g = __import__("exporters.nir_import", fromlist=["nir_to_graph"]).nir_to_graph(nir.NIRGraph(nodes, edges), dt=dt)
+    g = __import__("privatesnn.exporters.nir_import", fromlist=["nir_to_graph"]).nir_to_graph(nir.NIRGraph(nodes, edges), dt=dt)
     neuron = g.neurons()[0]
     assert abs(neuron.leak - 0.9) < 1e-9 and abs(neuron.threshold - 1.0) < 1e-9  # gain dt/tau*r = 1
     assert torch.allclose(g["fc"].weight, torch.full((3, 8), 4.0))  # SumPool's k*k folded into the dense layer
@@ -152,7 +152,7 @@ def test_cli_export_nir_manifest_and_errors(digits_graph, tmp_path):
 
 def test_write_nir_leaves_nothing_on_failure(tmp_path, monkeypatch):
     g = _small()
-    import exporters.nir_export as ne
+    import privatesnn.exporters.nir_export as ne
 
     monkeypatch.setattr(ne, "graphs_max_param_diff", lambda a, b: 1.0)
     with pytest.raises(ArtifactError):

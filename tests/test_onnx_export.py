@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from exporters.onnx_export import export_onnx, run_onnx_steps, state_names
+from privatesnn.exporters.onnx_export import export_onnx, run_onnx_steps, state_names
 from helpers import save_test_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
@@ -57,7 +57,7 @@ def test_cli_export_onnx(digits_model_graph, tmp_path):
 
 
 def test_failed_check_writes_nothing(digits_model_graph, tmp_path, monkeypatch):
-    import exporters.onnx_export as oe
+    import privatesnn.exporters.onnx_export as oe
 
     monkeypatch.setattr(oe, "verify_onnx", lambda *a, **k: {"max_abs_diff": 1.0})
     with pytest.raises(ArtifactError):

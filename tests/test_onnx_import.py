@@ -17,6 +17,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 from privatesnn.errors import CheckpointError, PrivsnnError, UnsupportedLayerError  # noqa: E402
+from privatesnn.exporters.onnx_export import torch_onnx_export  # noqa: E402
 from privatesnn.models import create_model, model_cfg  # noqa: E402
 from privatesnn.models.onnx_import import load_onnx_classifier  # noqa: E402
 
@@ -35,7 +36,7 @@ def _randomize_bn(net: nn.Module, gen: torch.Generator) -> None:
 def _export(net: nn.Module, shape: tuple[int, ...], path: Path, opset: int = 13, fold: bool = True) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net.eval(), torch.zeros(1, *shape), str(path), opset_version=opset,
+        torch_onnx_export(net.eval(), (torch.zeros(1, *shape),), path, opset_version=opset,
                           do_constant_folding=fold, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
     return path

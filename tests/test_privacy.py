@@ -13,6 +13,7 @@ import torch.nn as nn
 from privatesnn.artifact import load_snn, save_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, ann_graph, convert
+from privatesnn.exporters.onnx_export import torch_onnx_export
 from privatesnn.manifest import Manifest, parent_entry
 from privatesnn.privacy import (ArchitectureMismatchError, InversionSettings, RebuiltANN, attack_accuracy, invert,
                                 reference_graph, snn_for_inversion, verdict, weight_cosine)
@@ -193,7 +194,7 @@ def _onnx_classifier(path, classes):
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, classes)).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, torch.zeros(1, 1, 8, 8), str(path), input_names=["x"], output_names=["y"],
+        torch_onnx_export(net, (torch.zeros(1, 1, 8, 8),), path, input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
     return path
 

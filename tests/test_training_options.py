@@ -37,7 +37,7 @@ def _accuracy(path: Path, tmp: Path, t: str = "16") -> float:
 
 
 def test_qat_weights_sit_on_the_deployment_grid(base, tmp_path):
-    from hw_targets.loihi import build_plan, quantize_plan
+    from privatesnn.hw_targets.loihi import build_plan, quantize_plan
     from privatesnn.qat import weight_groups
 
     out = tmp_path / "qat.pt"
@@ -68,7 +68,7 @@ def test_qat_grid_is_shared_by_a_residual_layer_and_matches_the_exporter():
     pooling folded into the readout: after QAT the exporter's 8-bit quantisation is lossless."""
     from test_lava import _residual_graph
 
-    from hw_targets.loihi import build_plan, quantize_plan
+    from privatesnn.hw_targets.loihi import build_plan, quantize_plan
     from privatesnn.qat import enable_qat, finalize_qat, weight_groups
     from privatesnn.snn import SpikingNetwork
 

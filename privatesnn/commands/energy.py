@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from hw_targets.energy_models import CONVENTIONS, format_energy, load_energy_model
+    from privatesnn.hw_targets.energy_models import CONVENTIONS, format_energy, load_energy_model
 
     from ..artifact import check_same_model, load_snn
     from ..energy_report import TITLES, make_result, write_report

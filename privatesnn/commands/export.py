@@ -75,7 +75,7 @@ def _manifest(kind: str, art, settings: dict, snn_path: str):
 def _export_nir(args, art, graph, T: int, out):
     import nir
 
-    from exporters.nir_export import norse_check, write_nir
+    from privatesnn.exporters.nir_export import norse_check, write_nir
 
     write_nir(graph, out)
     norse = norse_check(graph, out, T)
@@ -91,7 +91,7 @@ def _export_nir(args, art, graph, T: int, out):
 
 
 def _export_onnx(args, art, graph, T: int, out):
-    from exporters.onnx_export import export_onnx
+    from privatesnn.exporters.onnx_export import export_onnx
 
     res = export_onnx(graph, out, T)
     settings = {"target": "onnx", "timesteps": T, **{k: v for k, v in res.items() if k != "path"}}
@@ -107,12 +107,13 @@ def _export_lava(args, art, graph, T: int, out):
     import tempfile
     from pathlib import Path
 
-    from exporters.netx import check_sequential, load_with_netx, write_netx
-    from exporters.nir_export import write_nir
-    from hw_targets.loihi import build_plan, check_fits, get_target, quantize_plan, resource_map
+    from privatesnn.exporters.netx import check_sequential, load_with_netx, write_netx
+    from privatesnn.exporters.nir_export import write_nir
+    from privatesnn.hw_targets.loihi import build_plan, check_fits, get_target, quantize_plan, resource_map
 
     from ..errors import PrivsnnError, UnsupportedLayerError
     from ..io_utils import sha256_file, write_json
+    from ..lava_extra import INSTALL_HINT, lava_missing
     from ..manifest import read_manifest
 
     if args.chips < 1:
@@ -134,6 +135,7 @@ def _export_lava(args, art, graph, T: int, out):
         sequential, why = True, None
     except UnsupportedLayerError as e:
         sequential, why = False, str(e)
+    no_netx = lava_missing(need_dl=True)  # without the privsnn[lava] extra the netx file is written, not loaded
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -141,12 +143,16 @@ def _export_lava(args, art, graph, T: int, out):
         files = ["model.nir"]
         netx_info = {"written": False, "reason": why}
         if sequential:
-            write_netx(fixed, tmp / "network.net")
-            net = load_with_netx(tmp / "network.net", reset_interval=plan.period)
-            netx_info = {"written": True, "file": "network.net", "loaded_with": "lava.lib.dl.netx.hdf5.Network",
-                         "blocks": [type(b).__name__ for b in net.layers], "reset_interval": plan.period,
+            write_netx(fixed, tmp / "network.net")  # h5py only: no Lava needed
+            netx_info = {"written": True, "file": "network.net", "reset_interval": plan.period,
                          "notes": "average pooling folded; weight exponents folded into vThMant/bias; "
                                   "v_init not representable (netx resets to 0)"}
+            if no_netx is None:
+                net = load_with_netx(tmp / "network.net", reset_interval=plan.period)
+                netx_info.update(loaded_with="lava.lib.dl.netx.hdf5.Network",
+                                 blocks=[type(b).__name__ for b in net.layers])
+            else:
+                netx_info.update(loaded_with=None, not_loaded=f"lava-dl: {no_netx}")
             files.append("network.net")
         resets = sorted({n.reset for n in graph.neurons()})
         fp = {"format": "privsnn-fixed-point/1", "timesteps": T, "period": plan.period, "reset_mode": args.reset,
@@ -169,10 +175,13 @@ def _export_lava(args, art, graph, T: int, out):
     _print_mapping(mapping)
     worst = max(fixed.report(), key=lambda r: max([w["rel_l2_error"] for w in r["weights"]] or [0]))
     print(f"wrote {out}/ ({', '.join(files)}, manifest.json); "
-          f"{'netx network.net loads in lava-dl netx' if sequential else 'no netx file: ' + why}; "
+          f"{_netx_note(sequential, why, no_netx)}; "
           f"largest weight quantisation error {max([w['rel_l2_error'] for w in worst['weights']] or [0]):.3%} "
           f"({worst['layer']}); {mapping['cores_needed']} {target.name} cores "
           f"({'fits one chip' if mapping['fits_one_chip'] else 'does not fit one chip'})")
+    if sequential and no_netx is not None:
+        print(f"note: network.net was written but not loaded in lava-dl netx ({no_netx}); {INSTALL_HINT} "
+              f"to check it, and to run the export with `privsnn simulate`")
     if args.reset == "zero" and "subtract" in resets:
         print("note: the SNN resets by subtraction; Lava's LIF resets to zero: measure the difference with "
               "`privsnn simulate`")
@@ -182,6 +191,13 @@ def _export_lava(args, art, graph, T: int, out):
                               "weight_rel_l2_error": [w["rel_l2_error"] for w in r["weights"]]}
                              for r in fixed.report()],
             "mapping": {k: mapping[k] for k in ("cores_needed", "cores_available", "fits_one_chip", "chips_needed")}}
+
+
+def _netx_note(sequential: bool, why: str | None, no_netx: str | None) -> str:
+    """What became of the netx file, for the one-line summary."""
+    if not sequential:
+        return f"no netx file: {why}"
+    return "netx network.net loads in lava-dl netx" if no_netx is None else "netx network.net written (not loaded)"
 
 
 def _print_mapping(mapping) -> None:

@@ -15,6 +15,10 @@ compare with the trained SNN (privatesnn's torch simulation of the same graph).
 or a lava-dl netx .net file. Reports accuracy, agreement of the Lava predictions with the SNN's,
 spikes per layer per image and seconds per image. --reset zero deploys Lava's stock LIF (reset to
 zero) even where the SNN resets by subtraction, to measure that difference.
+
+Needs Lava, the privsnn[lava] extra (lava-nc 0.10, lava-dl 0.6; Python 3.10 only). Without it the
+artifact is still checked, then the command stops with one error line (exit 2); the bit-exact
+integer chip model (privatesnn.hw_targets.loihi.reference_fixed) works without Lava.
 """
 
 
@@ -39,8 +43,8 @@ def load_deployable(path_text: str, timesteps: int | None = None):
     """(graph, T, provenance dict) from a lava export dir, a .nir or a .net file."""
     from pathlib import Path
 
-    from exporters.netx import read_net
-    from exporters.nir_import import read_nir_graph
+    from privatesnn.exporters.netx import read_net
+    from privatesnn.exporters.nir_import import read_nir_graph
 
     from ..errors import ArtifactError, PrivsnnError
     from ..manifest import read_manifest
@@ -87,11 +91,12 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from hw_targets.loihi import build_plan, quantize_plan
+    from privatesnn.hw_targets.loihi import build_plan, quantize_plan
 
     from ..data import load_data
     from ..errors import PrivsnnError
     from ..evaluation import check_classes
+    from ..lava_extra import require_lava
     from ..snn import SpikingNetwork
     from .common import emit
 
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     reset_mode = args.reset or info.get("reset_mode") or "match"
     plan = build_plan(graph, T, reset=reset_mode)  # refuses what Lava cannot run, before reading data
     fixed = quantize_plan(plan)
+    require_lava("`privsnn simulate` (Lava processes on the CPU)")  # after the artifact checks, before any data
     data = load_data(args.data).limit(args.limit)
     check_classes(data, int(graph.meta.get("num_classes") or 0) or data.num_classes, "the SNN")
     n = len(data)
@@ -130,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             deployed_pred = torch.cat([SpikingNetwork(g0).eval()(data.x[i:i + 100], T) for i in range(0, n, 100)]).argmax(1)
 
+    from privatesnn.hw_targets.lava_sim import run_lava
+
     tags = ["fixed_pt", "floating_pt"] if args.tag == "both" else [args.tag]
     runs = []
 
@@ -139,8 +147,7 @@ def run(args: argparse.Namespace) -> int:
     for tag in tags:
         print(f"Lava {tag}: {n} images x {plan.period} steps (T={T} + {plan.output.lag} pipeline steps) ...",
               file=sys.stderr)
-        res = __import__("hw_targets.lava_sim", fromlist=["run_lava"]).run_lava(
-            plan, fixed, data.x, tag, chunk=args.chunk, fast=not args.lava_conv, progress=progress)
+        res = run_lava(plan, fixed, data.x, tag, chunk=args.chunk, fast=not args.lava_conv, progress=progress)
         pred = res.predictions
         row = {"tag": tag, "accuracy": float((pred == data.y).float().mean()),
                "agreement": float((pred == snn_pred).float().mean()),

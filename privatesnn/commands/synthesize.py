@@ -29,7 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--method", choices=["dirichlet", "bn-inversion"], default=None,
                    help="default: bn-inversion if the model has BatchNorm2d layers, else dirichlet")
-    p.add_argument("--num", type=int, required=True, metavar="N", help="number of images (classes balanced)")
+    # --num-images: the same option, a spelling that newer torchrun (whose --numa-binding makes a bare
+    # --num ambiguous in its own parser) passes through to the script
+    p.add_argument("--num", "--num-images", dest="num", type=int, required=True, metavar="N",
+                   help="number of images (classes balanced)")
     p.add_argument("--out", required=True, metavar="FILE", help="output .npz (PNG preview and manifest next to it)")
     p.add_argument("--batch-size", type=int, default=256, help="images optimised together (default 256)")
     p.add_argument("--iterations", type=int, default=None,
