@@ -135,6 +135,27 @@ def private_digits_for_lava(T: int) -> Path:
     return private
 
 
+def private_digits_low_latency(T: int = 4) -> Path:
+    """The low-latency deployment path on digits with the CLI: QCFS fine-tuning (L = T), then
+    encryption at that T on the 8-bit weight grid (reset by subtraction: a subtracting LIF on the
+    chip). Synthetic images only. Reused when present."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import RUNS, privsnn
+
+    work = RUNS / "deploy"
+    work.mkdir(parents=True, exist_ok=True)
+    synth, snn, private = work / "digits_synth.npz", work / f"digits_qcfs_t{T}.pt", work / f"digits_private_t{T}.pt"
+    if not private.exists():
+        if not synth.exists():
+            privsnn("synthesize", "--model", "digits", "--num", 2000, "--out", synth)
+        privsnn("convert", "--model", "digits", "--synthetic", synth, "--timesteps", T, "--qcfs-levels", T,
+                "--qcfs-epochs", 20, "--qcfs-lr", "1e-3", "--out", snn)
+        Path(str(private) + ".ckpt.pt").unlink(missing_ok=True)
+        privsnn("train", "--snn", snn, "--teacher", "digits", "--synthetic", synth, "--epochs", 15, "--timesteps", T,
+                "--lr", "1e-3", "--kd-alpha", 1.0, "--qat", "--out", private)
+    return private
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--digits-snn", default=None)
@@ -143,6 +164,9 @@ def main(argv=None) -> int:
     p.add_argument("--cifar-limit", type=int, default=300, help="CIFAR-10 test images through Lava (default 300)")
     p.add_argument("--cifar-timesteps", type=int, default=None,
                    help="T for the CIFAR-10 run (default: the artifact's; 64 for the baseline)")
+    p.add_argument("--digits-low-latency", type=int, default=None, metavar="T",
+                   help="deploy the low-latency digits SNN (QCFS + encryption at T, --qat) made here with the "
+                        "CLI, as run 'digits-t<T>', instead of the T=16 one")
     p.add_argument("--skip-cifar", action="store_true")
     p.add_argument("--skip-digits", action="store_true")
     p.add_argument("--reference-all", default="digits", choices=("digits", "all", "none"),
@@ -176,9 +200,16 @@ def main(argv=None) -> int:
 
     # digits
     if not args.skip_digits:
+        name = "digits"
         if args.digits_snn:
             art = load_snn(args.digits_snn)
             g, T, src = art.graph, art.timesteps, args.digits_snn
+        elif args.digits_low_latency:
+            T, name = args.digits_low_latency, f"digits-t{args.digits_low_latency}"
+            path = private_digits_low_latency(T)
+            g = load_snn(path).graph
+            src = (f"{path.relative_to(ROOT)}: the private low-latency digits SNN: synthesize -> convert "
+                   f"--qcfs-levels {T} -> train --qat at T={T}; no real data")
         else:
             T = 16
             path = private_digits_for_lava(T)
@@ -186,7 +217,7 @@ def main(argv=None) -> int:
             src = (f"{path}: the private digits SNN for Lava: synthesize -> convert --reset zero -> "
                    f"train --reset zero --qat (5 epochs, T={T}); no real data")
         d = load_data("digits")
-        r = measure("digits", g, d, T, args.digits_limit, args.reference_all != "none", args.chunk)
+        r = measure(name, g, d, T, args.digits_limit, args.reference_all != "none", args.chunk)
         r["snn"] = src
         save(r)
     # CIFAR-10 ResNet-20
