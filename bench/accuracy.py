@@ -95,13 +95,14 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     times["convert_qcfs"] = privsnn("convert", *model, "--synthetic", synth_path, "--timesteps", low["t"], *qargs,
                                     "--out", qcfs, *dev)
     variant("qcfs", qcfs)
+    calibrated = work / "snn_qcfs_calibrated.pt"
     if low.get("calibrate"):
-        calibrated = work / "snn_qcfs_calibrated.pt"
         times["calibrate_qcfs"] = privsnn("calibrate", "--snn", qcfs, "--synthetic", synth_path, "--timesteps", low["t"],
                                           "--out", calibrated, *dev)
         variant("qcfs_calibrated", calibrated)
     fast = work / "private_low_latency.pt"
-    train_from(qcfs, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
+    start = calibrated if low.get("calibrate") else qcfs  # calibration is a better starting point for low-T training
+    train_from(start, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
                             "kd_alpha": 1.0, "qat": low.get("qat")}, "low_latency")
     variant("low_latency", fast)
     result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "eval_limit": eval_limit,
@@ -109,7 +110,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     result["seconds"] = times
     result["artifacts"] = {k: str(v.relative_to(ROOT)) for k, v in (
         ("synthetic", synth_path), ("heldout_synthetic", heldout), ("converted", conv), ("encrypted", private),
-        ("qcfs", qcfs), ("low_latency", fast)) if v.exists()}
+        ("qcfs", qcfs), ("qcfs_calibrated", calibrated), ("low_latency", fast)) if v.exists()}
     return result
 
 
@@ -120,11 +121,12 @@ def print_table(results: dict) -> None:
         print(f"{case:<17} {'ANN':<22} {100 * r['ann_accuracy']:.2f}%")
         for key in VARIANTS:
             if key in r:
-                accs = {e["timesteps"]: e["accuracy"] for e in r[key]}
-                print(f"{'':<17} {key:<22} " + " ".join(f"{100 * accs[int(t)]:6.2f}%" for t in ts))
-                agree = r.get("synthetic_agreement", {}).get(key)
-                if agree:
-                    print(f"{'':<17} {'  synthetic agreement':<22} " + " ".join(f"{100 * agree[t]:6.2f}%" for t in ts))
+                accs = {str(e["timesteps"]): e["accuracy"] for e in r[key]}
+                agree = r.get("synthetic_agreement", {}).get(key, {})
+                for label, row in ((key, accs), ("  synthetic agreement", agree)):
+                    if row:
+                        print(f"{'':<17} {label:<22} " + " ".join(f"{100 * row[t]:6.2f}%" if t in row else f"{'-':>7}"
+                                                               for t in ts))
         print(f"{'':<17} stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()))
 
 
@@ -197,8 +199,8 @@ def main() -> None:
     if previous.exists():  # running a subset of cases keeps the others' last results
         kept = read_json(previous).get("cases", {})
         out["cases"] = {**{k: v for k, v in kept.items() if k not in out["cases"]}, **out["cases"]}
-    print_table(out)
     write_results("accuracy.json", out)
+    print_table(out)
 
 
 if __name__ == "__main__":

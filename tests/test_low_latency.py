@@ -188,3 +188,38 @@ def test_calibrate_and_choose_t_bad_inputs(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("error:") and needle in err, (argv, err)
         assert not out.exists()
+
+
+def _registry_model(name: str, tmp_path, onnx: bool = False):
+    from helpers import randomize_bn
+    from privatesnn.models import create_model, load_model, model_cfg
+
+    net = randomize_bn(create_model(name))
+    if onnx:
+        from privatesnn.exporters.onnx_export import torch_onnx_export
+
+        path = tmp_path / f"{name}.onnx"
+        torch_onnx_export(net.eval(), (torch.zeros(1, *model_cfg(name).input_shape),), path, opset_version=13,
+                          input_names=["x"], output_names=["y"])
+        return load_model(str(path))
+    path = tmp_path / f"{name}.pt"
+    torch.save(net.state_dict(), path)
+    return load_model(f"{name}:{path}")
+
+
+@pytest.mark.parametrize("name, onnx", [("resnet32", False), ("vgg11", False), ("vgg16_nobn", False),
+                                        ("digits_cnn", False), ("vgg11", True)])
+def test_low_latency_path_runs_on_registry_and_onnx_models(name, onnx, tmp_path):
+    """QCFS fine-tuning, bias calibration and the synthetic agreement work unchanged on residual,
+    max-pooling, BN-free and ONNX-imported graphs."""
+    from privatesnn.choose_t import agreement_over_time
+    from privatesnn.conversion import ConversionSettings, convert
+
+    loaded = _registry_model(name, tmp_path, onnx)
+    images = torch.rand(8, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
+    graph = convert(loaded, images, ConversionSettings(timesteps=2, qcfs_levels=2, qcfs_epochs=1), progress=False)
+    assert graph.meta["qcfs"]["levels"] == 2 and all(n.threshold > 0 for n in graph.neurons())
+    calibrate_biases(graph, images[:4], 2, progress=False)
+    graph.validate()
+    agree = agreement_over_time(graph, loaded.module(), images[:4], [1, 2], progress=False)
+    assert set(agree) == {1, 2} and all(0.0 <= a <= 1.0 for a in agree.values())
