@@ -1,22 +1,26 @@
 """Accuracy benchmark of the private pipeline (not a test; writes bench/results/accuracy.json).
 
 For (a) the embedded digits model and (b) the shared CIFAR-10 ResNet-20 (skipped when
-../shared/data is absent): ANN accuracy; conversion calibrated on REAL images (the non-private
-baseline, 256 images of train4000 / the digits test split is NOT used: digits uses its own
-synthetic vs real-train calibration); conversion on SYNTHETIC images; the encrypted (trained) SNN —
-each at T in {8, 16, 32, 64} on the real test images, plus the wall time of each stage.
+../shared/data is absent), every variant made by the CLI and evaluated on the real test images at
+T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall time of each stage:
 
-    python bench/accuracy.py                    # defaults: finish within ~90 min on 2 CPU cores
-    python bench/accuracy.py --cases digits     # digits only (~3 min)
-    python bench/accuracy.py --device cuda --cifar-synth 5000 --cifar-epochs 20   # larger, on a GPU
+  converted_real       conversion calibrated on 256 REAL training images (non-private baseline; CIFAR)
+  converted_synthetic  conversion on synthetic images (private)
+  encrypted            + PrivateSNN training (BPTT + KD) at T=8 (CIFAR: with --anchor)
+  qcfs                 conversion + QCFS fine-tuning with L levels (`convert --qcfs-levels`)
+  qcfs_calibrated      + bias calibration at the low T (`privsnn calibrate`)
+  low_latency          + encryption at the low T (`train --timesteps T`, from qcfs_calibrated)
 
-Budget flags (CIFAR): --cifar-synth (synthetic images, default 1024), --cifar-synth-iters
-(optimisation steps per batch, 200), --cifar-epochs and --cifar-train-t (training epochs and T:
-2 at T=8), --eval-limit (test images; default all 1900). Training defaults for CIFAR: lr 1e-4,
-batch 16, --cifar-anchor 1.0 (distillation on the T->infinity rate limit keeps the long-T accuracy
-that plain low-T training loses); --cifar-qat trains on the 8-bit Loihi weight grid instead (the
-SNN bench/deploy.py deploys; it costs accuracy in this short budget).
-Artifacts are kept under runs/bench/<case>/ for bench/energy.py, bench/deploy.py, bench/privacy.py.
+and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
+another seed), to show how well that real-data-free estimate predicts the real accuracy.
+
+    python bench/accuracy.py                                   # both cases, defaults below
+    python bench/accuracy.py --cases digits                    # digits only (~6 min)
+    python bench/accuracy.py --cases cifar10 --reuse-synthetic --cifar-qcfs-epochs 15 --cifar-low-epochs 5 --cifar-low-lr 3e-4
+    python bench/accuracy.py --device cuda --cifar-synth 8192 --cifar-low-epochs 50     # larger, on a GPU
+
+Artifacts are kept under runs/bench/<case>/ for bench/energy.py, bench/deploy.py, bench/privacy.py
+and bench/latency_gap.py.
 """
 
 from __future__ import annotations
