@@ -16,7 +16,7 @@ another seed), to show how well that real-data-free estimate predicts the real a
 
     python bench/accuracy.py                                   # both cases, defaults below
     python bench/accuracy.py --cases digits                    # digits only (~6 min)
-    python bench/accuracy.py --cases cifar10 --reuse-synthetic --cifar-qcfs-epochs 15 --cifar-low-epochs 5 --cifar-low-lr 3e-4
+    python bench/accuracy.py --cases cifar10 --reuse-synthetic            # reuse the 2048 synthetic images
     python bench/accuracy.py --device cuda --cifar-synth 8192 --cifar-low-epochs 50     # larger, on a GPU
 
 Artifacts are kept under runs/bench/<case>/ for bench/energy.py, bench/deploy.py, bench/privacy.py
@@ -95,7 +95,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     train_from(conv, private, train, "encrypted")
     variant("encrypted", private)
     qcfs = work / "snn_qcfs.pt"
-    qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"]]
+    qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"],
+             "--qcfs-optimizer", low["qcfs_optimizer"]]
     times["convert_qcfs"] = privsnn("convert", *model, "--synthetic", synth_path, "--timesteps", low["t"], *qargs,
                                     "--out", qcfs, *dev)
     variant("qcfs", qcfs)
@@ -136,7 +137,8 @@ def print_table(results: dict) -> None:
 
 def low_settings(args: argparse.Namespace, case: str) -> dict:
     get = lambda k: getattr(args, f"{case}_{k}")  # noqa: E731
-    return {"levels": get("levels"), "qcfs_epochs": get("qcfs_epochs"), "qcfs_lr": get("qcfs_lr"), "t": get("low_t"),
+    return {"levels": get("levels"), "qcfs_epochs": get("qcfs_epochs"), "qcfs_lr": get("qcfs_lr"),
+            "qcfs_optimizer": get("qcfs_optimizer"), "t": get("low_t"),
             "epochs": get("low_epochs"), "lr": get("low_lr"), "batch": get("low_batch"), "calibrate": get("calibrate")}
 
 
@@ -160,12 +162,14 @@ def main() -> None:
                    help="train on the Loihi 8-bit weight grid (for bench/deploy.py; costs ~1.8 points at "
                         "T=64 on ResNet-20 with the default budget)")
     p.add_argument("--cifar-heldout", type=int, default=256, help="held-out synthetic images for choose-t")
-    for case, d in (("digits", {"t": 4, "qcfs_epochs": 20, "epochs": 15, "lr": 1e-3, "batch": 32}),
-                    ("cifar", {"t": 4, "qcfs_epochs": 20, "epochs": 8, "lr": 1e-4, "batch": 32})):
+    for case, d in (("digits", {"t": 4, "qcfs_epochs": 20, "epochs": 15, "lr": 1e-3, "batch": 32,
+                                "qcfs_optimizer": "sgd", "qcfs_lr": 2e-3}),
+                    ("cifar", {"t": 4, "qcfs_epochs": 15, "epochs": 5, "lr": 3e-4, "batch": 32})):
         g = p.add_argument_group(f"{case}: low-latency path (QCFS fine-tuning, then encryption at low T)")
         g.add_argument(f"--{case}-levels", type=int, default=4, help="QCFS levels L (default 4)")
         g.add_argument(f"--{case}-qcfs-epochs", type=int, default=d["qcfs_epochs"])
-        g.add_argument(f"--{case}-qcfs-lr", type=float, default=1e-4)
+        g.add_argument(f"--{case}-qcfs-lr", type=float, default=d.get("qcfs_lr", 1e-4))
+        g.add_argument(f"--{case}-qcfs-optimizer", choices=("adam", "sgd"), default=d.get("qcfs_optimizer", "adam"))
         g.add_argument(f"--{case}-low-t", type=int, default=d["t"], help="T of calibration and low-T training")
         g.add_argument(f"--{case}-low-epochs", type=int, default=d["epochs"])
         g.add_argument(f"--{case}-low-lr", type=float, default=d["lr"])

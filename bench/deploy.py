@@ -149,7 +149,7 @@ def private_digits_low_latency(T: int = 4) -> Path:
         if not synth.exists():
             privsnn("synthesize", "--model", "digits", "--num", 2000, "--out", synth)
         privsnn("convert", "--model", "digits", "--synthetic", synth, "--timesteps", T, "--qcfs-levels", T,
-                "--qcfs-epochs", 20, "--qcfs-lr", "1e-3", "--out", snn)
+                "--qcfs-epochs", 20, "--qcfs-optimizer", "sgd", "--qcfs-lr", "2e-3", "--out", snn)
         Path(str(private) + ".ckpt.pt").unlink(missing_ok=True)
         privsnn("train", "--snn", snn, "--teacher", "digits", "--synthetic", synth, "--epochs", 15, "--timesteps", T,
                 "--lr", "1e-3", "--kd-alpha", 1.0, "--qat", "--out", private)

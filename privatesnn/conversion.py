@@ -42,6 +42,7 @@ class ConversionSettings:
     qcfs_epochs: int = 30
     qcfs_lr: float = 1e-4
     qcfs_feature_weight: float = 1.0
+    qcfs_optimizer: str = "adam"
 
 
 def parse_threshold(spec: str) -> float | None:
@@ -222,7 +223,7 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         if settings.reset != "subtract" or settings.leak != 1.0:
             raise PrivsnnError("--qcfs-levels needs IF neurons with reset by subtraction (--reset subtract, --leak 1)")
         qs = QCFSSettings(levels=settings.qcfs_levels, epochs=settings.qcfs_epochs, lr=settings.qcfs_lr,
-                          feature_weight=settings.qcfs_feature_weight)
+                          feature_weight=settings.qcfs_feature_weight, optimizer=settings.qcfs_optimizer)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
     graph.meta["timesteps"] = settings.timesteps
     return graph

@@ -49,11 +49,14 @@ def run_demo(args: argparse.Namespace) -> int:
         "--iterations", 300 if not quick else 120, "--out", synth, "--seed", seed, "--overwrite"])
     times["convert"] = _run("convert on synthetic images (QCFS fine-tuning for low latency)", [
         "convert", "--model", "digits", "--synthetic", synth, "--timesteps", LOW_T, "--qcfs-levels", LOW_T,
-        "--qcfs-epochs", 3 if quick else 20, "--qcfs-lr", 1e-3, "--out", snn])
+        "--qcfs-epochs", 3 if quick else 20, "--qcfs-optimizer", "sgd", "--qcfs-lr", 2e-3, "--out", snn])
+    calibrated = out / "snn_cal.pt"
+    times["calibrate"] = _run(f"calibrate biases for T={LOW_T}", [
+        "calibrate", "--snn", snn, "--synthetic", synth, "--timesteps", LOW_T, "--out", calibrated])
     ckpt = out / "private.pt.ckpt.pt"
     ckpt.unlink(missing_ok=True)
     times["train"] = _run(f"train (encrypt weights: BPTT + KD at T={LOW_T}, on the chip's 8-bit weight grid)", [
-        "train", "--snn", snn, "--teacher", "digits", "--synthetic", synth, "--epochs", epochs, "--timesteps", LOW_T,
+        "train", "--snn", calibrated, "--teacher", "digits", "--synthetic", synth, "--epochs", epochs, "--timesteps", LOW_T,
         "--lr", 1e-3, "--kd-alpha", 1.0, "--qat", "--out", private, "--seed", seed])
     for name, path in (("converted", snn), ("encrypted", private)):
         times[f"evaluate {name}"] = _run(f"evaluate {name} SNN", [

@@ -17,7 +17,8 @@ def test_demo_quick_runs_every_stage(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "encrypted SNN" in text and "Lava fixed_pt" in text and "energy" in text
-    for f in ("synth.npz", "snn.pt", "private.pt", "model.nir", "audit.json", "energy/energy.json", "lava_sim.json"):
+    for f in ("synth.npz", "snn.pt", "snn_cal.pt", "private.pt", "model.nir", "audit.json", "energy/energy.json",
+              "lava_sim.json"):
         assert (out / f).exists(), f
     enc = {r["timesteps"]: r["accuracy"] for r in json.loads((out / "eval_encrypted.json").read_text())["results"]}
     assert enc[4] >= 0.9  # the low-latency path: QCFS + encryption at T=4

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "distillation from the ANN before spiking (Bu et al. 2022; 4 suits T=4-8; default 0 = off)")
     low.add_argument("--qcfs-epochs", type=positive_int, default=30, help="QCFS fine-tuning epochs (default 30)")
     low.add_argument("--qcfs-lr", type=float, default=1e-4, help="QCFS fine-tuning Adam learning rate (default 1e-4)")
+    low.add_argument("--qcfs-optimizer", choices=("adam", "sgd"), default="adam",
+                     help="adam (default; stable on deep residual networks) or sgd (Nesterov, one-cycle; "
+                          "keeps small networks closer to the ANN)")
     low.add_argument("--qcfs-feature-weight", type=float, default=1.0,
                      help="weight of layer-wise activation matching against the ANN during QCFS fine-tuning "
                           "(default 1; 0 = logit distillation only)")
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                                   balance=args.balance, reset=args.reset, leak=args.leak, v_init=args.v_init,
                                   batch_size=args.batch_size, fold_pooling=not args.keep_pooling,
                                   qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs, qcfs_lr=args.qcfs_lr,
-                                  qcfs_feature_weight=args.qcfs_feature_weight,)
+                                  qcfs_feature_weight=args.qcfs_feature_weight, qcfs_optimizer=args.qcfs_optimizer,)
     t0 = time.time()
     graph = convert(loaded, images, settings, resolve_device(args.device))
     elapsed = time.time() - t0
