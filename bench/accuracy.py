@@ -41,29 +41,42 @@ VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
-             device: str, eval_limit: int | None, fresh: bool) -> dict:
+             device: str, eval_limit: int | None, fresh: bool, reuse: bool = False, skip: tuple[str, ...] = ()) -> dict:
     """One model: every variant converted/trained by the CLI, evaluated on the real test images at
-    every T, and its agreement with the ANN on held-out synthetic images (choose-t)."""
+    every T, and its agreement with the ANN on held-out synthetic images (choose-t). With ``reuse``,
+    a stage whose output (artifact, or evaluation JSON newer than its artifact) exists is not rerun;
+    stage times are kept in runs/bench/<case>/stage_seconds.json."""
     work = RUNS / name
     work.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = {}
+    times_path = work / "stage_seconds.json"
+    times: dict[str, float] = read_json(times_path) if reuse and times_path.exists() else {}
     lim = ["--limit", str(eval_limit)] if eval_limit else []
     dev = ["--device", device]
     result: dict = {}
 
+    def stage(key: str, out: Path, *argv) -> None:
+        """Run one CLI stage unless reusing and ``out`` is already there."""
+        if not (reuse and out.exists()):  # a reused stage keeps the time of the run that made it, if recorded
+            times[key] = privsnn(*argv)
+            write_results_file(times_path, times)
+
     def ev(snn: Path | None, tag: str) -> dict:
         out = work / f"eval_{tag}.json"
+        if snn and out.exists() and out.stat().st_mtime < snn.stat().st_mtime:
+            out.unlink()  # stale: the artifact was remade
         args = ["evaluate", *model, "--data", data, *lim, "--json", out, *dev]
         if snn:
             args += ["--snn", snn, "--timesteps", TIMESTEPS]
-        times[f"evaluate_{tag}"] = privsnn(*args)
+        stage(f"evaluate_{tag}", out, *args)
         return read_json(out)
 
     def variant(tag: str, snn: Path) -> None:
         result[tag] = ev(snn, tag)["results"]
         out = work / f"choose_t_{tag}.json"
-        times[f"choose_t_{tag}"] = privsnn("choose-t", "--snn", snn, *model, "--synthetic", heldout, "--timesteps",
-                                           TIMESTEPS, "--json", out, *dev)
+        if out.exists() and out.stat().st_mtime < snn.stat().st_mtime:
+            out.unlink()
+        stage(f"choose_t_{tag}", out, "choose-t", "--snn", snn, *model, "--synthetic", heldout, "--timesteps",
+              TIMESTEPS, "--json", out, *dev)
         result.setdefault("synthetic_agreement", {})[tag] = read_json(out)["agreement"]
 
     ann = ev(None, "ann")
@@ -76,47 +89,54 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
                 "--seed", seed, "--out", path, "--overwrite", *dev)
     if calib_real:
         base = work / "snn_real.pt"
-        times["convert_real"] = privsnn("convert", *model, "--calibration-data", calib_real,
-                                        "--calibration-limit", 256, "--timesteps", 32, "--out", base)
+        stage("convert_real", base, "convert", *model, "--calibration-data", calib_real, "--calibration-limit", 256,
+              "--timesteps", 32, "--out", base)
         variant("converted_real", base)
     conv = work / "snn_synthetic.pt"
-    times["convert_synthetic"] = privsnn("convert", *model, "--synthetic", synth_path, "--timesteps", 32, "--out", conv)
+    stage("convert_synthetic", conv, "convert", *model, "--synthetic", synth_path, "--timesteps", 32, "--out", conv)
     variant("converted_synthetic", conv)
 
     def train_from(src: Path, out: Path, cfg: dict, tag: str) -> None:
-        Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
-        times[f"train_{tag}"] = privsnn("train", "--snn", src, "--teacher", *model[1:], "--synthetic", synth_path,
-                                        "--epochs", cfg["epochs"], "--timesteps", cfg["t"], "--batch-size", cfg["batch"],
-                                        "--lr", cfg["lr"], "--anchor", cfg.get("anchor", 0.0),
-                                        "--kd-alpha", cfg.get("kd_alpha", 0.7), "--out", out,
-                                        *(["--qat"] if cfg.get("qat") else []), *dev)
+        if not (reuse and out.exists()):
+            Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
+        stage(f"train_{tag}", out, "train", "--snn", src, "--teacher", *model[1:], "--synthetic", synth_path,
+              "--epochs", cfg["epochs"], "--timesteps", cfg["t"], "--batch-size", cfg["batch"], "--lr", cfg["lr"],
+              "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7), "--out", out,
+              *(["--qat"] if cfg.get("qat") else []), *dev)
 
     private = work / "private.pt"
-    train_from(conv, private, train, "encrypted")
-    variant("encrypted", private)
+    if "encrypted" not in skip:
+        train_from(conv, private, train, "encrypted")
+        variant("encrypted", private)
     qcfs = work / "snn_qcfs.pt"
     qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"],
              "--qcfs-optimizer", low["qcfs_optimizer"]]
-    times["convert_qcfs"] = privsnn("convert", *model, "--synthetic", synth_path, "--timesteps", low["t"], *qargs,
-                                    "--out", qcfs, *dev)
+    stage("convert_qcfs", qcfs, "convert", *model, "--synthetic", synth_path, "--timesteps", low["t"], *qargs,
+          "--out", qcfs, *dev)
     variant("qcfs", qcfs)
     calibrated = work / "snn_qcfs_calibrated.pt"
     if low.get("calibrate"):
-        times["calibrate_qcfs"] = privsnn("calibrate", "--snn", qcfs, "--synthetic", synth_path, "--timesteps", low["t"],
-                                          "--out", calibrated, *dev)
+        stage("calibrate_qcfs", calibrated, "calibrate", "--snn", qcfs, "--synthetic", synth_path, "--timesteps",
+              low["t"], "--out", calibrated, *dev)
         variant("qcfs_calibrated", calibrated)
     fast = work / "private_low_latency.pt"
     start = calibrated if low.get("calibrate") else qcfs  # calibration is a better starting point for low-T training
     train_from(start, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
-                            "kd_alpha": 1.0, "qat": low.get("qat")}, "low_latency")
+                             "kd_alpha": 1.0, "qat": low.get("qat")}, "low_latency")
     variant("low_latency", fast)
     result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "eval_limit": eval_limit,
-                          "real_calibration_images": 256 if calib_real else 0}
+                          "real_calibration_images": 256 if calib_real else 0, "skipped": list(skip)}
     result["seconds"] = times
     result["artifacts"] = {k: str(v.relative_to(ROOT)) for k, v in (
         ("synthetic", synth_path), ("heldout_synthetic", heldout), ("converted", conv), ("encrypted", private),
         ("qcfs", qcfs), ("qcfs_calibrated", calibrated), ("low_latency", fast)) if v.exists()}
     return result
+
+
+def write_results_file(path: Path, obj: dict) -> None:
+    from privatesnn.io_utils import write_json
+
+    write_json(path, obj)
 
 
 def print_table(results: dict) -> None:
@@ -177,6 +197,9 @@ def main() -> None:
         g.add_argument(f"--{case}-calibrate", action=argparse.BooleanOptionalAction, default=True,
                        help="also measure QCFS + bias calibration at the low T (`privsnn calibrate`)")
     p.add_argument("--reuse-synthetic", action="store_true", help="reuse runs/bench/<case>/synth.npz if present")
+    p.add_argument("--reuse-results", action="store_true",
+                   help="resume an interrupted run: keep every stage whose output exists in runs/bench/<case>/")
+    p.add_argument("--skip", default="", help="comma list of variants not to make (e.g. encrypted)")
     args = p.parse_args()
     set_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -188,7 +211,7 @@ def main() -> None:
             "digits", ["--model", "digits"], "digits", None,
             synth={"num": args.digits_synth, "iters": 300, "batch": 250, "heldout": 500},
             train={"epochs": args.digits_epochs, "t": 8, "batch": 32, "lr": 1e-4},
-            low=low_settings(args, "digits"),
+            low=low_settings(args, "digits"), reuse=args.reuse_results, skip=tuple(args.skip.split(",")),
             device=args.device, eval_limit=None, fresh=not args.reuse_synthetic)
     if "cifar10" in cases:
         if not shared_available():
@@ -200,7 +223,7 @@ def main() -> None:
                        "heldout": args.cifar_heldout},
                 train={"epochs": args.cifar_epochs, "t": args.cifar_train_t, "batch": args.cifar_batch,
                        "lr": args.cifar_lr, "anchor": args.cifar_anchor, "qat": args.cifar_qat},
-                low=low_settings(args, "cifar"),
+                low=low_settings(args, "cifar"), reuse=args.reuse_results, skip=tuple(args.skip.split(",")),
                 device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic)
     out["total_seconds"] = time.time() - t0
     previous = RESULTS / "accuracy.json"
