@@ -37,13 +37,25 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def relative_paths(obj):
+    """``obj`` with this machine's absolute paths made relative to the repository (``../`` for
+    ../shared): committed results must not carry the paths of the machine that made them."""
+    if isinstance(obj, str):
+        return obj.replace(str(ROOT) + "/", "").replace(str(ROOT.parent) + "/", "../")
+    if isinstance(obj, dict):
+        return {k: relative_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [relative_paths(v) for v in obj]
+    return obj
+
+
 def write_results(name: str, obj: dict) -> Path:
     sys.path.insert(0, str(ROOT))
     from privatesnn.io_utils import write_json
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
-    write_json(path, obj)
+    write_json(path, relative_paths(obj))
     print(f"wrote {path}")
     return path
 

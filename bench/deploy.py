@@ -196,7 +196,10 @@ def main(argv=None) -> int:
         done.append(run)
         names = {r["name"] for r in done}
         results["runs"] = [r for r in kept if r.get("name") not in names] + done
-        write_json(args.out, results)
+        sys.path.insert(0, str(ROOT / "bench"))
+        from common import relative_paths
+
+        write_json(args.out, relative_paths(results))
 
     # digits
     if not args.skip_digits:
