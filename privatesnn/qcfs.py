@@ -47,26 +47,27 @@ class QCFSNetwork(nn.Module):
     def __init__(self, graph: Graph, levels: int):
         super().__init__()
         if levels < 1:
-            raise PrivsnnError(f"--levels must be >= 1, got {levels}")
+            raise PrivsnnError(f"--qcfs-levels must be >= 1, got {levels}")
         self.graph, self.levels = graph, int(levels)
         self.synapses = build_synapses(graph)
         self.thresholds = nn.ParameterDict({module_key(n.name): nn.Parameter(torch.tensor(float(n.threshold)))
                                             for n in graph.neurons()})
 
+    def threshold(self, name: str) -> torch.Tensor:
+        """The layer's clip, kept positive."""
+        return self.thresholds[module_key(name)].clamp_min(1e-3)
+
     def activation(self, node: Neuron, current: torch.Tensor) -> torch.Tensor:
-        return qcfs(current, self.thresholds[module_key(node.name)].clamp_min(1e-3), self.levels)
+        return qcfs(current, self.threshold(node.name), self.levels)
 
     def forward(self, x: torch.Tensor, record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         return static_forward(self.graph, x, self.synapses, self.activation, clamp_rate_input=True, record=record)
-
-    def threshold(self, name: str) -> torch.Tensor:
-        return self.thresholds[module_key(name)].clamp_min(1e-3)
 
     def sync_graph(self) -> Graph:
         """Write weights into the graph and make it the SNN: threshold = clip, v_init = 1/2."""
         write_back(self.graph, self.synapses)
         for n in self.graph.neurons():
-            n.threshold = float(self.thresholds[module_key(n.name)].detach().clamp_min(1e-3))
+            n.threshold = float(self.threshold(n.name).detach())
             n.v_init, n.reset, n.leak = 0.5, "subtract", 1.0
         return self.graph
 
