@@ -36,7 +36,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise PrivsnnError(f"--out {out} is a file; the demo needs a folder for its artifacts")
     out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
-    n_synth, epochs = (300, 2) if quick else (2000, 10)
+    n_synth, epochs = (300, 4) if quick else (2000, 10)
     seed = str(args.seed)
     times: dict[str, float] = {}
     ts = ",".join(map(str, EVAL_T))
@@ -49,7 +49,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "--iterations", 300 if not quick else 120, "--out", synth, "--seed", seed, "--overwrite"])
     times["convert"] = _run("convert on synthetic images (QCFS fine-tuning for low latency)", [
         "convert", "--model", "digits", "--synthetic", synth, "--timesteps", LOW_T, "--qcfs-levels", LOW_T,
-        "--qcfs-epochs", 3 if quick else 20, "--qcfs-optimizer", "sgd", "--qcfs-lr", 2e-3, "--out", snn])
+        "--qcfs-epochs", 6 if quick else 20, "--qcfs-optimizer", "sgd", "--qcfs-lr", 2e-3, "--out", snn])
     calibrated = out / "snn_cal.pt"
     times["calibrate"] = _run(f"calibrate biases for T={LOW_T}", [
         "calibrate", "--snn", snn, "--synthetic", synth, "--timesteps", LOW_T, "--out", calibrated])
