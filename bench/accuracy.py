@@ -46,6 +46,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     every T, and its agreement with the ANN on held-out synthetic images (choose-t). With ``reuse``,
     a stage whose output (artifact, or evaluation JSON newer than its artifact) exists is not rerun;
     stage times are kept in runs/bench/<case>/stage_seconds.json."""
+    from privatesnn.io_utils import write_json
+
     work = RUNS / name
     work.mkdir(parents=True, exist_ok=True)
     times_path = work / "stage_seconds.json"
@@ -58,7 +60,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         """Run one CLI stage unless reusing and ``out`` is already there."""
         if not (reuse and out.exists()):  # a reused stage keeps the time of the run that made it, if recorded
             times[key] = privsnn(*argv)
-            write_results_file(times_path, times)
+            write_json(times_path, times)
 
     def ev(snn: Path | None, tag: str) -> dict:
         out = work / f"eval_{tag}.json"
@@ -131,12 +133,6 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         ("synthetic", synth_path), ("heldout_synthetic", heldout), ("converted", conv), ("encrypted", private),
         ("qcfs", qcfs), ("qcfs_calibrated", calibrated), ("low_latency", fast)) if v.exists()}
     return result
-
-
-def write_results_file(path: Path, obj: dict) -> None:
-    from privatesnn.io_utils import write_json
-
-    write_json(path, obj)
 
 
 def print_table(results: dict) -> None:

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                                   balance=args.balance, reset=args.reset, leak=args.leak, v_init=args.v_init,
                                   batch_size=args.batch_size, fold_pooling=not args.keep_pooling,
                                   qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs, qcfs_lr=args.qcfs_lr,
-                                  qcfs_feature_weight=args.qcfs_feature_weight, qcfs_optimizer=args.qcfs_optimizer,)
+                                  qcfs_feature_weight=args.qcfs_feature_weight, qcfs_optimizer=args.qcfs_optimizer)
     t0 = time.time()
     graph = convert(loaded, images, settings, resolve_device(args.device))
     elapsed = time.time() - t0
