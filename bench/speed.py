@@ -1,15 +1,24 @@
-"""Simulation speed on this stack (not a test; merges into bench/results/speed.json, one entry per
-Python + torch stack, so the 3.10 + Lava stack and the core on a current torch sit side by side).
+"""Simulation speed, privsnn vs SpikingJelly, in one run (not a test; writes bench/results/speed.json).
 
-Measures, with a fixed thread count: the ANN (images/s) and the SNN's ``logits_over_time``
-(image-timesteps/s) at several batch sizes, on the shared ResNet-20 (an SNN converted here on
-uniform-noise images; accuracy is not the point) or, without ../shared/data, on the digits CNN.
+Same model (the shared ResNet-20), same T, same images, same torch and thread count, one process,
+the tools timed one after the other (best of --repeats):
+  * the ANN (images/s);
+  * privsnn's SNN (`SpikingNetwork.logits_over_time`, what `evaluate` runs; image-timesteps/s) at
+    each batch size of --batch-sizes;
+  * SpikingJelly 0.0.0.0.14 (the optional `bench` extra, Python 3.10: `pip install -e .[bench]`):
+    its `ann2snn.Converter` (mode "99.9%") on the same checkpoint, run step by step as its
+    documentation does, at the same batch sizes;
+  * the integer chip model (`simulate --engine reference`) vs Lava's fixed_pt processes, seconds
+    per image (Lava on --lava-images images; skipped without the lava extra).
+"default batch" is 100 for both (privsnn evaluate's default; the batch SpikingJelly's examples
+evaluate with); "best batch" is each tool's fastest batch of the sweep. Ratios come from this run.
 
-    .venv/bin/python bench/speed.py --threads 1                 # the 3.10 + Lava stack
-    .venv-core/bin/python bench/speed.py --threads 1            # the core on the newest Python
+    .venv/bin/python bench/speed.py --threads 1                 # the 3.10 + Lava stack, with SpikingJelly
+    .venv-core/bin/python bench/speed.py --threads 1            # the core on the newest Python (no SJ)
 
-Run one at a time on an idle machine: two busy processes make both slow. The SpikingJelly
-comparison of issue 12 is not part of this script yet.
+Run one at a time on an idle machine: two busy processes make both slow. SpikingJelly's converter
+is calibrated on 512 real training images from ../shared/data when present (its own recipe; speed
+does not depend on the weights), privsnn's SNN on uniform-noise images.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import RESNET20, RESULTS, relative_paths, set_threads, shared_available  # noqa: E402
+from common import RESNET20, RESULTS, SHARED, relative_paths, set_threads, shared_available  # noqa: E402
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -36,15 +45,106 @@ def _best_of(fn, repeats: int) -> float:
     return best
 
 
+def spikingjelly_resnet20(checkpoint: Path, calib, mean, std):
+    """The shared ResNet-20 as SpikingJelly's ann2snn converts it (None when SpikingJelly is missing)."""
+    try:
+        from spikingjelly.activation_based import ann2snn
+    except ImportError as e:
+        print(f"SpikingJelly not installed ({e}); `pip install -e .[bench]` on Python 3.10", flush=True)
+        return None
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):
+        def __init__(s, i, o, st):
+            super().__init__()
+            s.conv1, s.bn1 = nn.Conv2d(i, o, 3, st, 1, bias=False), nn.BatchNorm2d(o)
+            s.conv2, s.bn2 = nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o)
+            s.r1, s.r2 = nn.ReLU(), nn.ReLU()
+            s.pad = (o - i) // 2 if (st != 1 or i != o) else None
+
+        def forward(s, x):
+            out = s.bn2(s.conv2(s.r1(s.bn1(s.conv1(x)))))
+            sc = x if s.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, s.pad, s.pad))
+            return s.r2(out + sc)
+
+    class R20(nn.Module):
+        def __init__(s):
+            super().__init__()
+            s.conv1, s.bn1, s.r = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+            blocks, i = [], 16
+            for o, st in [(16, 1), (32, 2), (64, 2)]:
+                for k in range(3):
+                    blocks.append(Block(i, o, st if k == 0 else 1))
+                    i = o
+            s.layers, s.pool, s.linear = nn.Sequential(*blocks), nn.AdaptiveAvgPool2d(1), nn.Linear(64, 10)
+
+        def forward(s, x):
+            h = s.r(s.bn1(s.conv1((x - mean) / std)))
+            return s.linear(torch.flatten(s.pool(s.layers(h)), 1))
+
+    sd = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    m = R20()
+    names = [k for k in m.state_dict() if not k.endswith("num_batches_tracked")]
+    src = [v for k, v in sd.items() if not k.endswith("num_batches_tracked")]
+    m.load_state_dict(dict(zip(names, src)), strict=False)
+    m.eval()
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(calib, torch.zeros(len(calib))), batch_size=128)
+    return ann2snn.Converter(mode="99.9%", dataloader=dl)(m).eval()
+
+
+def time_spikingjelly(snn, x, T: int, batch: int, repeats: int) -> float:
+    import torch
+    from spikingjelly.activation_based import functional
+
+    def run():
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                functional.reset_net(snn)
+                acc = 0
+                for _ in range(T):
+                    acc = acc + snn(x[i:i + batch])
+    return _best_of(run, repeats)
+
+
+def chip_vs_lava(graph, x, T: int, lava_images: int) -> dict:
+    """Seconds per image of the integer chip model (batch 100) and of Lava fixed_pt, and whether
+    their integer outputs agree on the images Lava ran."""
+    import numpy as np
+
+    from privatesnn.hw_targets.loihi import build_plan, quantize_plan
+    from privatesnn.lava_extra import lava_available
+    from privatesnn.simulation import run_chip_model
+
+    fixed = quantize_plan(build_plan(graph, T))
+    chip = run_chip_model(fixed, x, 100, progress=False)
+    out = {"images": len(x), "chip_model_seconds_per_image": chip.seconds / len(x)}
+    if lava_available() and lava_images > 0:
+        from privatesnn.hw_targets.lava_sim import run_lava
+
+        res = run_lava(fixed.plan, fixed, x[:lava_images], "fixed_pt", chunk=lava_images)
+        out.update(lava_images=lava_images, lava_seconds_per_image=res.seconds / lava_images,
+                   bit_exact=bool(np.array_equal(res.raw_sums, chip.sums[:lava_images])))
+        out["speedup"] = out["lava_seconds_per_image"] / out["chip_model_seconds_per_image"]
+    else:
+        out["lava"] = "skipped (the privsnn[lava] extra is not installed)"
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--timesteps", type=int, default=32)
-    p.add_argument("--images", type=int, default=100)
-    p.add_argument("--batch-sizes", default="5,25,100")
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--batch-sizes", default="5,25,50,100,200")
+    p.add_argument("--default-batch", type=int, default=100)
     p.add_argument("--repeats", type=int, default=2, help="best of N timed runs per setting")
+    p.add_argument("--lava-images", type=int, default=3, help="images through Lava for the chip-model comparison")
+    p.add_argument("--skip-spikingjelly", action="store_true")
     args = p.parse_args()
     set_threads(args.threads)
+    import numpy as np
     import torch
 
     from privatesnn.conversion import ConversionSettings, convert
@@ -52,34 +152,69 @@ def main() -> None:
     from privatesnn.snn import SpikingNetwork
 
     torch.set_grad_enabled(False)
+    T = args.timesteps
+    gen = torch.Generator().manual_seed(0)
     if shared_available():
-        loaded = load_model(f"resnet20:{RESNET20}", mean="0.485,0.456,0.406", std="0.229,0.224,0.225")
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        loaded = load_model(f"resnet20:{RESNET20}", mean=list(mean), std=list(std))
+        x = torch.from_numpy(np.load(SHARED / "cifar10" / "test_x.npy")[:args.images]).permute(0, 3, 1, 2).float() / 255
     else:
         loaded = load_model("digits")
-    gen = torch.Generator().manual_seed(0)
-    calib = torch.rand(256, *loaded.input_shape, generator=gen)
-    graph = convert(loaded, calib, ConversionSettings(timesteps=args.timesteps), progress=False)
-    x = torch.rand(args.images, *loaded.input_shape, generator=gen)
+        x = torch.rand(args.images, *loaded.input_shape, generator=gen)
+    graph = convert(loaded, torch.rand(256, *loaded.input_shape, generator=gen), ConversionSettings(timesteps=T),
+                    progress=False)
     ann = loaded.module().eval()
     net = SpikingNetwork(graph).eval()
-    T = args.timesteps
-    ann_s = _best_of(lambda: [ann(x[i:i + 100]) for i in range(0, len(x), 100)], args.repeats)
+    batches = [int(v) for v in args.batch_sizes.split(",")]
+    if args.default_batch not in batches:
+        batches.append(args.default_batch)
+    n = len(x)
+    ann_s = _best_of(lambda: [ann(x[i:i + 100]) for i in range(0, n, 100)], args.repeats)
+    print(f"ANN: {n / ann_s:.0f} images/s", flush=True)
     rows = []
-    for b in [int(v) for v in args.batch_sizes.split(",")]:
-        s = _best_of(lambda: [net.logits_over_time(x[i:i + b], [T]) for i in range(0, len(x), b)], args.repeats)
-        rows.append({"batch": b, "seconds": s, "image_timesteps_per_s": len(x) * T / s})
-        print(f"SNN batch {b:>4}: {len(x) * T / s:8.0f} image-timesteps/s", flush=True)
+    sj = None
+    if shared_available() and not args.skip_spikingjelly:
+        t = torch.tensor
+        calib_path = SHARED / "cifar10" / "train4000_x.npy"
+        calib = torch.from_numpy(np.load(calib_path)[:512]).permute(0, 3, 1, 2).float() / 255
+        sj = spikingjelly_resnet20(RESNET20, calib, t(mean).view(1, 3, 1, 1), t(std).view(1, 3, 1, 1))
+    for b in batches:
+        s = _best_of(lambda: [net.logits_over_time(x[i:i + b], [T]) for i in range(0, n, b)], args.repeats)
+        row = {"batch": b, "privsnn_image_timesteps_per_s": n * T / s}
+        if sj is not None:
+            row["spikingjelly_image_timesteps_per_s"] = n * T / time_spikingjelly(sj, x, T, b, args.repeats)
+            row["ratio"] = row["privsnn_image_timesteps_per_s"] / row["spikingjelly_image_timesteps_per_s"]
+        rows.append(row)
+        print(f"batch {b:>4}: privsnn {row['privsnn_image_timesteps_per_s']:7.0f}"
+              + (f"  SpikingJelly {row['spikingjelly_image_timesteps_per_s']:7.0f}  ratio {row['ratio']:.2f}x"
+                 if sj is not None else "") + "  image-timesteps/s", flush=True)
+    best_p = max(rows, key=lambda r: r["privsnn_image_timesteps_per_s"])
+    default = next(r for r in rows if r["batch"] == args.default_batch)
+    summary = {"default_batch": args.default_batch,
+               "privsnn_default": default["privsnn_image_timesteps_per_s"],
+               "privsnn_best": best_p["privsnn_image_timesteps_per_s"], "privsnn_best_batch": best_p["batch"]}
+    if sj is not None:
+        best_s = max(rows, key=lambda r: r["spikingjelly_image_timesteps_per_s"])
+        summary.update(spikingjelly_default=default["spikingjelly_image_timesteps_per_s"],
+                       spikingjelly_best=best_s["spikingjelly_image_timesteps_per_s"],
+                       spikingjelly_best_batch=best_s["batch"],
+                       ratio_at_default_batch=default["ratio"],
+                       ratio_best_vs_best=summary["privsnn_best"] / best_s["spikingjelly_image_timesteps_per_s"])
+        print(f"privsnn / SpikingJelly: {summary['ratio_at_default_batch']:.2f}x at the default batch "
+              f"({args.default_batch}), {summary['ratio_best_vs_best']:.2f}x best vs best "
+              f"(batches {best_p['batch']} / {best_s['batch']})", flush=True)
+    chip = chip_vs_lava(graph, x[:100], T, args.lava_images)
+    print(f"chip model: {chip['chip_model_seconds_per_image'] * 1000:.0f} ms/image"
+          + (f"; Lava fixed_pt {chip['lava_seconds_per_image']:.2f} s/image ({chip['speedup']:.0f}x), "
+             f"bit-exact {chip['bit_exact']}" if "speedup" in chip else f"; Lava {chip.get('lava')}"), flush=True)
     stack = f"python {platform.python_version()}, torch {torch.__version__.split('+')[0]}"
-    entry = {"model": loaded.describe().get("arch", loaded.spec), "timesteps": T, "images": len(x),
-             "threads": args.threads, "ann_images_per_s": len(x) / ann_s, "snn": rows,
-             "best_image_timesteps_per_s": max(r["image_timesteps_per_s"] for r in rows),
+    entry = {"model": loaded.describe().get("arch", loaded.spec), "timesteps": T, "images": n,
+             "threads": args.threads, "ann_images_per_s": n / ann_s, "snn": rows, "summary": summary,
+             "chip_model_vs_lava": chip, "spikingjelly": "0.0.0.0.14" if sj is not None else None,
              "command": " ".join(sys.argv)}
-    print(f"{stack}: ANN {entry['ann_images_per_s']:.0f} images/s; SNN best "
-          f"{entry['best_image_timesteps_per_s']:.0f} image-timesteps/s")
     path = RESULTS / "speed.json"
     results = json.loads(path.read_text()) if path.exists() else {"stacks": {}}
     results["stacks"][stack] = entry
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from privatesnn.io_utils import write_json
 
     write_json(path, relative_paths(results))

@@ -97,10 +97,25 @@ def _later_stages(out: Path, private: Path, quick: bool, times: dict[str, float]
     times["export lava"] = _run("export Lava", ["export", "--snn", private, "--target", "lava", "--out", out / "lava"])
     from .lava_extra import INSTALL_HINT, lava_missing
 
+    # The whole test split on the integer chip model (Lava's fixed_pt arithmetic, batched), with the
+    # first images also run as Lava processes and compared bit for bit where Lava is installed.
+    check = 10 if quick else 20
+    times["simulate chip"] = _run("simulate on the chip model (all test images; Lava fixed_pt cross-check)", [
+        "simulate", "--artifact", out / "lava", "--engine", "reference", "--data", "digits", "--check-lava", check,
+        "--json", out / "chip_sim.json"])
+    sim = json.loads((out / "chip_sim.json").read_text())
+    lines.append(f"chip model (Lava fixed_pt integer arithmetic) on all {sim['n']} test images: accuracy "
+                 f"{100 * sim['accuracy']:.1f}%, agreement with the trained SNN {100 * sim['agreement']:.1f}%, "
+                 f"{1000 * sim['seconds_per_image']:.1f} ms/image")
+    cross = sim.get("lava_cross_check", {})
     no_lava = lava_missing()
     if no_lava is not None:  # the core install: everything but the Lava run
-        lines.append(f"Lava simulation skipped: {no_lava} (it needs the privsnn[lava] extra: {INSTALL_HINT})")
-        return lines
+        lines.append(f"Lava cross-check skipped: {no_lava} (it needs the privsnn[lava] extra: {INSTALL_HINT})")
+    else:
+        verdict = "bit-exact" if cross.get("bit_exact") else "NOT bit-exact"
+        lines.append(f"Lava fixed_pt processes on the first {cross.get('images')} images: {verdict} with the chip "
+                     f"model ({cross.get('lava_seconds_per_image', 0):.2f} s/image)")
+    return lines
     n = 20 if quick else 100
     times["simulate lava"] = _run("simulate on Lava (CPU, fixed_pt)", [
         "simulate", "--artifact", out / "lava", "--target", "lava", "--data", "digits", "--limit", n,

@@ -14,9 +14,10 @@ import torch
 import torch.nn as nn
 from norse.torch.functional.encode import signed_poisson_encode_step
 
-from .graph import Add, AvgPool, Conv, Flatten, Graph, Input, Linear, MaxPool, Neuron
+from .graph import Add, Graph, Input, MaxPool, Neuron
 from .layers import build_synapses, module_key, write_back
 from .neurons import SpikingMaxPool, SpikingNeuron
+from .streaming import cpu_channels_last, run_streaming
 
 
 def _normalize(graph: Graph, x: torch.Tensor) -> torch.Tensor:
@@ -113,11 +114,14 @@ class SpikingNetwork(nn.Module):
         return (logits, spikes) if return_spikes else logits
 
     @torch.no_grad()
-    def logits_over_time(self, x: torch.Tensor, timesteps: list[int]) -> dict[int, torch.Tensor]:
+    def logits_over_time(self, x: torch.Tensor, timesteps: list[int], chunk: int | None = None
+                         ) -> dict[int, torch.Tensor]:
         """Logits at several T from one simulation of max(T) steps (the network is causal, so the
-        first T steps of a longer run are exactly a T-step run)."""
+        first T steps of a longer run are exactly a T-step run). Runs
+        :func:`~privatesnn.streaming.run_streaming` (``chunk`` timesteps at a time; default chosen
+        from the batch size); spikes are those of :meth:`run`."""
         T = max(timesteps)
-        out, _ = self.run(x, T)
+        out = run_streaming(self, x, T, chunk)
         if out.shape[0] == 1:
             out = out.expand(T, *out.shape[1:])
         csum = out.cumsum(0)
@@ -158,7 +162,10 @@ class SpikingNetwork(nn.Module):
             else:
                 src = vals[node.inputs[0]]
                 t, n = src.shape[:2]
-                out = self.synapses[module_key(node.name)](src.reshape(t * n, *src.shape[2:]))
+                flat = src.reshape(t * n, *src.shape[2:])
+                if flat.dim() == 4 and cpu_channels_last(flat):  # the layout of run_streaming: same spikes
+                    flat = flat.contiguous(memory_format=torch.channels_last)
+                out = self.synapses[module_key(node.name)](flat)
                 y = out.reshape(t, n, *out.shape[1:])
             vals[node.name] = y
             for s in node.inputs:  # free activations nobody needs any more

@@ -1,0 +1,252 @@
+"""The integer chip model: Lava's ``fixed_pt`` LIF / Dense / Conv arithmetic on whole test sets.
+
+Two implementations of one semantics:
+
+* :func:`reference_fixed_simple`: the readable specification, step by step in int64/float64,
+  written from Lava 0.10's bit-accurate models (``PyLifModelBitAcc``, ``PyDenseModelBitAcc``,
+  the Conv model's ``signed_clamp``). Slow; the oracle of the tests.
+* :func:`reference_fixed`: the same integers, fast. Why it is still exact: spikes are 0/1 and
+  weights integers, so a convolution of spikes in float32 is exact whenever every partial sum is
+  below 2^24 in magnitude, which holds when a term's largest per-neuron sum of |integer weights|
+  is (checked once per term; float64 otherwise). Lava's 24-bit wrap-arounds are applied only where
+  the same static bounds say they can trigger; the membrane is int32 where its bound fits, int64
+  otherwise; 1x1 diagonal terms (relays, residual shortcuts) are per-channel products; the output
+  readout, a linear map, is applied once to the summed spikes. Convolutions run channels-last.
+
+``tests/test_lava.py`` checks ``reference_fixed`` bit-exact against real Lava runs and against
+``reference_fixed_simple``; ``privsnn simulate --engine reference`` runs it on whole test sets and
+cross-checks a sample against Lava.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fixed_point import BIAS_EXP, DECAY_MAX, UV_MAX, FixedPlan, QTerm
+
+F32_EXACT = 1 << 24  # integers below this add exactly in float32
+
+
+# --------------------------------------------------------------------------------------------
+# The specification (slow, int64/float64)
+# --------------------------------------------------------------------------------------------
+
+def _wrap24(x: torch.Tensor) -> torch.Tensor:
+    """Lava's u wrap-around (``PyLifModelBitAcc``: > 2^23 wraps by 2^24)."""
+    m = 1 << 23
+    y = torch.where(x > m, x - 2 * m, x)
+    return torch.where(y <= -m, x + 2 * m, y)
+
+
+def _clamp24(x: torch.Tensor) -> torch.Tensor:
+    """Lava Conv's ``signed_clamp(x, 24)`` (modular)."""
+    base = 1 << 24
+    return torch.remainder(x + base // 2, base) - base // 2
+
+
+def _decay(x: torch.Tensor, d: int) -> torch.Tensor:
+    """``sign(x) * ((|x| * (4096 - d)) >> 12)`` as in Lava's bit-accurate LIF."""
+    return torch.sign(x) * torch.div(x.abs() * (4096 - d), 4096, rounding_mode="floor")
+
+
+def _term_int(q: QTerm, s: torch.Tensor) -> torch.Tensor:
+    """Integer a_out of one term for spikes ``s`` (N, *src_shape) as float64 0/1 (exact)."""
+    t = q.term
+    if t.kind == "conv":
+        w = torch.from_numpy(q.int_weight).double()
+        y = F.conv2d(s, w, None, t.stride, t.padding, 1, t.groups)
+        return _clamp24(torch.round(y).to(torch.int64))
+    w = torch.from_numpy(2 * q.mant).double()
+    acc = torch.round(s.reshape(s.shape[0], -1) @ w.t()).to(torch.int64)
+    return acc << q.exp
+
+
+@torch.no_grad()
+def reference_fixed_simple(fixed: FixedPlan, x: torch.Tensor, return_spikes: bool = False):
+    """The integer semantics of Lava's ``fixed_pt`` models, written for reading: integer output
+    sums (N, K) over T steps (bias included) and, optionally, spike counts per layer (N,)."""
+    plan = fixed.plan
+    T = plan.timesteps
+    n = x.shape[0]
+    host = plan.host_currents(x)
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for name, layer in plan.layers.items():
+        ql = fixed.layers[name]
+        if layer.host_fed:
+            bias = torch.from_numpy(fixed.quantize_host_current(name, host[name]))
+        else:
+            bias = torch.from_numpy(ql.bias_mant).unsqueeze(0).expand(n, *layer.shape)
+        state[name] = {"v": torch.full((n, *layer.shape), ql.v0, dtype=torch.int64),
+                       "bias": bias.to(torch.int64) << BIAS_EXP,
+                       "s": torch.zeros((n, *layer.shape), dtype=torch.float64)}
+    counts = {name: torch.zeros(n, dtype=torch.int64) for name in plan.layers}
+    acc = torch.zeros(n, plan.output.size, dtype=torch.int64)
+    for _ in range(T):
+        for name, layer in plan.layers.items():
+            ql = fixed.layers[name]
+            st = state[name]
+            a_in = torch.zeros((n, *layer.shape), dtype=torch.int64)
+            for q in ql.terms:
+                a_in = a_in + _term_int(q, state[q.term.src]["s"]).view(n, *layer.shape)
+            u = _wrap24(a_in << 6)  # du = 4095: the current decays fully each step
+            v = _decay(st["v"], ql.dv) + u + st["bias"]
+            v = v.clamp(-UV_MAX, UV_MAX)
+            s = v > (ql.vth << 6)
+            if layer.reset == "subtract":
+                v = torch.where(s, v - (ql.vth << 6), v)
+            else:
+                v = torch.where(s, torch.zeros_like(v), v)
+            st["v"], st["s"] = v, s.double()
+            counts[name] += s.view(n, -1).sum(1)
+        for q in fixed.output.terms:
+            acc += _term_int(q, state[q.term.src]["s"]).view(n, -1)
+    acc += torch.from_numpy(fixed.out_bias_int).view(1, -1) * T
+    return (acc, counts) if return_spikes else acc
+
+
+# --------------------------------------------------------------------------------------------
+# The fast model
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _FastTerm:
+    src: str
+    kind: str  # "conv" | "diag" | "dense"
+    weight: torch.Tensor  # conv: (Co, Ci/g, kh, kw); diag: (C,); dense: (out, in) -- integers, float dtype
+    stride: tuple
+    padding: tuple
+    groups: int
+    bound: int  # max over output neurons of sum |integer weight| (a bound on |a_out| for 0/1 spikes)
+    clamp: bool  # Lava Conv's 24-bit signed clamp can change the value
+
+
+def _fast_term(q: QTerm) -> _FastTerm:
+    t = q.term
+    w = torch.from_numpy(q.int_weight if t.kind == "conv" else (2 * q.mant.astype(np.int64)) << q.exp)
+    bound = int(w.abs().flatten(1).sum(1).max()) if w.numel() else 0
+    dtype = torch.float32 if bound < F32_EXACT else torch.float64
+    if t.kind == "conv":
+        co, ci, kh, kw = w.shape
+        diagonal = (kh, kw) == (1, 1) and co == ci and t.groups == 1 and tuple(t.stride) == (1, 1) \
+            and tuple(t.padding) == (0, 0) and torch.equal(w[:, :, 0, 0], torch.diag(torch.diagonal(w[:, :, 0, 0])))
+        if diagonal:
+            return _FastTerm(t.src, "diag", torch.diagonal(w[:, :, 0, 0]).to(dtype), (1, 1), (0, 0), 1, bound,
+                             bound >= (1 << 23))
+        return _FastTerm(t.src, "conv", w.to(dtype).contiguous(memory_format=torch.channels_last), tuple(t.stride),
+                         tuple(t.padding), t.groups, bound, bound >= (1 << 23))
+    return _FastTerm(t.src, "dense", w.to(dtype), (1, 1), (0, 0), 1, bound, False)
+
+
+def _apply(term: _FastTerm, s: torch.Tensor) -> torch.Tensor:
+    """Exact a_out of one term (float32/float64 holding integers) for 0/1 spikes ``s``."""
+    s = s.to(term.weight.dtype)
+    if term.kind == "conv":
+        return F.conv2d(s, term.weight, None, term.stride, term.padding, 1, term.groups)
+    if term.kind == "diag":
+        if s.is_contiguous(memory_format=torch.channels_last):  # per-channel product on the (N, H, W, C) view
+            return (s.permute(0, 2, 3, 1) * term.weight).permute(0, 3, 1, 2)
+        return s * term.weight.view(1, -1, 1, 1)
+    return s.reshape(s.shape[0], -1) @ term.weight.t()
+
+
+class ChipModel:
+    """The fast integer model of one :class:`FixedPlan`; call :meth:`run` on batches of pixels.
+
+    Membranes and currents are floats holding integers, which keeps each neuron update to a few
+    in-place passes. float32 where exact: currents below 2^23 (no wrap-around), membranes clamped to
+    24 bits (|v + u| < 2^24 is exact; a larger sum rounds but still clamps to the same bound), a
+    decay of 0 or 4095 (a power-of-two division); float64 otherwise (far below 2^53), and int64 with
+    Lava's wrap-arounds where the bounds say a wrap can happen."""
+
+    def __init__(self, fixed: FixedPlan):
+        self.fixed = fixed
+        self.plan = fixed.plan
+        self.terms = {name: [_fast_term(q) for q in ql.terms] for name, ql in fixed.layers.items()}
+        self.out_terms = [_fast_term(q) for q in fixed.output.terms]
+        if any(t.kind != "dense" for t in self.out_terms):
+            raise NotImplementedError("the chip model reads out dense layers only (the plan's readout is dense)")
+        self.exact_f32 = {}  # a_in summed in float32 is exact and needs no wrap-around
+        for name, terms in self.terms.items():
+            a_bound = sum(t.bound for t in terms)
+            self.exact_f32[name] = (a_bound << 6) < (1 << 23) and a_bound < F32_EXACT and \
+                all(t.weight.dtype == torch.float32 and not t.clamp for t in terms)
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, return_spikes: bool = False):
+        """Integer output sums (N, K) over T steps (bias included), as :func:`reference_fixed_simple`;
+        with ``return_spikes`` also spike counts per layer (N,)."""
+        fixed, plan = self.fixed, self.plan
+        T, n = plan.timesteps, x.shape[0]
+        host = plan.host_currents(x)
+        v, bias, spikes, th = {}, {}, {}, {}
+        for name, layer in plan.layers.items():
+            ql = fixed.layers[name]
+            if layer.host_fed:
+                b = torch.from_numpy(fixed.quantize_host_current(name, host[name]))
+            else:
+                b = torch.from_numpy(ql.bias_mant).unsqueeze(0)
+            b = (b.to(torch.int64) << BIAS_EXP).double()
+            shape = (n, *layer.shape)
+            fmt = torch.channels_last if len(shape) == 4 else torch.contiguous_format
+            bias[name] = b.contiguous(memory_format=fmt)
+            vdt = torch.float32 if self.exact_f32[name] and ql.dv in (0, DECAY_MAX) else torch.float64
+            v[name] = torch.full(shape, float(ql.v0), dtype=vdt).contiguous(memory_format=fmt)
+            bias[name] = bias[name].to(vdt)
+            spikes[name] = torch.zeros(shape, dtype=torch.float32).contiguous(memory_format=fmt)
+            th[name] = float(ql.vth << 6)
+        fired = {name: torch.empty_like(v[name]) for name in plan.layers}
+        counts = {name: torch.zeros(n, dtype=torch.int64) for name in plan.layers} if return_spikes else None
+        spike_sums = {t.src: torch.zeros_like(spikes[t.src], dtype=torch.float64) for t in self.out_terms}
+        for _ in range(T):
+            for name, layer in plan.layers.items():
+                vv, dv = v[name], fixed.layers[name].dv
+                if dv:  # sign(v) * ((|v| * (4096 - dv)) >> 12), exact in float64
+                    vv.mul_(4096 - dv).div_(4096).trunc_()
+                if self.exact_f32[name]:
+                    vv.add_(self._current_f32(name, spikes, n), alpha=64)
+                else:
+                    vv.add_(_wrap24(self._current_int(name, spikes, n) << 6))
+                vv.add_(bias[name]).clamp_(-UV_MAX, UV_MAX)
+                s = torch.gt(vv, th[name], out=fired[name])  # float64 out: a fast same-dtype kernel
+                if layer.reset == "subtract":
+                    vv.sub_(s, alpha=th[name])
+                else:
+                    vv.sub_(vv * s)  # v * (1 - s), exactly
+                spikes[name] = s if s.dtype == torch.float32 else s.to(torch.float32)
+                if counts is not None:
+                    counts[name] += s.reshape(n, -1).sum(1).to(torch.int64)
+            for src, total in spike_sums.items():
+                total.add_(spikes[src])
+        acc = torch.zeros(n, plan.output.size, dtype=torch.int64)
+        for term in self.out_terms:  # a linear readout: W applied once to the summed spikes is exact
+            acc += torch.round(spike_sums[term.src].reshape(n, -1) @ term.weight.double().t()).to(torch.int64)
+        acc += torch.from_numpy(fixed.out_bias_int).view(1, -1) * T
+        return (acc, counts) if return_spikes else acc
+
+    def _current_f32(self, name: str, spikes: dict, n: int) -> torch.Tensor:
+        """a_in of one layer, float32 holding exact integers."""
+        total = None
+        for t in self.terms[name]:
+            y = _apply(t, spikes[t.src]).reshape(n, *self.plan.layers[name].shape)
+            total = y if total is None else total.add_(y)
+        return total if total is not None else torch.zeros((n, *self.plan.layers[name].shape))
+
+    def _current_int(self, name: str, spikes: dict, n: int) -> torch.Tensor:
+        """a_in of one layer in int64, with Lava Conv's 24-bit clamp per term where it can act."""
+        total = torch.zeros((n, *self.plan.layers[name].shape), dtype=torch.int64)
+        for t in self.terms[name]:
+            y = torch.round(_apply(t, spikes[t.src])).to(torch.int64).reshape(total.shape)
+            total = total + (_clamp24(y) if t.clamp else y)
+        return total
+
+
+@torch.no_grad()
+def reference_fixed(fixed: FixedPlan, x: torch.Tensor, return_spikes: bool = False):
+    """Integer output sums (N, K) of Lava's ``fixed_pt`` run of ``fixed`` on pixels ``x`` (and spike
+    counts per layer with ``return_spikes``): the fast :class:`ChipModel`, bit-exact with
+    :func:`reference_fixed_simple` and with Lava."""
+    return ChipModel(fixed).run(x, return_spikes)

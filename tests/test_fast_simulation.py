@@ -1,0 +1,139 @@
+"""The fast simulation paths: the streaming SNN (identical spikes to the layer-by-layer one), the
+fast integer chip model (bit-exact with its readable specification), `simulate --engine reference`,
+and the threading default."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from privatesnn.cli import main
+from privatesnn.conversion import ConversionSettings, convert
+from privatesnn.hw_targets.loihi import build_plan, quantize_plan, reference_fixed, reference_fixed_simple
+from privatesnn.models import load_model
+from privatesnn.models.registry import create_model
+from privatesnn.snn import SpikingNetwork
+from privatesnn.streaming import choose_chunk, run_streaming
+
+from helpers import randomize_bn
+
+
+def _registry_graph(name: str, tmp_path, timesteps: int = 8, encoding: str = "direct"):
+    net = randomize_bn(create_model(name))
+    path = tmp_path / f"{name}.pt"
+    torch.save(net.state_dict(), path)
+    loaded = load_model(f"{name}:{path}")
+    images = torch.rand(16, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
+    return convert(loaded, images, ConversionSettings(timesteps=timesteps, encoding=encoding), progress=False), loaded
+
+
+def _spikes_streaming(net, x, T, chunk):
+    got: dict[str, list] = {}
+    out = run_streaming(net, x, T, chunk, observer=lambda name, t0, s: got.setdefault(name, []).append(s.clone()))
+    return out, {k: torch.cat(v) for k, v in got.items()}
+
+
+@pytest.mark.parametrize("name, encoding", [("resnet20", "direct"), ("vgg11", "direct"), ("digits_cnn", "rate")])
+def test_streaming_gives_identical_spikes(name, encoding, tmp_path):
+    """Residual (diagonal shortcuts, in-place adds), max-pooling and rate-coded graphs: every spike
+    of every layer equals the layer-by-layer simulation's, for chunks of 1, 3 and all steps."""
+    graph, loaded = _registry_graph(name, tmp_path, encoding=encoding)
+    net = SpikingNetwork(graph).eval()
+    x = torch.rand(3, *loaded.input_shape, generator=torch.Generator().manual_seed(1))
+    T = 7
+    torch.manual_seed(3)
+    ref_out, ref = net.run(x, T, return_spikes=True)
+    total = sum(int(s.sum()) for s in ref.values())
+    assert total > 0  # the comparison is not vacuous
+    for chunk in (1, 3, T):
+        torch.manual_seed(3)
+        out, got = _spikes_streaming(net, x, T, chunk)
+        assert set(got) == set(ref)
+        for layer in ref:
+            assert torch.equal(got[layer], ref[layer]), (chunk, layer)
+        assert torch.equal(out.expand_as(ref_out) if out.shape[0] == 1 else out, ref_out.expand_as(out))
+
+
+def test_logits_over_time_uses_the_streaming_path_and_matches_forward(tmp_path):
+    graph, loaded = _registry_graph("resnet20", tmp_path)
+    net = SpikingNetwork(graph).eval()
+    x = torch.rand(4, *loaded.input_shape, generator=torch.Generator().manual_seed(2))
+    over = net.logits_over_time(x, [2, 5])
+    with torch.no_grad():
+        for T in (2, 5):
+            assert torch.allclose(over[T], net(x, T), atol=1e-5, rtol=1e-5)  # mean vs cumsum order
+
+
+def test_choose_chunk():
+    assert choose_chunk(100, 32) == 2 and choose_chunk(5, 32) == 32 and choose_chunk(1000, 32) == 1
+    with pytest.raises(ValueError, match="chunk must be > 0"):
+        run_streaming(SpikingNetwork(_tiny()), torch.rand(1, 1, 6, 6), 4, chunk=-1)
+
+
+def _tiny():
+    from test_low_latency import _tiny_graph
+
+    return _tiny_graph()
+
+
+@pytest.mark.parametrize("name, leak, reset", [("resnet20", 1.0, "subtract"), ("digits_cnn", 0.9, "zero")])
+def test_fast_chip_model_is_bit_exact_with_its_specification(name, leak, reset, tmp_path):
+    """Integer output sums and spike counts of the fast chip model equal the step-by-step int64
+    specification (which tests/test_lava.py checks against Lava), for IF and leaky neurons, both resets."""
+    graph, loaded = _registry_graph(name, tmp_path)
+    for n in graph.neurons():
+        n.leak, n.reset = leak, reset
+    fixed = quantize_plan(build_plan(graph, 6))
+    x = torch.rand(5, *loaded.input_shape, generator=torch.Generator().manual_seed(4))
+    slow, slow_counts = reference_fixed_simple(fixed, x, return_spikes=True)
+    fast, fast_counts = reference_fixed(fixed, x, return_spikes=True)
+    assert int(sum(c.sum() for c in slow_counts.values())) > 0
+    assert torch.equal(slow, fast)
+    assert all(torch.equal(slow_counts[k], fast_counts[k]) for k in slow_counts)
+
+
+def test_simulate_reference_engine(tmp_path, capsys):
+    """`simulate --engine reference` on digits: the chip model's accuracy and agreement, and the Lava
+    cross-check (bit-exact where Lava is installed, a stated skip where it is not)."""
+    from privatesnn.lava_extra import lava_available
+
+    snn = tmp_path / "snn.pt"
+    synth = tmp_path / "s.npz"
+    assert main(["synthesize", "--model", "digits", "--num", "60", "--iterations", "20", "--out", str(synth)]) == 0
+    assert main(["convert", "--model", "digits", "--synthetic", str(synth), "--timesteps", "8", "--out", str(snn)]) == 0
+    assert main(["export", "--snn", str(snn), "--target", "lava", "--out", str(tmp_path / "lava")]) == 0
+    out = tmp_path / "sim.json"
+    rc = main(["simulate", "--artifact", str(tmp_path / "lava"), "--engine", "reference", "--data", "digits",
+               "--limit", "30", "--check-lava", "3", "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["engine"] == "reference" and r["n"] == 30 and r["tag"] == "reference"
+    assert r["agreement"] >= 0.9 and r["accuracy"] >= 0.8
+    if lava_available():
+        assert r["lava_cross_check"]["images"] == 3 and r["lava_cross_check"]["bit_exact"] is True
+    else:
+        assert "not installed" in r["lava_cross_check"]["skipped"]
+
+
+def test_simulate_reference_bad_options(tmp_path, capsys):
+    for flag, value, needle in (("--check-lava", "-1", "--check-lava must be >= 0"),
+                                ("--batch-size", "0", "--batch-size must be > 0")):
+        rc = main(["simulate", "--artifact", str(tmp_path), "--engine", "reference", "--data", "digits", flag, value])
+        assert rc == 2 and needle in capsys.readouterr().err
+
+
+def test_passive_openmp_wait_policy_is_the_default():
+    """The package sets OMP_WAIT_POLICY=PASSIVE before torch loads (OpenMP threads sleep instead of
+    spinning when the CPU is shared); a value the user set is kept."""
+    code = "import os, privatesnn.cli; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env | {"OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "ACTIVE"
