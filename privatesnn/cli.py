@@ -64,14 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("PRIVSNN_DEBUG") == "1"
-    if os.environ.get("PRIVSNN_THREADS"):
-        import torch
-
-        # On a shared machine one thread per process is much faster (no OpenMP spin contention).
-        torch.set_num_threads(max(1, int(os.environ["PRIVSNN_THREADS"])))
     where = f"[rank {rank}] " if rank > 0 else ""
     try:
         from .distributed import launched_by_torchrun, shutdown
+        from .threads import configure_threads
+
+        configure_threads()  # PRIVSNN_THREADS if set (the default: torch's, with passive OpenMP waits)
 
         if launched_by_torchrun() and args.command not in DISTRIBUTED:
             raise PrivsnnError(f"`privsnn {args.command}` runs as one process; under torchrun only "

@@ -46,7 +46,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                                  "--json", out / "ann.json"])
     times["synthesize"] = _run("synthesize (no real data)", [
         "synthesize", "--model", "digits", "--num", n_synth, "--batch-size", 250 if not quick else 150,
-        "--iterations", 300 if not quick else 120, "--out", synth, "--seed", seed, "--overwrite"])
+        "--iterations", 200 if not quick else 120, "--out", synth, "--seed", seed, "--overwrite"])
     times["convert"] = _run("convert on synthetic images (QCFS fine-tuning for low latency)", [
         "convert", "--model", "digits", "--synthetic", synth, "--timesteps", LOW_T, "--qcfs-levels", LOW_T,
         "--qcfs-epochs", 6 if quick else 20, "--qcfs-optimizer", "sgd", "--qcfs-lr", 2e-3, "--out", snn])
@@ -115,12 +115,4 @@ def _later_stages(out: Path, private: Path, quick: bool, times: dict[str, float]
         verdict = "bit-exact" if cross.get("bit_exact") else "NOT bit-exact"
         lines.append(f"Lava fixed_pt processes on the first {cross.get('images')} images: {verdict} with the chip "
                      f"model ({cross.get('lava_seconds_per_image', 0):.2f} s/image)")
-    return lines
-    n = 20 if quick else 100
-    times["simulate lava"] = _run("simulate on Lava (CPU, fixed_pt)", [
-        "simulate", "--artifact", out / "lava", "--target", "lava", "--data", "digits", "--limit", n,
-        "--json", out / "lava_sim.json"])
-    sim = json.loads((out / "lava_sim.json").read_text())
-    lines.append(f"Lava fixed_pt on {sim['n']} test images: accuracy {100 * sim['accuracy']:.1f}%, agreement with "
-                 f"the trained SNN {100 * sim['agreement']:.1f}%, {sim['seconds_per_image']:.2f} s/image")
     return lines

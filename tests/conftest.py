@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _single_thread():
+    os.environ["PRIVSNN_THREADS"] = "1"  # commands called in-process keep one thread
     torch.set_num_threads(1)
     yield
 

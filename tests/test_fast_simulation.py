@@ -137,3 +137,13 @@ def test_passive_openmp_wait_policy_is_the_default():
     out = subprocess.run([sys.executable, "-c", code], env=env | {"OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "ACTIVE"
+
+
+def test_privsnn_threads_overrides_and_is_checked(monkeypatch, capsys):
+    from privatesnn import threads
+
+    monkeypatch.setenv("PRIVSNN_THREADS", "1")
+    assert threads.configure_threads() == 1 and torch.get_num_threads() == 1
+    monkeypatch.setenv("PRIVSNN_THREADS", "two")
+    assert main(["evaluate", "--model", "digits", "--data", "digits"]) == 2
+    assert "PRIVSNN_THREADS must be an integer, got 'two'" in capsys.readouterr().err
