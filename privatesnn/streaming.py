@@ -9,9 +9,10 @@ channels-last layout (oneDNN's fast path on CPUs; about 2x faster than NCHW for 
 layers on one core). A direct-coded input and every synaptic layer that only depends on it are
 computed once per batch, not once per chunk.
 
-The arithmetic per neuron is that of ``SpikingNeuron`` (same operations, same order), so spikes are
-identical to ``SpikingNetwork.run`` up to the convolution's summation order: tests check that the
-spikes are identical on the test models.
+The arithmetic per neuron is that of ``SpikingNeuron`` (same operations, same order), and
+``SpikingNetwork.run`` runs its convolutions channels-last on the CPU too (per-sample results do
+not depend on the batch size, the layout does), so the spikes are identical:
+``tests/test_fast_simulation.py`` checks every spike of every layer.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from .layers import module_key
 # Nodes whose output in a chunk is a newly allocated tensor (not a view of another node's output).
 _FRESH = (Add, Conv, Linear, Neuron)
 
-# Activations per chunk (images x timesteps) that keep a ResNet-20 layer's chunk in the L2/L3 caches
-# while making each convolution large enough to run at full speed (bench/speed.py --chunk-sweep).
+# Image-timesteps per convolution call: small enough that a ResNet-20 layer's chunk stays in the
+# caches, large enough for oneDNN to run at full speed (measured on one core: 128-384 are within
+# noise of each other; the whole T x N at batch 100 ran 2x slower).
 DEFAULT_CHUNK_BATCH = 256
 
 
