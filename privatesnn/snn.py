@@ -17,7 +17,7 @@ from norse.torch.functional.encode import signed_poisson_encode_step
 from .graph import Add, Graph, Input, MaxPool, Neuron
 from .layers import build_synapses, module_key, write_back
 from .neurons import SpikingMaxPool, SpikingNeuron
-from .streaming import cpu_channels_last, run_streaming
+from .streaming import SUB_BATCH, cpu_channels_last, run_streaming
 
 
 def _normalize(graph: Graph, x: torch.Tensor) -> torch.Tensor:
@@ -119,9 +119,14 @@ class SpikingNetwork(nn.Module):
         """Logits at several T from one simulation of max(T) steps (the network is causal, so the
         first T steps of a longer run are exactly a T-step run). Runs
         :func:`~privatesnn.streaming.run_streaming` (``chunk`` timesteps at a time; default chosen
-        from the batch size); spikes are those of :meth:`run`."""
+        from the batch size); spikes are those of :meth:`run`. A direct-coded batch larger than
+        :data:`~privatesnn.streaming.SUB_BATCH` runs in sub-batches of that size on a CPU (faster,
+        same results: each image's arithmetic does not depend on the batch)."""
         T = max(timesteps)
-        out = run_streaming(self, x, T, chunk)
+        n = x.shape[0]
+        sub = self.graph.input.encoding == "direct" and chunk is None and n > SUB_BATCH and cpu_channels_last(x)
+        step = SUB_BATCH if sub else n
+        out = torch.cat([run_streaming(self, x[i:i + step], T, chunk) for i in range(0, n, step)], dim=1)
         if out.shape[0] == 1:
             out = out.expand(T, *out.shape[1:])
         csum = out.cumsum(0)

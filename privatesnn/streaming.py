@@ -34,6 +34,11 @@ _FRESH = (Add, Conv, Linear, Neuron)
 DEFAULT_CHUNK_BATCH = 256
 
 
+# Images per simulation on a CPU: `logits_over_time` splits larger direct-coded batches (one core,
+# ResNet-20, T = 32, bench/speed.py: 626 image-timesteps/s at batch 25, 546 at batch 100).
+SUB_BATCH = 25
+
+
 def choose_chunk(batch: int, timesteps: int, chunk_batch: int = DEFAULT_CHUNK_BATCH) -> int:
     """Timesteps per chunk: about ``chunk_batch`` image-timesteps per convolution call."""
     return max(1, min(timesteps, chunk_batch // max(batch, 1)))

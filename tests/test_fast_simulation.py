@@ -147,3 +147,14 @@ def test_privsnn_threads_overrides_and_is_checked(monkeypatch, capsys):
     monkeypatch.setenv("PRIVSNN_THREADS", "two")
     assert main(["evaluate", "--model", "digits", "--data", "digits"]) == 2
     assert "PRIVSNN_THREADS must be an integer, got 'two'" in capsys.readouterr().err
+
+
+def test_large_direct_batches_run_in_sub_batches_with_identical_logits(tmp_path):
+    from privatesnn.streaming import SUB_BATCH
+
+    graph, loaded = _registry_graph("resnet20", tmp_path)
+    net = SpikingNetwork(graph).eval()
+    x = torch.rand(SUB_BATCH + 7, *loaded.input_shape, generator=torch.Generator().manual_seed(6))
+    whole = run_streaming(net, x, 5)
+    over = net.logits_over_time(x, [5])[5]
+    assert torch.equal(over, whole.cumsum(0)[4] / 5)
