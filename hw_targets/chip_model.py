@@ -174,6 +174,9 @@ class ChipModel:
             a_bound = sum(t.bound for t in terms)
             self.exact_f32[name] = (a_bound << 6) < (1 << 23) and a_bound < F32_EXACT and \
                 all(t.weight.dtype == torch.float32 and not t.clamp for t in terms)
+        # the membrane's float type (see the class docstring for why float32 is exact where chosen)
+        self.v_dtype = {name: torch.float32 if self.exact_f32[name] and fixed.layers[name].dv in (0, DECAY_MAX)
+                        else torch.float64 for name in self.terms}
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, return_spikes: bool = False):
@@ -189,13 +192,11 @@ class ChipModel:
                 b = torch.from_numpy(fixed.quantize_host_current(name, host[name]))
             else:
                 b = torch.from_numpy(ql.bias_mant).unsqueeze(0)
-            b = (b.to(torch.int64) << BIAS_EXP).double()
             shape = (n, *layer.shape)
             fmt = torch.channels_last if len(shape) == 4 else torch.contiguous_format
-            bias[name] = b.contiguous(memory_format=fmt)
-            vdt = torch.float32 if self.exact_f32[name] and ql.dv in (0, DECAY_MAX) else torch.float64
+            vdt = self.v_dtype[name]
+            bias[name] = (b.to(torch.int64) << BIAS_EXP).to(vdt).contiguous(memory_format=fmt)
             v[name] = torch.full(shape, float(ql.v0), dtype=vdt).contiguous(memory_format=fmt)
-            bias[name] = bias[name].to(vdt)
             spikes[name] = torch.zeros(shape, dtype=torch.float32).contiguous(memory_format=fmt)
             th[name] = float(ql.vth << 6)
         fired = {name: torch.empty_like(v[name]) for name in plan.layers}

@@ -50,13 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def load_deployable(path_text, timesteps=None):
-    """Kept for callers of the old location: see :func:`privatesnn.simulation.load_deployable`."""
-    from ..simulation import load_deployable as load
-
-    return load(path_text, timesteps)
-
-
 def run(args: argparse.Namespace) -> int:
     import sys
 
