@@ -15,7 +15,7 @@ PYTHON_CORE ?= $(shell for v in 3.13 3.12 3.11; do for c in python$$v $$HOME/.py
 	$$c -c 'import sys; assert sys.version_info[:2] == tuple(map(int, "'$$v'".split(".")))' >/dev/null 2>&1 && { echo $$c; exit 0; }; done; done)
 STAMP_CORE := $(VENV_CORE)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install demo test bench install-core test-core clean-venv
+.PHONY: install demo test bench install-core test-core clean-venv install-browser
 
 $(PY):
 	@if [ -z "$(PYTHON310)" ]; then echo "error: python3.10 not found (Lava requires Python 3.10); install it or pass PYTHON310=/path/to/python3.10" >&2; exit 2; fi
@@ -31,7 +31,17 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/privsnn demo
 
-test: install
+# Debian's Chromium for the report's browser test (tests/test_report.py drives it with Playwright).
+# Best effort: where it cannot be installed (no apt, not root) that one test skips and says why.
+install-browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+		echo "note: could not install chromium; the browser test will skip"; \
+	else echo "note: chromium not found and apt-get unavailable (or not root); the browser test will skip"; fi
+
+test: install install-browser
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: install
@@ -49,7 +59,7 @@ $(STAMP_CORE): $(PY_CORE) pyproject.toml
 install-core: $(STAMP_CORE)
 
 # The core without Lava on a current stack: tests marked `lava` are skipped with the reason.
-test-core: install-core
+test-core: install-core install-browser
 	$(PY_CORE) -c 'import sys, torch; print(f"core stack: Python {sys.version.split()[0]}, torch {torch.__version__}")'
 	$(PY_CORE) -m pytest -q tests
 

@@ -95,7 +95,8 @@ def compact(res: dict) -> dict:
     return {"timesteps": res["timesteps"], "accuracy": res["accuracy"], "count_accuracy": res.get("count_accuracy"),
             "totals": res["totals"], "layers": [{k: l[k] for k in keep} for l in res["layers"]],
             "neurons": [{k: n[k] for k in ("name", "neurons", "spikes", "spike_rate", "readout")} for n in res["neurons"]],
-            "conventions": conv}
+            "conventions": conv,
+            "latency": {k: v for k, v in res.get("latency", {}).items() if k != "layers"}}
 
 
 def run_case(case: str, snns: list[Path], ts: list[int], args, model) -> dict:
@@ -132,7 +133,7 @@ def run_case(case: str, snns: list[Path], ts: list[int], args, model) -> dict:
                            progress=True)
         entries = []
         for t in ts:
-            res = make_result(counts[t], ann_counts, model, {"snn": str(path)})
+            res = make_result(counts[t], ann_counts, model, {"snn": str(path)}, graph=artifact.graph)
             res["count_accuracy"], res["accuracy"] = res["accuracy"], accs[t]
             entries.append(compact(res))
         out["snns"].append({"snn": str(path), "private": artifact.private,
@@ -154,7 +155,8 @@ def within_ann(entries: list[dict], ann_acc: float) -> dict:
             "timesteps": hit["timesteps"], "accuracy": hit["accuracy"],
             "all_timesteps_ratio": hit["conventions"]["all_timesteps"]["ratio"],
             "per_timestep_ratio": hit["conventions"]["per_timestep"]["ratio"],
-            "memory_aware_ratio": hit["conventions"]["memory_aware"]["ratio"]}
+            "memory_aware_ratio": hit["conventions"]["memory_aware"]["ratio"],
+            "latency_ms_per_image": hit.get("latency", {}).get("latency_ms_per_image")}
     return out
 
 
@@ -162,7 +164,7 @@ def print_table(results: dict) -> None:
     from privatesnn.hw_targets.energy_models import CONVENTIONS, format_energy
 
     head = f"{'case':<17} {'snn':<26} {'T':>3} {'acc':>7} {'synops/img':>11} {'rate':>6} " + \
-           " ".join(f"{c:>13}" for c in CONVENTIONS)
+           " ".join(f"{c:>13}" for c in CONVENTIONS) + f" {'delay/img':>10}"
     print("\nratio ANN energy / SNN energy per image under each convention; loihi: SNN energy per image "
           "(no ANN baseline); accuracy on the real test images")
     print(head)
@@ -173,8 +175,10 @@ def print_table(results: dict) -> None:
             for e in s["results"]:
                 ratios = " ".join(f"{format_energy(e['conventions'][c]['snn_pj']):>13}" if c == "loihi"
                                   else f"{e['conventions'][c]['ratio']:12.3g}x" for c in CONVENTIONS)
+                lat = e.get("latency", {})
+                delay = f"{lat['latency_ms_per_image']:8.3g}ms" if lat.get("available") else f"{'n/a':>10}"
                 print(f"{'':<17} {Path(s['snn']).name[:26]:<26} {e['timesteps']:>3} {100 * e['accuracy']:6.2f}% "
-                      f"{e['totals']['synops'] / 1e6:9.3g} M {e['totals']['spike_rate']:6.3f} {ratios}")
+                      f"{e['totals']['synops'] / 1e6:9.3g} M {e['totals']['spike_rate']:6.3f} {ratios} {delay}")
             for key, hit in s["within_ann"].items():
                 print(f"{'':<17} {Path(s['snn']).name[:26]:<26} smallest T within {key.replace('_', ' ')} of the ANN: "
                       + ("none" if hit is None else f"T={hit['timesteps']} ({100 * hit['accuracy']:.2f}%), honest "

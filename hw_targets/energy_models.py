@@ -63,9 +63,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "memory_aware": ("sram_pj_per_bit", "weight_bits", "activation_bits", "membrane_bits", "spike_bits"),
     "loihi": ("synop_pj", "neuron_update_active_pj", "neuron_update_inactive_pj", "spike_within_tile_pj",
               "hop_pj", "hops_per_spike"),
+    "loihi_timing": ("synop_ns", "neuron_update_active_ns", "neuron_update_inactive_ns", "barrier_sync_min_ns",
+                     "barrier_sync_max_ns", "cores_per_tile"),
 }
 POSITIVE = {"memory_aware.weight_bits", "memory_aware.activation_bits", "memory_aware.membrane_bits",
-            "memory_aware.spike_bits"}
+            "memory_aware.spike_bits", "loihi_timing.cores_per_tile"}
 
 
 class EnergyModelError(PrivsnnError):
@@ -86,8 +88,19 @@ class EnergyModel:
         return self.values[key]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path,
+        return {"name": self.name, "path": portable_path(self.path),
                 "constants": {k: {"value": v, "citation": self.citations[k]} for k, v in self.values.items()}}
+
+
+def portable_path(path: str) -> str:
+    """``path`` as recorded in results: the shipped table relative to the package, anything else
+    relative to the working directory (no machine-specific absolute paths)."""
+    import os
+
+    p = Path(path)
+    if p.resolve() == DEFAULT_PATH:
+        return "privatesnn/hw_targets/energy_models.json (shipped with privsnn)"
+    return os.path.relpath(p.resolve(), Path.cwd()) if p.is_absolute() else str(p)
 
 
 def load_energy_model(path: str | Path | None = None) -> EnergyModel:

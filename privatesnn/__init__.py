@@ -9,3 +9,15 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+# The Python API (privatesnn/api.py), loaded on first use so that `import privatesnn` stays light.
+__all__ = ["load_model", "synthesize", "convert", "calibrate", "train", "evaluate", "energy", "audit", "export",
+           "simulate", "report"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'privatesnn' has no attribute {name!r}")

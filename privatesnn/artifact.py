@@ -7,7 +7,6 @@ The file is a plain dict of tensors, numbers and strings, so it loads with
 from __future__ import annotations
 
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

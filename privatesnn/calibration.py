@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .errors import PrivsnnError
 from .graph import Add, Conv, Graph, Linear, Neuron
-from .layers import build_synapses, module_key
+from .layers import build_synapses
 from .snn import SpikingNetwork, static_forward
 
 

@@ -30,6 +30,7 @@ COMMANDS = [
     ("export", "export", "export an SNN to NIR, Lava (netx HDF5) or ONNX"),
     ("simulate", "simulate", "run an exported SNN in Lava on the CPU"),
     ("verify", "verify", "check an artifact's hashes and provenance chain"),
+    ("report", "report", "one self-contained HTML page from run folders (accuracy, energy, privacy, deployment)"),
 ]
 # Commands that run under `torchrun --nproc_per_node N` (see privatesnn/distributed.py).
 DISTRIBUTED = {"synthesize", "train", "evaluate"}

@@ -19,10 +19,9 @@ from tqdm.auto import tqdm
 
 from .errors import PrivsnnError
 from .extract import extract_graph
-from .graph import Add, AvgPool, Conv, Flatten, Graph, Input, Linear, MaxPool, Neuron
+from .graph import Add, AvgPool, Flatten, Graph, Input, MaxPool, Neuron
 from .models.loading import LoadedModel
 from .snn import GraphANN, SpikingNetwork
-from .layers import module_key
 
 MAX_SAMPLES_PER_LAYER = 2_000_000
 
@@ -179,6 +178,25 @@ def balance_on_snn(graph: Graph, images: torch.Tensor, timesteps: int, batch_siz
         node.threshold *= f
         factors[node.name] = f
     return factors
+
+
+def layer_teacher_graph(loaded: LoadedModel, snn: Graph) -> Graph:
+    """The ANN as a ReLU graph in the units of ``snn`` (converted from ``loaded``): the same pooling
+    folds and the same per-layer activation scales, so each neuron layer's activation is what the
+    SNN layer's ``threshold * rate`` should approximate. Used by layer-wise rate distillation."""
+    scales = snn.meta.get("activation_scales")
+    if not scales:
+        raise PrivsnnError("the SNN artifact records no activation_scales (convert it with this version)")
+    graph = ann_graph(loaded)
+    if snn.meta.get("folded_pools"):
+        from .transforms import fold_average_pooling
+
+        graph, _ = fold_average_pooling(graph)
+    names = {n.name for n in graph.neurons()}
+    if names != {n.name for n in snn.neurons()}:
+        raise PrivsnnError("the teacher's layers do not match the SNN's (was the SNN converted from this model?)")
+    in_scale = snn.input.input_scale if snn.input.encoding == "rate" else 1.0
+    return normalise(graph, scales, in_scale)
 
 
 def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSettings,

@@ -12,6 +12,7 @@ from typing import Any
 
 from privatesnn.hw_targets.energy_models import CONVENTIONS, EnergyModel, compute_conventions, format_energy
 
+from .graph import Graph
 from .io_utils import atomic_path, atomic_write, write_json
 from .ops_count import ANNCounts, SNNCounts
 
@@ -24,12 +25,17 @@ TITLES = {
 }
 
 
-def make_result(snn: SNNCounts, ann: ANNCounts, model: EnergyModel, source: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-    """The content of ``energy.json``: accuracy, ANN counts and energy, per-layer SNN counts, totals
-    and the four ``conventions`` (each with ``snn_pj``, ``ann_pj`` and ``ratio`` = ANN / SNN)."""
+def make_result(snn: SNNCounts, ann: ANNCounts, model: EnergyModel, source: dict[str, Any] | None = None,
+                graph: Graph | None = None) -> dict[str, Any]:
+    """The content of ``energy.json``: accuracy, ANN counts and energy, per-layer SNN counts, totals,
+    the four ``conventions`` (each with ``snn_pj``, ``ann_pj`` and ``ratio`` = ANN / SNN) and, given
+    the SNN's ``graph``, the on-chip ``latency`` estimate (:mod:`privatesnn.hw_targets.latency`)."""
+    from privatesnn.hw_targets.latency import latency_for_graph
+
     sd, ad = snn.to_dict(), ann.to_dict()
     conv = compute_conventions(sd, ad, model)
+    latency = (latency_for_graph(graph, snn.timesteps, sd["neurons"], model) if graph is not None
+               else {"available": False, "reason": "no graph given"})
     ann_energy = {name: c["ann_pj"] for name, c in conv.items() if c["ann_pj"] is not None}
     return {
         "format": FORMAT,
@@ -44,6 +50,7 @@ def make_result(snn: SNNCounts, ann: ANNCounts, model: EnergyModel, source: dict
         "layers": sd["layers"],
         "neurons": sd["neurons"],
         "conventions": conv,
+        "latency": latency,
         "energy_model": model.to_dict(),
         "units": "counts are per sample (one inference, all timesteps unless stated); energies in pJ per sample",
     }
@@ -87,6 +94,18 @@ def render_markdown(res: dict[str, Any]) -> str:
     for name in CONVENTIONS:
         lines.append(f"- **{TITLES[name]}** (`{name}`): {conv[name]['description']}")
     lines.append("")
+    lat = res.get("latency", {})
+    lines += ["## On-chip delay (Loihi-1 timing, lower bound)", ""]
+    if lat.get("available"):
+        lines += [f"- {lat['latency_ms_per_image']:.3g} ms per image ({lat['steps_per_image']} steps = T {T} + "
+                  f"{lat['pipeline_lag_steps']} pipeline steps, {lat['timestep_us']:.3g} us per step, busiest layer "
+                  f"{lat['busiest_layer']}, barrier {lat['barrier_us']:.3g} us); "
+                  f"{lat['throughput_images_per_s']:.4g} images/s on {lat['cores']} cores ({lat['chips']} chip(s)).",
+                  f"- Energy x delay per image (Loihi proxy): "
+                  f"{conv['loihi']['snn_pj'] * 1e-12 * lat['latency_ms_per_image'] * 1e-3:.3g} J s.",
+                  f"- Model: {lat['description']}", ""]
+    else:
+        lines += [f"- not estimated: {lat.get('reason', 'n/a')}", ""]
     lines.append("The paper's headline (PrivateSNN, ~55x) uses the per-timestep convention; the honest count is "
                  "`all_timesteps`. Neither is tuned: the same counts feed all four.")
     lines += ["", "## Counts per image (NeuroBench-style synaptic operations)", "",

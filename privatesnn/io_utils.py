@@ -23,6 +23,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def relative_path(path: str | os.PathLike, base_dir: str | os.PathLike) -> str:
+    """``path`` relative to ``base_dir`` (e.g. the run folder a report is written to), so that results
+    carry no absolute paths of the machine that made them and stay valid when the folder moves."""
+    return os.path.relpath(Path(path).resolve(), Path(base_dir).resolve())
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` only if the block succeeds."""

@@ -1,5 +1,8 @@
 """Provenance manifests: every artifact is a file plus ``<file>.manifest.json``.
 
+Paths of parent artifacts are written relative to the manifest's own folder (no absolute paths of
+the machine that made them; a run folder can be moved or shared) and resolved again when read.
+
 The chain of manifests (ANN -> synthetic set -> converted SNN -> private SNN -> export) is the
 proof that the private path never read real data: each records ``real_data_read`` and the
 SHA-256 of its inputs and of itself.
@@ -17,7 +20,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ArtifactError
-from .io_utils import sha256_file, write_json
+from .io_utils import relative_path, sha256_file, write_json
 
 MANIFEST_SUFFIX = ".manifest.json"
 FORMAT = "privsnn-manifest/1"
@@ -66,7 +69,10 @@ class Manifest:
         artifact = Path(artifact)
         if artifact.is_file():
             self.sha256 = sha256_file(artifact)
-        return write_json(manifest_path(artifact), self.to_dict())
+        where = manifest_path(artifact)
+        d = self.to_dict()
+        d["parents"] = _map_paths(d["parents"], lambda p: relative_path(p, where.parent))
+        return write_json(where, d)
 
 
 def read_manifest(artifact: str | Path) -> Manifest | None:
@@ -75,9 +81,12 @@ def read_manifest(artifact: str | Path) -> Manifest | None:
     if not p.exists():
         return None
     try:
-        return Manifest.from_dict(json.loads(p.read_text()), str(p))
+        m = Manifest.from_dict(json.loads(p.read_text()), str(p))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{p}: manifest is not valid JSON ({e})") from None
+    # paths are stored relative to the manifest's folder (portable); in memory they are usable as they are
+    m.parents = _map_paths(m.parents, lambda q: str((p.parent / q).resolve()))
+    return m
 
 
 def check_export_files(folder: str | Path, manifest: Manifest) -> list[str]:
@@ -98,12 +107,22 @@ def parent_entry(artifact: str | Path, role: str) -> dict[str, Any]:
     """A compact record of an input artifact (role, path, hash, and its own manifest if any)."""
     artifact = Path(artifact)
     m = read_manifest(artifact) if artifact.exists() else None
+    md = m.to_dict() if m else None
     return {
         "role": role,
-        "path": str(artifact),
+        "path": str(artifact.resolve()),  # written relative to the new manifest's folder by write_for
         "sha256": sha256_file(artifact) if artifact.is_file() else None,
-        "manifest": m.to_dict() if m else None,
+        "manifest": md,
     }
+
+
+def _map_paths(obj: Any, fn) -> Any:
+    """Apply ``fn`` to every ``"path"`` string in a nest of parent entries (and their manifests)."""
+    if isinstance(obj, list):
+        return [_map_paths(v, fn) for v in obj]
+    if isinstance(obj, dict):
+        return {k: (fn(v) if k == "path" and isinstance(v, str) else _map_paths(v, fn)) for k, v in obj.items()}
+    return obj
 
 
 def _versions() -> dict[str, str]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .artifact import SNNArtifact, load_snn
+from .artifact import SNNArtifact
 from .data import ImageSet
 from .distributed import current
 from .errors import PrivsnnError
@@ -78,24 +77,3 @@ def plot_accuracy_vs_t(curves: dict[str, dict[int, float]], path: str | Path, an
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return Path(path)
-
-
-def evaluate_snn_command(args: argparse.Namespace, data: ImageSet, device, result: dict) -> None:
-    """The --snn part of `privsnn evaluate`: fills ``result`` and writes the plot."""
-    artifact = load_snn(args.snn)
-    if args.model:
-        from .artifact import check_same_model
-        from .commands.common import load_model_from_args
-
-        check_same_model(artifact, load_model_from_args(args))
-    ts = parse_timesteps(args.timesteps, artifact.timesteps)
-    accs, _ = snn_accuracy_over_time(artifact, data, ts, min(args.batch_size, 100), device, args.seed)
-    for t in ts:
-        print(f"SNN {args.snn}: T={t:<5d} accuracy {accs[t]:.4f}")
-    result.update(snn=args.snn, results=[{"timesteps": t, "accuracy": accs[t]} for t in ts],
-                  private=artifact.private)
-    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    if plot and len(ts) > 1 and current().is_main:
-        plot_accuracy_vs_t({Path(args.snn).name: accs}, plot, result.get("ann_accuracy"), title=args.data)
-        result["plot"] = plot
-        print(f"wrote {plot}")

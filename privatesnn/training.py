@@ -23,7 +23,8 @@ from .errors import ArtifactError, PrivsnnError, TrainingDivergedError
 from .graph import Graph
 from .io_utils import torch_save
 from .qat import enable_qat, finalize_qat, snap_to_deployment_grid
-from .snn import SpikingNetwork
+from .layers import module_key
+from .snn import GraphANN, SpikingNetwork
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrainSettings:
     kd_temperature: float = 4.0
     rate_reg: float = 0.0  # weight of the mean-spike-rate penalty (fewer spikes, less energy)
     anchor: float = 0.0  # weight of KD on the T -> infinity rate limit (keeps long-T accuracy at low training T)
+    feature_weight: float = 0.0  # weight of layer-wise rate distillation (each layer's spike rate vs the ANN activation)
     leak: float | None = None  # set every neuron's leak (e.g. 0.95 = LIF); None keeps the artifact's
     reset: str | None = None  # "zero" trains for the Lava/Loihi neuron; None keeps the artifact's
     surrogate: str = "triangle"
@@ -56,6 +58,8 @@ class TrainSettings:
                   (self.kd_temperature > 0, f"--kd-temperature must be > 0, got {self.kd_temperature}"),
                   (self.rate_reg >= 0, f"--rate-reg must be >= 0, got {self.rate_reg}"),
                   (self.anchor >= 0 and math.isfinite(self.anchor), f"--anchor must be >= 0, got {self.anchor}"),
+                  (self.feature_weight >= 0 and math.isfinite(self.feature_weight),
+                   f"--feature-weight must be >= 0, got {self.feature_weight}"),
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
                   (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}")]
         for ok, msg in checks:
@@ -86,6 +90,21 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
     return (1 - alpha) * ce + alpha * temperature ** 2 * kl
 
 
+def rate_distillation_loss(net: SpikingNetwork, spikes: dict[str, torch.Tensor],
+                           targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Layer-wise distillation through the spiking dynamics: each neuron layer's firing rate over the
+    T steps, times its threshold (the value its spikes stand for), against the ANN's activation in the
+    same units clipped at the threshold. Each layer's MSE is divided by the target's mean square so
+    that every layer counts alike. A dense signal per neuron and per layer (not only 10 logits), so
+    a few thousand synthetic images teach more (Yang et al., NeurIPS 2022, local tandem learning)."""
+    terms = []
+    for name, s in spikes.items():
+        th = net.neurons[module_key(name)].threshold
+        target = targets[name].clamp(max=th)
+        terms.append(F.mse_loss(th * s.float().mean(0), target) / target.pow(2).mean().clamp_min(1e-8))
+    return torch.stack(terms).mean()
+
+
 def rank_slice(batch: int, ctx: DistContext) -> slice:
     """This rank's contiguous part of a global batch of ``batch`` items (sizes differ by at most 1)."""
     return slice(batch * ctx.rank // ctx.world_size, batch * (ctx.rank + 1) // ctx.world_size)
@@ -101,8 +120,13 @@ def autocast(device: torch.device, enabled: bool):
 def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
               settings: TrainSettings, checkpoint: str | Path, resume: bool = False,
               device: torch.device | str = "cpu", progress: bool = True,
-              on_epoch: Callable[[int, dict], None] | None = None, ctx: DistContext = SINGLE) -> Graph:
+              on_epoch: Callable[[int, dict], None] | None = None, ctx: DistContext = SINGLE,
+              layer_teacher: Graph | None = None) -> Graph:
     """Train ``graph``'s weights in place of a copy; returns the trained graph.
+
+    ``layer_teacher`` (needed when ``settings.feature_weight > 0``) is the ANN as a graph in the
+    SNN's units (:func:`privatesnn.conversion.layer_teacher_graph`): its activations are the
+    targets of the layer-wise rate distillation.
 
     ``teacher`` takes pixels in [0, 1]. ``checkpoint`` is rewritten (atomically, by rank 0) after
     every epoch; with ``resume=True`` training continues from it. Under torchrun the SNN is wrapped
@@ -135,6 +159,13 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    layer_ann = None
+    if settings.feature_weight > 0:
+        if layer_teacher is None:
+            raise PrivsnnError("--feature-weight needs the ANN as a graph in the SNN's units (layer_teacher)")
+        layer_ann = GraphANN(layer_teacher.copy()).to(device).eval()
+        for p in layer_ann.parameters():
+            p.requires_grad_(False)
     start_epoch, history = 0, []
     ckpt = Path(checkpoint)
     if resume and ckpt.exists():
@@ -175,6 +206,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 rate = torch.stack([s.float().mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
                 if settings.rate_reg > 0:
                     loss = loss + settings.rate_reg * rate
+                if layer_ann is not None:
+                    with torch.no_grad():
+                        _, acts = layer_ann(x, record=True)
+                    loss = loss + settings.feature_weight * rate_distillation_loss(net, spikes, acts)
                 if settings.anchor > 0:
                     limit = net.rate_limit(x).float()
                     loss = loss + settings.anchor * distillation_loss(limit, t_logits, y, settings.kd_alpha,

@@ -11,7 +11,6 @@ by ``kp``; otherwise the pool is left in place.
 
 from __future__ import annotations
 
-import torch
 
 from .graph import AvgPool, Conv, Flatten, Graph, Linear
 

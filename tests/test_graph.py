@@ -361,7 +361,6 @@ def test_spiking_maxpool_follows_most_active_input():
 @pytest.mark.parametrize("spec", ["digits", "resnet20"])
 def test_fold_average_pooling_is_exact(spec):
     from privatesnn.conversion import ann_graph
-    from privatesnn.graph import AvgPool
     from privatesnn.models import create_model, load_model
     from privatesnn.models.loading import LoadedModel
     from privatesnn.snn import GraphANN

@@ -76,13 +76,14 @@ def test_manifest_round_trip(tmp_path):
     art = tmp_path / "snn.pt"
     art.write_bytes(b"weights")
     m = Manifest(kind="snn", command="convert", settings={"timesteps": 32, "threshold": "percentile:99.9"},
-                 inputs={"ann": "ab" * 32}, seed=7, parents=[{"role": "ann", "path": "x", "sha256": None,
-                                                               "manifest": None}])
+                 inputs={"ann": "ab" * 32}, seed=7, parents=[{"role": "ann", "path": str(tmp_path / "x"),
+                                                               "sha256": None, "manifest": None}])
     path = m.write_for(art)
     assert path == manifest_path(art) == tmp_path / "snn.pt.manifest.json"
     assert m.sha256 == sha256_file(art)
+    assert '"path": "x"' in path.read_text()  # stored relative to the manifest's folder
     back = read_manifest(art)
-    assert back is not None and back == m
+    assert back is not None and back == m  # and resolved again when read
     assert back.format == FORMAT and back.real_data_read is False and back.private is True
     assert back.versions["privsnn"] and back.versions["python"]
     # a directory artifact keeps its manifest inside

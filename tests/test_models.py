@@ -7,7 +7,6 @@ import pathlib
 
 import pytest
 import torch
-import torch.nn as nn
 
 from helpers import randomize_bn as _randomize_bn
 from privatesnn.cli import main

@@ -148,3 +148,40 @@ def test_large_learning_rate_collapse_stops_with_exit_2(base, tmp_path, capsys):
     assert rc == 2, err[-500:]
     assert ("collapsed" in err or "non-finite" in err or "NaN" in err) and "Traceback" not in err
     assert not out.exists()
+
+
+def test_rate_distillation_loss_is_zero_when_rates_match_the_ann():
+    """Layer-wise rate distillation (train --feature-weight): threshold x rate against the ANN
+    activation clipped at the threshold; zero when they agree, positive otherwise."""
+    from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, Neuron
+    from privatesnn.snn import SpikingNetwork
+    from privatesnn.training import rate_distillation_loss
+
+    nodes = [Input("x", [], shape=(1, 4, 4)), Conv("c", ["x"], weight=torch.ones(2, 1, 3, 3), bias=None, padding=(1, 1)),
+             Neuron("n", ["c"], threshold=2.0), Flatten("f", ["n"]), Linear("fc", ["f"], weight=torch.ones(2, 32), bias=None)]
+    g = Graph({n.name: n for n in nodes}, output="fc", meta={"mean": [0.0], "std": [1.0], "num_classes": 2})
+    net = SpikingNetwork(g)
+    spikes = {"n": torch.tensor([1.0, 0.0, 1.0, 1.0]).view(4, 1, 1, 1, 1).expand(4, 1, 2, 4, 4)}  # rate 3/4
+    exact = {"n": torch.full((1, 2, 4, 4), 1.5)}  # = 2.0 x 3/4
+    assert float(rate_distillation_loss(net, spikes, exact)) == pytest.approx(0.0)
+    clipped = {"n": torch.full((1, 2, 4, 4), 5.0)}  # above the threshold: the target is clipped to 2.0
+    assert float(rate_distillation_loss(net, spikes, clipped)) == pytest.approx((0.5 ** 2) / 4.0)
+
+
+def test_feature_weight_needs_the_layer_teacher(tmp_path, digits_model):
+    from privatesnn.conversion import ConversionSettings, convert, layer_teacher_graph
+    from privatesnn.errors import PrivsnnError
+    from privatesnn.snn import GraphANN
+    from privatesnn.training import TrainSettings, train_snn
+
+    x = torch.rand(16, 1, 8, 8)
+    graph = convert(digits_model, x, ConversionSettings(timesteps=4))
+    teacher = layer_teacher_graph(digits_model, graph)  # the ANN in the SNN's units: same logits
+    assert torch.allclose(GraphANN(teacher)(x), digits_model.module()(x), atol=1e-4)
+    s = TrainSettings(epochs=1, timesteps=2, batch_size=8, feature_weight=1.0)
+    with pytest.raises(PrivsnnError, match="feature-weight"):
+        train_snn(graph, digits_model.module(), x, torch.zeros(16, dtype=torch.long), s, tmp_path / "c.pt",
+                  progress=False)
+    out = train_snn(graph, digits_model.module(), x, torch.zeros(16, dtype=torch.long), s, tmp_path / "c.pt",
+                    progress=False, layer_teacher=teacher)
+    assert any(not torch.equal(a.weight, b.weight) for a, b in zip(out.weighted(), graph.weighted()))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from ..errors import PrivsnnError
+from ..devices import resolve_device  # noqa: F401  (re-exported for the commands)
 from ..io_utils import write_json
 
 
@@ -26,18 +26,6 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PrivsnnError(f"--device {name}: CUDA is not available on this machine")
-        return torch.device(name)
-    raise PrivsnnError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
 
 
 def load_model_from_args(args: argparse.Namespace, flag: str = "model"):

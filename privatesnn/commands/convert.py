@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device_arg, add_model_args, emit, load_model_from_args, positive_int, resolve_device
+from .common import add_device_arg, add_model_args, emit, positive_int
 
 DESCRIPTION = """Convert a pretrained ANN into a spiking network (IF neurons, reset by subtraction),
 balancing thresholds on images synthesized from the ANN itself (`privsnn synthesize`).
@@ -57,61 +57,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
+    from ..api import convert, load_model
 
-    import torch
-
-    from ..artifact import save_snn
-    from ..conversion import ConversionSettings, convert
-    from ..errors import PrivsnnError
-    from ..manifest import Manifest, parent_entry
-
-    if args.timesteps <= 0 or args.timesteps > 100_000:
-        raise PrivsnnError(f"--timesteps must be in 1..100000, got {args.timesteps}")
-    if not 0.0 <= args.leak <= 1.0:
-        raise PrivsnnError(f"--leak must be in [0, 1], got {args.leak}")
-    if args.qcfs_levels < 0 or args.qcfs_levels > 1024:
-        raise PrivsnnError(f"--qcfs-levels must be in 0..1024, got {args.qcfs_levels}")
-    if not (args.qcfs_lr > 0 and args.qcfs_lr < 10):
-        raise PrivsnnError(f"--qcfs-lr must be in (0, 10), got {args.qcfs_lr}")
-    torch.manual_seed(args.seed)
-    loaded = load_model_from_args(args)
-    private = args.synthetic is not None
-    if private:
-        from ..synthesis.store import load_synthetic
-
-        synth = load_synthetic(args.synthetic, expect_model_sha256=loaded.sha256)
-        images = synth.images
-        if tuple(images.shape[1:]) != tuple(loaded.input_shape):
-            raise PrivsnnError(f"{args.synthetic}: images are {tuple(images.shape[1:])}, the model takes "
-                               f"{tuple(loaded.input_shape)}")
-        parents = [parent_entry(args.synthetic, "synthetic")]
-        inputs = {"model": loaded.sha256, "synthetic": parents[0]["sha256"]}
-    else:
-        from ..data import load_data
-
-        images = load_data(args.calibration_data).x
-        parents, inputs = [], {"model": loaded.sha256}
-    limit = args.calibration_limit or (None if private else 256)
-    if limit:
-        images = images[:limit]
-    settings = ConversionSettings(timesteps=args.timesteps, threshold=args.threshold, encoding=args.encoding,
-                                  balance=args.balance, reset=args.reset, leak=args.leak, v_init=args.v_init,
-                                  batch_size=args.batch_size, fold_pooling=not args.keep_pooling,
-                                  qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs, qcfs_lr=args.qcfs_lr,
-                                  qcfs_feature_weight=args.qcfs_feature_weight, qcfs_optimizer=args.qcfs_optimizer)
-    t0 = time.time()
-    graph = convert(loaded, images, settings, resolve_device(args.device))
-    elapsed = time.time() - t0
-    record = {**settings.__dict__, "calibration_images": len(images), "private": private,
-              "calibration": "synthetic" if private else f"real:{args.calibration_data}"}
-    manifest = Manifest(kind="snn", command="convert", settings=record, inputs=inputs, real_data_read=not private,
-                        private=private, seed=args.seed, parents=[{"role": "model", **loaded.describe()}, *parents])
-    save_snn(args.out, graph, record, manifest)
-    n_neurons = sum(int(torch.tensor(n.shape).prod()) for n in graph.neurons())
-    print(f"converted {loaded.spec} -> {args.out}: {len(graph.neurons())} spiking layers, {n_neurons} neurons, "
-          f"T={args.timesteps}, calibrated on {len(images)} {'synthetic' if private else 'REAL'} images "
-          f"({elapsed:.1f}s)")
-    emit({"out": args.out, "private": private, "calibration_images": len(images), "seconds": elapsed,
-          "activation_scales": graph.meta.get("activation_scales")}, args.json)
+    loaded = load_model(args.model, num_classes=args.num_classes, mean=args.mean, std=args.std)
+    art = convert(loaded, args.out, synthetic=args.synthetic, calibration_data=args.calibration_data,
+                  calibration_limit=args.calibration_limit, timesteps=args.timesteps, threshold=args.threshold,
+                  balance=args.balance, encoding=args.encoding, reset=args.reset, leak=args.leak, v_init=args.v_init,
+                  fold_pooling=not args.keep_pooling, qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs,
+                  qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
+                  qcfs_feature_weight=args.qcfs_feature_weight, batch_size=args.batch_size, seed=args.seed,
+                  device=args.device)
+    emit({"out": args.out, "private": art.private, "calibration_images": art.settings["calibration_images"],
+          "seconds": art.settings["seconds"], "activation_scales": art.graph.meta.get("activation_scales")}, args.json)
     return 0

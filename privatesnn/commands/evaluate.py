@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_device_arg, add_model_args, add_output_args, emit, load_model_from_args, positive_int,
-                     resolve_device)
+from .common import (add_device_arg, add_model_args, add_output_args, emit, positive_int)
 
 DESCRIPTION = """Accuracy of an ANN (--model) and/or an SNN artifact (--snn) on real test data.
 
@@ -31,28 +30,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_data
-    from ..errors import PrivsnnError
-    from ..evaluation import accuracy
+    from pathlib import Path
 
-    if not args.model and not args.snn:
-        raise PrivsnnError("evaluate needs --model SPEC and/or --snn FILE")
-    if args.limit is not None and args.limit <= 0:
-        raise PrivsnnError(f"--limit must be > 0, got {args.limit}")
-    from .. import distributed
+    from ..api import evaluate, load_model
+    from ..distributed import current
 
-    ctx, device = distributed.setup(resolve_device(args.device))
-    data = load_data(args.data).limit(args.limit)
-    result: dict = {"data": args.data, "n": len(data)}
+    model = None
     if args.model:
-        loaded = load_model_from_args(args)
-        acc = accuracy(loaded.module(), data, loaded.num_classes, args.batch_size, device)
-        print(f"ANN {loaded.spec}: accuracy {acc:.4f} on {len(data)} images of {args.data}")
-        result.update(model=loaded.spec, accuracy=acc, ann_accuracy=acc)
-    if args.snn:
-        from ..snn_eval import evaluate_snn_command
-
-        evaluate_snn_command(args, data, device, result)
-    if ctx.is_main:
+        model = load_model(args.model, num_classes=args.num_classes, mean=args.mean, std=args.std)
+    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    result = evaluate(args.data, model=model, snn=args.snn, timesteps=args.timesteps, limit=args.limit,
+                      batch_size=args.batch_size, seed=args.seed, device=args.device,
+                      results_dir=Path(args.json).parent if args.json else None, plot=plot)
+    if current().is_main:
         emit(result, args.json)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_device_arg, add_model_args, add_output_args, emit, load_model_from_args, resolve_device
+from .common import add_device_arg, add_model_args, add_output_args, emit
 
 DESCRIPTION = """Synthesize class-balanced images from a pretrained classifier (no real data is read).
 
@@ -54,39 +54,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+
+    from ..api import load_model, synthesize
+    from ..distributed import current
     from ..errors import PrivsnnError
-    from ..synthesis import make_config, synthesize
     from ..synthesis.driver import partial_path
 
     if args.resume and args.overwrite:
         raise PrivsnnError("--resume and --overwrite contradict each other; pass one")
-    for name, v in (("--beta", args.beta), ("--temperature", args.temperature), ("--r-feature", args.r_feature)):
-        if v is not None and not v > 0:
-            raise PrivsnnError(f"{name} must be > 0, got {v}")
-    if args.tv is not None and args.tv < 0:
-        raise PrivsnnError(f"--tv must be >= 0, got {args.tv}")
     if args.threads is not None:
         if args.threads <= 0:
             raise PrivsnnError(f"--threads must be > 0, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    from .. import distributed
-
-    ctx, device = distributed.setup(resolve_device(args.device))
-    loaded = load_model_from_args(args)
-    extra = {k: v for k, v in (("beta", args.beta), ("temperature", args.temperature),
-                               ("r_feature", args.r_feature), ("tv", args.tv)) if v is not None}
-    cfg = make_config(loaded, args.num, method=args.method, batch_size=args.batch_size,
-                      iterations=args.iterations, lr=args.lr, seed=args.seed, flip=args.flip, **extra)
     if args.resume and not partial_path(args.out).exists():
         print(f"note: no partial run at {partial_path(args.out)}; starting from the first batch", file=sys.stderr)
-    res = synthesize(loaded, cfg, args.out, device=device, overwrite=args.overwrite, ctx=ctx)
-    assert res is not None
-    if not ctx.is_main:
-        return 0
-    print(f"synthesized {res['n']} images ({cfg.method}, {cfg.iterations} steps/batch) in {res['seconds']:.1f}s "
-          f"({res['seconds_per_batch']:.1f}s/batch) -> {args.out}; model agrees with the target label on "
-          f"{res['target_agreement']:.1%} (mean target confidence {res['mean_target_confidence']:.3f})")
-    emit({"model": loaded.spec, "method": cfg.method, **res}, args.json)
+    loaded = load_model(args.model, num_classes=args.num_classes, mean=args.mean, std=args.std)
+    synth = synthesize(loaded, args.num, args.out, method=args.method, batch_size=args.batch_size,
+                       iterations=args.iterations, lr=args.lr, seed=args.seed, flip=args.flip, device=args.device,
+                       overwrite=args.overwrite, beta=args.beta, temperature=args.temperature,
+                       r_feature=args.r_feature, tv=args.tv)
+    if current().is_main:
+        emit(synth.meta["summary"], args.json)
     return 0

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anchor", type=float, default=0.0,
                    help="weight of distillation on the network's T->infinity rate limit; keeps the "
                         "long-T accuracy of the conversion while training at low T (default 0)")
+    p.add_argument("--feature-weight", type=float, default=0.0,
+                   help="weight of layer-wise rate distillation: each layer's spike rate x threshold matched "
+                        "to the ANN's activation through the spiking dynamics (default 0 = logits only)")
     p.add_argument("--leak", type=float, default=None, help="set the membrane leak of all neurons (LIF)")
     p.add_argument("--reset", choices=("subtract", "zero"), default=None,
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
@@ -49,59 +52,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
+    from ..api import load_model, train
+    from ..distributed import current
 
-    from ..artifact import check_same_model, load_snn, save_snn
-    from ..errors import PrivsnnError
-    from ..io_utils import remove_stale_temps
-    from ..manifest import Manifest, parent_entry
-    from ..synthesis.store import load_synthetic
-    from ..training import TrainSettings, train_snn
-    from .common import load_model_from_args, resolve_device
-
-    from .. import distributed
-
-    ctx, device = distributed.setup(resolve_device(args.device))
-    artifact = load_snn(args.snn)
-    teacher = load_model_from_args(args, flag="teacher")
-    check_same_model(artifact, teacher, role="--teacher")
-    synth = load_synthetic(args.synthetic, expect_model_sha256=teacher.sha256)
-    if tuple(synth.images.shape[1:]) != tuple(artifact.graph.input.shape):
-        raise PrivsnnError(f"{args.synthetic}: images {tuple(synth.images.shape[1:])} do not fit the SNN input "
-                           f"{tuple(artifact.graph.input.shape)}")
-    settings = TrainSettings(epochs=args.epochs, timesteps=artifact.timesteps if args.timesteps is None else args.timesteps,
-                             batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha,
-                             kd_temperature=args.kd_temperature, rate_reg=args.rate_reg, anchor=args.anchor, leak=args.leak,
-                             reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment,
-                             qat=args.qat, amp=args.amp, seed=args.seed)
-    out = Path(args.out)
-    ckpt = out.with_name(out.name + ".ckpt.pt")
-    if ckpt.exists() and not args.resume:
-        raise PrivsnnError(f"{ckpt} exists from an earlier run: pass --resume to continue it, or delete it")
-    if ctx.is_main:
-        for dest in (out, ckpt):
-            remove_stale_temps(dest)  # left by a killed run
-    t0 = time.time()
-    graph = train_snn(artifact.graph, teacher.module(), synth.images, synth.labels, settings, ckpt,
-                      resume=args.resume, device=device, ctx=ctx,
-                      on_epoch=lambda e, r: print(f"epoch {e}: loss {r['loss']:.4f}, spike rate {r['spike_rate']:.4f}, "
-                                                  f"agreement with teacher {r['teacher_agreement']:.3f} "
-                                                  f"({r['seconds']:.0f}s)"))
-    if not ctx.is_main:  # rank 0 writes the artifact
-        return 0
-    graph.meta["timesteps"] = settings.timesteps
-    record = {k: v for k, v in settings.__dict__.items()}
-    record["timesteps"] = settings.timesteps
-    record["processes"] = ctx.world_size
-    parents = [parent_entry(args.snn, "snn"), parent_entry(args.synthetic, "synthetic")]
-    private = artifact.private
-    manifest = Manifest(kind="private-snn", command="train", settings=record,
-                        inputs={"snn": parents[0]["sha256"], "synthetic": parents[1]["sha256"], "teacher": teacher.sha256},
-                        real_data_read=bool(artifact.manifest and artifact.manifest.real_data_read), private=private,
-                        seed=args.seed, parents=[*parents, {"role": "teacher", **teacher.describe()}])
-    save_snn(out, graph, record, manifest)
-    ckpt.unlink(missing_ok=True)
-    print(f"trained {args.snn} -> {out} in {time.time() - t0:.0f}s ({settings.epochs} epochs, T={settings.timesteps})")
-    emit({"out": str(out), "history": settings.history, "seconds": time.time() - t0}, args.json)
+    teacher = load_model(args.teacher, num_classes=args.num_classes, mean=args.mean, std=args.std)
+    art = train(args.snn, teacher, args.synthetic, args.out, epochs=args.epochs, timesteps=args.timesteps,
+                batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
+                rate_reg=args.rate_reg, anchor=args.anchor, feature_weight=args.feature_weight, leak=args.leak,
+                reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, qat=args.qat,
+                amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
+    if current().is_main:
+        emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
+             args.json)
     return 0

@@ -27,6 +27,7 @@ from ..artifact import SNNArtifact, check_same_model, load_snn
 from ..data import load_data
 from ..errors import PrivsnnError
 from ..evaluation import accuracy, check_classes
+from ..io_utils import relative_path
 from ..io_utils import atomic_path, sha256_file, write_json
 from .inversion import (InversionSettings, attack_accuracy, clustered_se, invert, per_class_rates, save_grid,
                         snn_for_inversion, target_hits)
@@ -276,7 +277,7 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
             T = int(timesteps or obj.timesteps)
             accs, _ = snn_accuracy_over_time(obj, data, [T], 100, device, seed, desc=VARIANT_LABELS[name])
             wa = weights_as_ann(obj.graph, data, num_classes, device, timesteps=T)
-            entry.update(source=str(obj.path), accuracy=accs[T], timesteps=T, weights_as_ann_accuracy=wa["accuracy"],
+            entry.update(source=relative_path(obj.path, out_dir), accuracy=accs[T], timesteps=T, weights_as_ann_accuracy=wa["accuracy"],
                          weights_as_ann_mode=wa["mode"], weights_as_ann_modes=wa["modes"])
             entry["weight_cosine"] = weight_cosine(obj.graph, ann_g) if ann_g is not None else None
             attack_model = RebuiltANN(obj.graph, wa["mode"], T).to(device).eval()
@@ -309,7 +310,7 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
 
     top = results[attacked]
     report: dict[str, Any] = {
-        "format": FORMAT, "snn": str(snn_path), "variant": attacked,
+        "format": FORMAT, "snn": relative_path(snn_path, out_dir), "variant": attacked,
         "accuracy": top["accuracy"],
         "ann_accuracy": results["ann"]["accuracy"] if "ann" in results else None,
         "weights_as_ann_accuracy": top["weights_as_ann_accuracy"], "weights_as_ann_mode": top["weights_as_ann_mode"],

@@ -29,6 +29,7 @@ class SyntheticSet:
     images: torch.Tensor
     labels: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # the npz it was read from (its manifest sits next to it)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -117,7 +118,7 @@ def load_synthetic(path: str | Path, expect_model_sha256: str | None = None) -> 
         if got != expect_model_sha256:
             raise ArtifactError(f"{path}: this synthetic set was made from another model "
                                 f"(sha256 {str(got)[:12]}..., expected {expect_model_sha256[:12]}...)")
-    return SyntheticSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), meta)
+    return SyntheticSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), meta, path)
 
 
 # --- resumable partial: the finished batches so far ----------------------------------------------
