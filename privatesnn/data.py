@@ -1,6 +1,7 @@
 """Real labelled test data, for evaluation and auditing only (never on the private path).
 
-Specs: ``digits`` (scikit-learn's embedded digits, held-out split), ``cifar10:DIR``,
+Specs: ``digits`` (scikit-learn's embedded digits, held-out split), ``digits-train`` (its training
+split: only as an auditor's auxiliary "public" data for the prior-aided attacker), ``cifar10:DIR``,
 ``cifar100:DIR`` (torchvision's python layout, never downloaded), ``tinyimagenet:DIR``
 (``tiny-imagenet-200`` with ``val/val_annotations.txt``), ``npy:X.npy:Y.npy``.
 Images come back as float32 NCHW in [0, 1].
@@ -71,6 +72,9 @@ def load_data(spec: str) -> ImageSet:
     if kind == "digits" and not rest:
         _, _, x, y = digits_split()
         return ImageSet(torch.from_numpy(x), torch.from_numpy(y), spec, 10)
+    if kind == "digits-train" and not rest:
+        x, y, _, _ = digits_split()
+        return ImageSet(torch.from_numpy(x), torch.from_numpy(y), spec, 10)
     if kind in ("cifar10", "cifar100") and rest:
         x, y = _read_cifar(Path(rest), kind)
         return ImageSet(x, y, spec, 10 if kind == "cifar10" else 100)
@@ -83,7 +87,7 @@ def load_data(spec: str) -> ImageSet:
             raise DataError(f"data spec {spec!r}: expected npy:X.npy:Y.npy")
         x, y = _read_npy(Path(parts[0]), Path(parts[1]))
         return ImageSet(x, y, spec, int(y.max().item()) + 1 if len(y) else 0)
-    raise DataError(f"data spec {spec!r} not understood: expected digits, cifar10:DIR, cifar100:DIR, "
+    raise DataError(f"data spec {spec!r} not understood: expected digits, digits-train, cifar10:DIR, cifar100:DIR, "
                     f"tinyimagenet:DIR or npy:X.npy:Y.npy")
 
 

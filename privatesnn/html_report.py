@@ -184,6 +184,11 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
+def _pm(entry: dict[str, Any], key: str) -> str:
+    v, se = entry.get(key), entry.get(f"{key}_se")
+    return _pct(v) + ("" if v is None or se is None else f" ± {100 * se:.1f}")
+
+
 def _table(head: list[str], rows: list[list[Any]]) -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
@@ -280,15 +285,17 @@ def _section_privacy(data: RunData) -> str:
         out.append(f"<p class='verdict'>{html.escape(p['verdict'])}</p>")
         rows = []
         for name, v in p["variants"].items():
-            rows.append([name, _pct(v.get("accuracy")), _pct(v.get("weights_as_ann_accuracy")),
-                         _pct(v.get("inversion_accuracy")), _pct(v.get("snn_inversion_accuracy"))])
-        out.append(_table(["variant", "accuracy", "weights read as ANN", "model inversion (ANN reading)",
-                           "model inversion (through the SNN)"], rows))
+            rows.append([name, _pct(v.get("accuracy")), _pct(v.get("weights_as_ann_accuracy"))]
+                        + [_pm(v, k) for k in ("relu_inversion_accuracy", "inversion_accuracy",
+                                               "snn_inversion_accuracy", "prior_inversion_accuracy")])
+        out.append(_table(["variant", "accuracy", "weights read as ANN", "(a) inversion, plain ReLU reading",
+                           "(b) inversion, rescaled reading", "(c) inversion through the SNN",
+                           "(d) inversion with a public-data prior"], rows))
         out.append(f"<p class='note'>chance {_pct(p.get('chance'))}; {p.get('n_inverted')} inverted images per variant, "
                    f"scored by an independent evaluator ({html.escape(str(p.get('evaluator', {}).get('spec')))}).</p>")
         pngs = []
         for name, v in p["variants"].items():
-            for key in ("inversion_png", "snn_inversion_png"):
+            for key in ("relu_inversion_png", "inversion_png", "snn_inversion_png", "prior_inversion_png"):
                 f = v.get(key)
                 if f and (Path(p["_dir"]) / f).is_file():
                     pngs.append(_img(Path(p["_dir"]) / f, f"{name}: {key.replace('_png', '').replace('_', ' ')}"))

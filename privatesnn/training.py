@@ -38,6 +38,7 @@ class TrainSettings:
     kd_temperature: float = 4.0
     rate_reg: float = 0.0  # weight of the mean-spike-rate penalty (fewer spikes, less energy)
     anchor: float = 0.0  # weight of KD on the T -> infinity rate limit (keeps long-T accuracy at low training T)
+    label_smoothing: float = 0.0  # on the CE term; negative = the model-inversion defence of Struppek et al. (ICLR 2024)
     feature_weight: float = 0.0  # weight of layer-wise rate distillation (each layer's spike rate vs the ANN activation)
     leak: float | None = None  # set every neuron's leak (e.g. 0.95 = LIF); None keeps the artifact's
     reset: str | None = None  # "zero" trains for the Lava/Loihi neuron; None keeps the artifact's
@@ -58,6 +59,7 @@ class TrainSettings:
                   (self.kd_temperature > 0, f"--kd-temperature must be > 0, got {self.kd_temperature}"),
                   (self.rate_reg >= 0, f"--rate-reg must be >= 0, got {self.rate_reg}"),
                   (self.anchor >= 0 and math.isfinite(self.anchor), f"--anchor must be >= 0, got {self.anchor}"),
+                  (-1.0 < self.label_smoothing < 1.0, f"--label-smoothing must be in (-1, 1), got {self.label_smoothing}"),
                   (self.feature_weight >= 0 and math.isfinite(self.feature_weight),
                    f"--feature-weight must be >= 0, got {self.feature_weight}"),
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
@@ -80,10 +82,23 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.contiguous()
 
 
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """CE against ``(1 - s) * one_hot + s / K``. ``s < 0`` is *negative* label smoothing, which
+    Struppek et al. (ICLR 2024, "Be careful what you smooth for") found to make model-inversion
+    attacks fail: the wrong classes are pushed down hard, so gradient ascent on one class finds
+    little class-specific signal. (torch's ``label_smoothing`` accepts only ``s >= 0``.)"""
+    if smoothing == 0:
+        return F.cross_entropy(logits, labels)
+    k = logits.shape[1]
+    target = torch.full_like(logits, smoothing / k).scatter_(1, labels[:, None], 1 - smoothing + smoothing / k)
+    return -(target * F.log_softmax(logits, 1)).sum(1).mean()
+
+
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
-                      temperature: float) -> torch.Tensor:
-    """Hinton KD: ``(1-a)*CE(y, s) + a*tau^2*KL(softmax(t/tau) || softmax(s/tau))``."""
-    ce = F.cross_entropy(student, labels)
+                      temperature: float, smoothing: float = 0.0) -> torch.Tensor:
+    """Hinton KD: ``(1-a)*CE(y, s) + a*tau^2*KL(softmax(t/tau) || softmax(s/tau))`` (CE with label
+    smoothing ``smoothing``, negative allowed)."""
+    ce = smoothed_cross_entropy(student, labels, smoothing)
     if alpha == 0:
         return ce
     kl = F.kl_div(F.log_softmax(student / temperature, 1), F.softmax(teacher / temperature, 1), reduction="batchmean")
@@ -202,7 +217,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             with autocast(device, settings.amp):
                 logits, spikes = model(x, settings.timesteps, return_spikes=True)
                 logits = logits.float()
-                loss = distillation_loss(logits, t_logits, y, settings.kd_alpha, settings.kd_temperature)
+                loss = distillation_loss(logits, t_logits, y, settings.kd_alpha, settings.kd_temperature,
+                                         settings.label_smoothing)
                 rate = torch.stack([s.float().mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
                 if settings.rate_reg > 0:
                     loss = loss + settings.rate_reg * rate

@@ -121,6 +121,14 @@ def test_audit_discriminates_on_digits(artifacts, tmp_path):
     assert (out / conv["snn_inversion_png"]).is_file()
     md = (out / "privacy.md").read_text()
     assert r["verdict"] in md and "| converted SNN |" in md
+    # the four threat models side by side, (d) with a prior from public images of the other classes
+    tm = r["threat_models"]
+    assert set(tm) == {"ann", "converted_snn", "encrypted_snn"} and set("abcd") <= set(tm["encrypted_snn"])
+    assert r["prior"]["data"] == "digits-train" and r["prior"]["public_classes"] == [5, 6, 7, 8, 9]
+    assert tm["ann"]["d"]["accuracy"] >= r["chance"] + 0.3  # the prior-aided attacker finds the ANN's classes
+    assert set(tm["encrypted_snn"]["bars_met"]) == set("abcd")
+    assert (out / r["variants"]["encrypted_snn"]["prior_inversion_png"]).is_file()
+    assert "(d) prior from public data" in md
 
 
 def test_audit_is_deterministic_and_limits_classes(artifacts, tmp_path):
@@ -228,3 +236,43 @@ def test_attack_accuracy_counts_target_hits():
 
     imgs = torch.tensor([0.0, 1.0, 2.0, 1.0]).view(4, 1, 1, 1)
     assert attack_accuracy(Fixed(), imgs, torch.tensor([0, 1, 0, 1])) == 0.75
+
+
+def test_negative_label_smoothing_targets():
+    from privatesnn.training import smoothed_cross_entropy
+
+    logits, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    assert torch.allclose(smoothed_cross_entropy(logits, y, 0.1), torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1))
+    assert torch.allclose(smoothed_cross_entropy(logits, y, 0.0), torch.nn.functional.cross_entropy(logits, y))
+    # negative smoothing rewards pushing the wrong classes down: its gradient on a wrong logit is larger
+    x = logits.clone().requires_grad_(True)
+    smoothed_cross_entropy(x, y, -0.2).backward()
+    g_neg = x.grad.clone()
+    x.grad = None
+    torch.nn.functional.cross_entropy(x, y).backward()
+    wrong = torch.ones_like(logits, dtype=torch.bool).scatter_(1, y[:, None], False)
+    assert (g_neg[wrong] > x.grad[wrong]).all()
+
+
+def test_threat_model_bars():
+    from privatesnn.privacy.audit import threat_models
+
+    def entry(a, b, c, d):
+        return {"relu_inversion_accuracy": a, "inversion_accuracy": b, "snn_inversion_accuracy": c,
+                "prior_inversion_accuracy": d}
+    r = {"chance": 0.1, "variants": {"converted_snn": entry(0.8, 0.8, 0.6, 0.7),
+                                     "encrypted_snn": entry(0.15, 0.25, 0.3, 0.35)}}
+    bars = threat_models(r)["encrypted_snn"]["bars_met"]
+    assert bars == {"a": True, "b": False, "c": True, "d": True}
+
+
+def test_image_prior_learns_and_inverts_inside_the_pixel_range():
+    from privatesnn.privacy.inversion import InversionSettings
+    from privatesnn.privacy.prior import invert_with_prior, train_prior
+
+    x = (torch.rand(64, 1, 8, 8) > 0.5).float()
+    prior = train_prior(x, epochs=3, progress=False)
+    imgs, labs = invert_with_prior(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)), prior, [0, 2],
+                                   InversionSettings(per_class=3, iterations=5), progress=False)
+    assert imgs.shape == (6, 1, 8, 8) and labs.tolist() == [0, 0, 0, 2, 2, 2]
+    assert float(imgs.min()) >= 0 and float(imgs.max()) <= 1

@@ -13,6 +13,12 @@ the plainly converted SNN and the encrypted (trained) SNN.
               real test data, and model inversion (class-representative images) of that ANN;
   scenario 2: model inversion directly through the SNN, in time, with surrogate gradients.
 
+Threat models side by side: (a) the paper's attacker (the weights in a plain ReLU ANN), (b) the
+rescaling-aware attacker (thresholds and per-layer scales undone: scenario 1), (c) inversion
+through the SNN (scenario 2), (d) an attacker with auxiliary public data (real images of the
+classes it does not attack, --prior-data): inversion started from those images with a VAE prior
+learnt from them.
+
 Inverted images are scored by an independent evaluator (another architecture than the victim):
 attack accuracy = how often it assigns an image to the class it was generated for (chance = 1/K).
 The real test data is the auditor's and only scores. Writes DIR/privacy.json, DIR/privacy.md and
@@ -43,25 +49,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="T of the SNN during scenario-2 inversion (default: the SNN's; lower is faster)")
     p.add_argument("--limit", type=positive_int, default=None, help="score accuracies on the first N test images")
     p.add_argument("--no-snn-inversion", action="store_true", help="skip attack scenario 2 (the slowest part)")
+    p.add_argument("--prior-data", default="auto", metavar="SPEC",
+                   help="threat model (d): real public images for the attacker's image prior; only the upper half "
+                        "of the classes is used, and (d) attacks the lower half (default auto: digits-train for "
+                        "--data digits, else skipped; 'none' skips)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the report here")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..privacy.audit import run_audit
-    from .common import resolve_device
-
-    device = resolve_device(args.device)
+    from ..api import audit
     from ..privacy.inversion import InversionSettings
 
-    inversion = InversionSettings(timesteps=args.inversion_timesteps)
-    report = run_audit(args.snn, args.model, args.data, args.out, evaluator_spec=args.evaluator,
-                       limit_classes=args.limit_classes, iterations=args.iterations, seed=args.seed,
-                       per_class=args.per_class, timesteps=args.timesteps, limit=args.limit,
-                       snn_inversion=not args.no_snn_inversion, inversion=inversion,
-                       model_kwargs={"num_classes": args.num_classes, "mean": args.mean, "std": args.std},
-                       device=device, json_path=args.json)
+    report = audit(args.snn, args.data, args.out, model=args.model, evaluator=args.evaluator,
+                   limit_classes=args.limit_classes, iterations=args.iterations, seed=args.seed,
+                   per_class=args.per_class, timesteps=args.timesteps, limit=args.limit,
+                   snn_inversion=not args.no_snn_inversion,
+                   inversion=InversionSettings(timesteps=args.inversion_timesteps),
+                   model_kwargs={"num_classes": args.num_classes, "mean": args.mean, "std": args.std},
+                   device=args.device, json_path=args.json,
+                   prior_data=None if args.prior_data == "none" else args.prior_data)
     print(f"verdict: {report['verdict']}")
     print(f"wrote {args.out}/privacy.json, {args.out}/privacy.md" + (f" and {args.json}" if args.json else ""))
     return 0

@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import PrivsnnError
 from ..devices import resolve_device  # noqa: F401  (re-exported for the commands)
 from ..io_utils import write_json
 

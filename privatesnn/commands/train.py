@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anchor", type=float, default=0.0,
                    help="weight of distillation on the network's T->infinity rate limit; keeps the "
                         "long-T accuracy of the conversion while training at low T (default 0)")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="label smoothing of the CE term (weight 1 - --kd-alpha); negative, e.g. -0.05, is the "
+                        "model-inversion defence of Struppek et al. 2024 (default 0)")
     p.add_argument("--feature-weight", type=float, default=0.0,
                    help="weight of layer-wise rate distillation: each layer's spike rate x threshold matched "
                         "to the ANN's activation through the spiking dynamics (default 0 = logits only)")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     teacher = load_model(args.teacher, num_classes=args.num_classes, mean=args.mean, std=args.std)
     art = train(args.snn, teacher, args.synthetic, args.out, epochs=args.epochs, timesteps=args.timesteps,
                 batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
-                rate_reg=args.rate_reg, anchor=args.anchor, feature_weight=args.feature_weight, leak=args.leak,
+                rate_reg=args.rate_reg, anchor=args.anchor, label_smoothing=args.label_smoothing,
+                feature_weight=args.feature_weight, leak=args.leak,
                 reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, qat=args.qat,
                 amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:

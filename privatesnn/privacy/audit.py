@@ -190,7 +190,8 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
               seed: int = 0, *, per_class: int | None = None, timesteps: int | None = None, limit: int | None = None,
               inversion: InversionSettings | None = None, snn_inversion: bool = True,
               model_kwargs: dict | None = None, device: torch.device | str = "cpu", progress: bool = True,
-              json_path: str | Path | None = None, log=print) -> dict[str, Any]:
+              json_path: str | Path | None = None, log=print, prior_data: str | None = "auto",
+              relu_inversion: bool = True) -> dict[str, Any]:
     """Audit ``snn_path`` (see module docstring); writes ``out_dir/privacy.{json,md}`` and PNGs and
     returns the report. ``limit_classes``/``iterations``/``per_class`` shrink the inversion attacks;
     ``limit`` uses only the first N real test images for the accuracies."""
@@ -232,6 +233,8 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
                                **({"per_class": per_class} if per_class else {})})
     classes = list(range(num_classes))[:limit_classes] if limit_classes else list(range(num_classes))
 
+    prior = _attacker_prior(prior_data, data_spec, classes, num_classes, input_shape, seed, notes, progress, log)
+
     trained = _is_trained(artifact)
     variants: list[tuple[str, Any]] = []
     if loaded is not None:
@@ -252,7 +255,7 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
         acc_ev = float(hits.float().mean())
         rates = per_class_rates(hits, labs)
         acc_self = attack_accuracy(model, imgs, labs, device, batch_size=50)
-        title = (f"{VARIANT_LABELS[name]}: {'SNN inversion (scenario 2)' if kind == 'snn_inversion' else 'inversion (scenario 1)'}"
+        title = (f"{VARIANT_LABELS[name]}: {THREAT_TITLES[kind]}"
                  f" - evaluator accuracy {100 * acc_ev:.0f}% (chance {100 * chance:.0f}%)")
         save_grid(png, imgs, labs, title, per_class=min(inv.per_class, 10))
         return {"evaluator": acc_ev, "self": acc_self, "png": png.name, "per_class": rates,
@@ -289,6 +292,30 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
         entry.update(inversion_accuracy=s1["evaluator"], inversion_accuracy_se=s1["se"],
                      inversion_accuracy_per_class=s1["per_class"], inversion_self_accuracy=s1["self"],
                      inversion_png=s1["png"])
+        # threat model (a): the paper's attacker reads the weights into the plain ReLU ANN as they are
+        if name == "ann" or entry["weights_as_ann_mode"] == "relu" or not relu_inversion:
+            entry.update(relu_inversion_accuracy=None if name != "ann" and not relu_inversion else s1["evaluator"],
+                         relu_inversion_accuracy_se=None if name != "ann" and not relu_inversion else s1["se"],
+                         relu_inversion_png=None)
+        else:
+            relu_model = RebuiltANN(obj.graph, "relu", entry["timesteps"]).to(device).eval()
+            imgs_a, labs_a = invert(relu_model, classes, input_shape, inv, device,
+                                    desc=f"ReLU-reading inversion: {VARIANT_LABELS[name]}", progress=progress)
+            sa = scored(imgs_a, labs_a, relu_model, "relu_inversion", name)
+            entry.update(relu_inversion_accuracy=sa["evaluator"], relu_inversion_accuracy_se=sa["se"],
+                         relu_inversion_png=sa["png"])
+        # threat model (d): the rescaled reading inverted with an image prior from public images
+        entry.update(prior_inversion_accuracy=None, prior_inversion_accuracy_se=None, prior_inversion_png=None,
+                     inversion_accuracy_on_prior_classes=None)
+        if prior is not None:
+            imgs_d, labs_d = invert(attack_model, prior["classes"], input_shape, inv, device,
+                                    desc=f"prior-aided inversion: {VARIANT_LABELS[name]}", progress=progress,
+                                    init=prior["images"], regulariser=prior["regulariser"])
+            sd = scored(imgs_d, labs_d, attack_model, "prior_inversion", name)
+            entry.update(prior_inversion_accuracy=sd["evaluator"], prior_inversion_accuracy_se=sd["se"],
+                         prior_inversion_png=sd["png"], prior_inversion_accuracy_per_class=sd["per_class"])
+            same = [s1["per_class"][c] for c in prior["classes"] if c in s1["per_class"]]
+            entry["inversion_accuracy_on_prior_classes"] = sum(same) / len(same) if same else None
         entry.update(snn_inversion_accuracy=None, snn_inversion_accuracy_se=None, snn_inversion_accuracy_per_class=None,
                      snn_inversion_self_accuracy=None, snn_inversion_png=None)
         if name != "ann" and snn_inversion:
@@ -324,7 +351,9 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
         "model": loaded.spec if loaded is not None else None,
         "evaluator": {"spec": evaluator.spec, "arch": evaluator.arch, "sha256": evaluator.sha256, "accuracy": ev_acc},
         "inversion_settings": inv.to_dict(), "seed": seed, "notes": notes,
+        "prior": None if prior is None else {k: v for k, v in prior.items() if k not in ("images", "regulariser")},
     }
+    report["threat_models"] = threat_models(report)
     report["verdict"], report["goals"] = verdict(report)
     report["seconds"] = round(time.time() - t0, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -333,6 +362,85 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
     if json_path:
         write_json(json_path, report)
     return report
+
+
+THREAT_TITLES = {
+    "relu_inversion": "(a) inversion of the weights read as a plain ReLU ANN",
+    "inversion": "(b) inversion of the rescaled ANN reading",
+    "snn_inversion": "(c) inversion through the SNN (surrogate gradients)",
+    "prior_inversion": "(d) inversion with a prior from public images",
+}
+THREAT_KEYS = {"a": "relu_inversion_accuracy", "b": "inversion_accuracy", "c": "snn_inversion_accuracy",
+               "d": "prior_inversion_accuracy"}
+
+
+def _attacker_prior(prior_data: str | None, data_spec: str, classes: list[int], num_classes: int, input_shape,
+                    seed: int, notes: list[str], progress: bool, log) -> dict[str, Any] | None:
+    """Threat model (d)'s auxiliary public data and the image prior learnt from it.
+
+    The attacker holds real images of the classes it does *not* attack: the upper half of the
+    classes are "public", and (d) inverts the attacked classes in the lower half. ``prior_data``:
+    a data spec; "auto" takes ``digits-train`` for ``--data digits`` and skips (d) otherwise."""
+    if prior_data == "auto":
+        prior_data = "digits-train" if str(data_spec).lower() == "digits" else None
+    if not prior_data:
+        notes.append("threat model (d) skipped: no auxiliary public data (pass --prior-data SPEC)")
+        return None
+    from .prior import train_prior
+
+    public = list(range(num_classes // 2, num_classes))
+    private = [c for c in classes if c < num_classes // 2]
+    pub = load_data(prior_data)
+    keep = torch.isin(pub.y, torch.tensor(public))
+    images = pub.x[keep]
+    if tuple(images.shape[1:]) != tuple(input_shape) or len(images) == 0 or not private:
+        notes.append(f"threat model (d) skipped: {prior_data} has no usable images of classes {public[0]}-{public[-1]} "
+                     f"of shape {tuple(input_shape)}, or no attacked class below {num_classes // 2}")
+        return None
+    images = images[:4000]
+    log(f"[audit] threat model (d): image prior from {len(images)} public images of classes {public[0]}-{public[-1]} "
+        f"({prior_data}); attacking classes {private[0]}-{private[-1]}")
+    vae = train_prior(images, seed=seed, progress=progress).to("cpu")
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    pixels = float(torch.tensor(input_shape).prod())
+
+    def regulariser(x: torch.Tensor) -> torch.Tensor:  # the prior's negative ELBO per pixel, weight 0.1
+        recon, mu, logvar = vae.to(x.device)(x.clamp(0, 1))
+        rec = torch.nn.functional.binary_cross_entropy(recon, x.clamp(0, 1), reduction="sum") / len(x)
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
+        return 0.1 * (rec + kl) / pixels
+
+    return {"data": str(prior_data), "public_classes": public, "classes": private, "images": images,
+            "n_public_images": len(images), "regulariser": regulariser,
+            "method": "pixel inversion started from public images, with a VAE prior learnt from them "
+                      "(negative ELBO, weight 0.1) as an extra penalty"}
+
+
+def threat_models(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per variant, the four attackers side by side: attack accuracy +- its standard error, and for
+    an encrypted SNN whether it meets the issue's bars ((a), (b) <= chance + 10 points; (c), (d) at
+    most half their success against the unencrypted converted SNN)."""
+    out: dict[str, dict[str, Any]] = {}
+    chance = report["chance"]
+    conv = report["variants"].get("converted_snn")
+    for name, e in report["variants"].items():
+        row: dict[str, Any] = {}
+        for tm, key in THREAT_KEYS.items():
+            v = e.get(key)
+            row[tm] = None if v is None else {"accuracy": v, "se": e.get(f"{key}_se")}
+        if name == "encrypted_snn":
+            bars = {}
+            for tm in ("a", "b"):
+                if row[tm] is not None:
+                    bars[tm] = row[tm]["accuracy"] <= chance + GOAL_INVERSION
+            for tm in ("c", "d"):
+                ref = None if conv is None else conv.get(THREAT_KEYS[tm])
+                if row[tm] is not None and ref is not None:
+                    bars[tm] = row[tm]["accuracy"] <= 0.5 * ref
+            row["bars_met"] = bars
+        out[name] = row
+    return out
 
 
 def _pct(v: float | None) -> str:
@@ -364,6 +472,21 @@ def write_markdown(path: str | Path, r: dict[str, Any]) -> Path:
         lines.append(f"| {VARIANT_LABELS[name]} | {_pct(e['accuracy'])}{t} | {_pct(e['weights_as_ann_accuracy'])} "
                      f"({e['weights_as_ann_mode']}) | {_pct(relu)} | {_pm(e, 'inversion_accuracy')} | {_pm(e, 'snn_inversion_accuracy')} "
                      f"| {'n/a' if cos is None else f'{cos:.4f}'} |")
+    tms = r.get("threat_models")
+    if tms:
+        lines += ["", "Threat models side by side (attack accuracy of the inverted images under the independent "
+                      "evaluator, ± standard error; (d) on the lower half of the classes, with a prior from public "
+                      "images of the upper half):", "",
+                  "| variant | (a) paper: ReLU reading | (b) rescaling-aware | (c) through the SNN | (d) prior from public data |",
+                  "|---|---|---|---|---|"]
+        for name, row in tms.items():
+            cells = [("n/a" if row[t] is None else _pct(row[t]["accuracy"]) + (
+                "" if row[t]["se"] is None else f" ± {100 * row[t]['se']:.1f}")) for t in "abcd"]
+            lines.append(f"| {VARIANT_LABELS[name]} | " + " | ".join(cells) + " |")
+        bars = tms.get("encrypted_snn", {}).get("bars_met")
+        if bars:
+            lines += ["", "Bars for the encrypted SNN ((a), (b) <= chance + 10 points; (c), (d) <= half of the converted "
+                          "SNN's): " + ", ".join(f"({k}) {'met' if v else 'not met'}" for k, v in bars.items()) + "."]
     g = r["goals"]
     lines += ["", f"Goals for an encrypted SNN: weights-as-ANN <= chance + {100 * GOAL_WEIGHTS_AS_ANN:.0f} points: "
                   f"{'met' if g['weights_as_ann'] else 'not met'}; inversion <= chance + {100 * GOAL_INVERSION:.0f} points: "
@@ -371,7 +494,8 @@ def write_markdown(path: str | Path, r: dict[str, Any]) -> Path:
                   f"{'met' if g['snn_inversion'] else 'not met'} (scenario 2)"
               + ("" if g["accuracy_drop_points"] is None else f"; accuracy drop vs ANN {g['accuracy_drop_points']:.2f} points") + ".",
               "", "Inverted images: " + ", ".join(f"`{e[k]}`" for e in r["variants"].values()
-                                                 for k in ("inversion_png", "snn_inversion_png") if e.get(k)) + "."]
+                                                 for k in ("relu_inversion_png", "inversion_png", "snn_inversion_png", "prior_inversion_png")
+                                                 if e.get(k)) + "."]
     if r["notes"]:
         lines += ["", "Notes:"] + [f"- {n}" for n in r["notes"]]
     lines += ["", "Model inversion scored by an evaluator is one measurable proxy for class leakage, not a privacy "

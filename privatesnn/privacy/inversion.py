@@ -114,9 +114,14 @@ def _batch_seed(seed: int, b: int) -> int:
 
 def invert(model: Callable[[torch.Tensor], torch.Tensor], classes: list[int], input_shape: tuple[int, ...],
            settings: InversionSettings, device: torch.device | str = "cpu", desc: str = "inversion",
-           progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+           progress: bool = True, init: torch.Tensor | None = None,
+           regulariser: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate ``settings.per_class`` images for each class in ``classes`` by gradient ascent on
-    ``model`` (pixels in [0, 1] -> logits). Returns ``(images (N,C,H,W) in [0,1], labels (N,))`` on the CPU."""
+    ``model`` (pixels in [0, 1] -> logits). Returns ``(images (N,C,H,W) in [0,1], labels (N,))`` on the CPU.
+
+    ``init`` (M, C, H, W): start each image from one of these (drawn with the batch's seed) instead
+    of uniform noise; ``regulariser(x)``: an extra penalty added to the loss (e.g. an image prior's
+    negative log-likelihood). Both serve the attacker with auxiliary data (threat model d)."""
     settings.validate()
     labels = torch.tensor([c for c in classes for _ in range(settings.per_class)], dtype=torch.long)
     c_in, h, w = input_shape
@@ -133,7 +138,11 @@ def invert(model: Callable[[torch.Tensor], torch.Tensor], classes: list[int], in
             bseed = _batch_seed(settings.seed, b)
             gen = torch.Generator().manual_seed(bseed)
             torch.manual_seed(bseed)  # rate-coded SNN inputs draw spikes from the global generator
-            x = torch.rand((len(y), c_in, h, w), generator=gen).to(device).requires_grad_(True)
+            if init is None:
+                x = torch.rand((len(y), c_in, h, w), generator=gen)
+            else:
+                x = init[torch.randint(0, len(init), (len(y),), generator=gen)].clone()
+            x = x.to(device).requires_grad_(True)
             yd = y.to(device)
             opt = torch.optim.Adam([x], lr=settings.lr)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.iterations)
@@ -154,6 +163,8 @@ def invert(model: Callable[[torch.Tensor], torch.Tensor], classes: list[int], in
                     loss = loss + settings.tv * total_variation(x) * h * w
                 if settings.l2:
                     loss = loss + settings.l2 * ((x - 0.5) ** 2).mean() * h * w
+                if regulariser is not None:
+                    loss = loss + regulariser(x)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
