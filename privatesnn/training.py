@@ -39,6 +39,7 @@ class TrainSettings:
     rate_reg: float = 0.0  # weight of the mean-spike-rate penalty (fewer spikes, less energy)
     anchor: float = 0.0  # weight of KD on the T -> infinity rate limit (keeps long-T accuracy at low training T)
     label_smoothing: float = 0.0  # on the CE term; negative = the model-inversion defence of Struppek et al. (ICLR 2024)
+    bido: tuple[float, float] = (0.0, 0.0)  # (lambda_x, lambda_y) of the BiDO-HSIC dependency regulariser
     feature_weight: float = 0.0  # weight of layer-wise rate distillation (each layer's spike rate vs the ANN activation)
     leak: float | None = None  # set every neuron's leak (e.g. 0.95 = LIF); None keeps the artifact's
     reset: str | None = None  # "zero" trains for the Lava/Loihi neuron; None keeps the artifact's
@@ -59,6 +60,8 @@ class TrainSettings:
                   (self.kd_temperature > 0, f"--kd-temperature must be > 0, got {self.kd_temperature}"),
                   (self.rate_reg >= 0, f"--rate-reg must be >= 0, got {self.rate_reg}"),
                   (self.anchor >= 0 and math.isfinite(self.anchor), f"--anchor must be >= 0, got {self.anchor}"),
+                  (len(self.bido) == 2 and all(v >= 0 and math.isfinite(v) for v in self.bido),
+                   f"--bido needs two weights >= 0 (lambda_x,lambda_y), got {self.bido}"),
                   (-1.0 < self.label_smoothing < 1.0, f"--label-smoothing must be in (-1, 1), got {self.label_smoothing}"),
                   (self.feature_weight >= 0 and math.isfinite(self.feature_weight),
                    f"--feature-weight must be >= 0, got {self.feature_weight}"),
@@ -117,6 +120,38 @@ def rate_distillation_loss(net: SpikingNetwork, spikes: dict[str, torch.Tensor],
         th = net.neurons[module_key(name)].threshold
         target = targets[name].clamp(max=th)
         terms.append(F.mse_loss(th * s.float().mean(0), target) / target.pow(2).mean().clamp_min(1e-8))
+    return torch.stack(terms).mean()
+
+
+def _gaussian_gram(x: torch.Tensor) -> torch.Tensor:
+    """Gaussian kernel matrix of the rows of ``x`` with the median-distance bandwidth."""
+    d = torch.cdist(x, x).pow(2)
+    sigma2 = d.detach()[d.detach() > 0].median().clamp_min(1e-6) if (d > 0).any() else d.new_tensor(1.0)
+    return torch.exp(-d / sigma2)
+
+
+def hsic(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    """Normalised HSIC of two kernel matrices (Gretton et al. 2005; in [0, 1])."""
+    n = k.shape[0]
+    h = torch.eye(n, device=k.device) - 1.0 / n
+    kh, lh = k @ h, l @ h
+    return (kh * lh.T).sum() / ((kh * kh.T).sum().sqrt() * (lh * lh.T).sum().sqrt()).clamp_min(1e-12)
+
+
+def bido_loss(x: torch.Tensor, labels: torch.Tensor, num_classes: int, spikes: dict[str, torch.Tensor],
+              lambda_x: float, lambda_y: float) -> torch.Tensor:
+    """BiDO-HSIC (Peng et al., KDD 2022): for every spiking layer's firing rates Z, minimise the
+    dependence on the input, ``lambda_x * HSIC(X, Z)``, and keep the dependence on the label,
+    ``- lambda_y * HSIC(Y, Z)``: the layers keep what classifies and drop what reconstructs, which
+    is what model inversion exploits. A training-time regulariser only: the deployed SNN is
+    unchanged in form."""
+    kx = _gaussian_gram(x.flatten(1))
+    ky = F.one_hot(labels, num_classes).float()
+    ky = ky @ ky.T
+    terms = []
+    for s in spikes.values():
+        kz = _gaussian_gram(s.float().mean(0).flatten(1))
+        terms.append(lambda_x * hsic(kx, kz) - lambda_y * hsic(ky, kz))
     return torch.stack(terms).mean()
 
 
@@ -222,6 +257,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 rate = torch.stack([s.float().mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
                 if settings.rate_reg > 0:
                     loss = loss + settings.rate_reg * rate
+                if settings.bido[0] > 0 or settings.bido[1] > 0:
+                    loss = loss + bido_loss(x, y, logits.shape[1], spikes, *settings.bido)
                 if layer_ann is not None:
                     with torch.no_grad():
                         _, acts = layer_ann(x, record=True)

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="label smoothing of the CE term (weight 1 - --kd-alpha); negative, e.g. -0.05, is the "
                         "model-inversion defence of Struppek et al. 2024 (default 0)")
+    p.add_argument("--bido", default=None, metavar="LX,LY",
+                   help="BiDO-HSIC model-inversion defence (Peng et al. 2022): weights of HSIC(input, layer rates) "
+                        "(minimised) and HSIC(label, layer rates) (maximised), e.g. 0.05,0.5 (default off)")
     p.add_argument("--feature-weight", type=float, default=0.0,
                    help="weight of layer-wise rate distillation: each layer's spike rate x threshold matched "
                         "to the ANN's activation through the spiking dynamics (default 0 = logits only)")
@@ -62,10 +65,22 @@ def run(args: argparse.Namespace) -> int:
     art = train(args.snn, teacher, args.synthetic, args.out, epochs=args.epochs, timesteps=args.timesteps,
                 batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
                 rate_reg=args.rate_reg, anchor=args.anchor, label_smoothing=args.label_smoothing,
-                feature_weight=args.feature_weight, leak=args.leak,
+                feature_weight=args.feature_weight, bido=_pair(args.bido), leak=args.leak,
                 reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, qat=args.qat,
                 amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
              args.json)
     return 0
+
+
+def _pair(text: str | None) -> tuple[float, float]:
+    from ..errors import PrivsnnError
+
+    if not text:
+        return (0.0, 0.0)
+    try:
+        a, b = (float(v) for v in text.split(","))
+    except ValueError:
+        raise PrivsnnError(f"--bido expects two numbers LX,LY (e.g. 0.05,0.5), got {text!r}") from None
+    return (a, b)
