@@ -1,9 +1,15 @@
-"""Privacy benchmark: the class-leakage audit (`privsnn attack`) for digits and the shared CIFAR-10
-ResNet-20, plus the privacy/accuracy trade-off of the encryption's training knobs on digits.
+"""Privacy benchmark: the class-leakage audit (`privsnn attack`, four threat models side by side)
+for digits and the shared CIFAR-10 ResNet-20, and the defences of the encryption step on digits:
+per defence setting, the SNN's accuracy and each attacker's success with its standard error.
 Not a test; writes bench/results/privacy.json (and privacy.md, privacy_tradeoff_digits.png).
 
-    python bench/privacy.py                         # digits + trade-off + CIFAR-10 (~60-90 min, 2 CPU cores)
-    python bench/privacy.py --cases digits          # digits and its trade-off only (~15 min)
+Threat models: (a) the paper's attacker (the SNN's weights in a plain ReLU ANN), (b) the
+rescaling-aware attacker (thresholds and layer scales undone), (c) inversion through the SNN with
+surrogate gradients, (d) an attacker with auxiliary public data (real images of the classes it does
+not attack: digits' training split for digits 5-9, CIFAR-10's train4000 images of classes 5-9).
+
+    python bench/privacy.py                         # digits + defences + CIFAR-10 (~90 min, 2 CPU cores)
+    python bench/privacy.py --cases digits          # digits and its defences only (~45 min)
     python bench/privacy.py --cases cifar10 --cifar-per-class 2 --cifar-iterations 60   # a quicker CIFAR run
 
 Artifacts (synthetic set, converted and encrypted SNN per case, audit folders with the PNG grids)
@@ -26,28 +32,36 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import (CIFAR_TEST, IMAGENET_NORM, RESNET20, RESULTS, ROOT, privsnn, read_json, set_threads,  # noqa: E402
+from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, ROOT, privsnn, read_json, set_threads,  # noqa: E402
                     shared_available, write_results)
 
 WORK = ROOT / "runs" / "bench" / "privacy"
 KEYS = ("accuracy", "weights_as_ann_accuracy", "weights_as_ann_mode", "weights_as_ann_modes", "inversion_accuracy",
-        "snn_inversion_accuracy", "weight_cosine_mean", "timesteps")
-# Training knobs tried on digits (each from the same converted SNN, T=8 unless set); "default" is
-# `privsnn train` with its defaults (5 epochs, lr 1e-4, KD 0.7, IF neurons, subtractive reset).
+        "snn_inversion_accuracy", "weight_cosine_mean", "timesteps", "relu_inversion_accuracy",
+        "prior_inversion_accuracy", "inversion_accuracy_se", "snn_inversion_accuracy_se", "relu_inversion_accuracy_se",
+        "prior_inversion_accuracy_se")
+# The digits SNN the defences start from: the low-latency path (QCFS L=4, calibration at T=4), and
+# its encryption without a defence (the accuracy bench's low-latency settings).
+DIGITS_BASE_TRAIN = {"epochs": 15, "timesteps": 4, "lr": 1e-3, "kd_alpha": 1.0}
+# Defences of the encryption step tried on digits (each from the same calibrated QCFS SNN, added to
+# DIGITS_BASE_TRAIN): the model-inversion literature's (negative label smoothing, Struppek et al.
+# ICLR 2024; BiDO-HSIC, Peng et al. KDD 2022) and the SNN-specific knobs measured before (leak, T).
 TRADEOFF = [
-    ("default", {}),
-    ("20 epochs", {"epochs": 20}),
-    ("lr 1e-3, 10 ep", {"epochs": 10, "lr": 1e-3}),
-    ("lr 1e-2, 10 ep", {"epochs": 10, "lr": 1e-2}),
-    ("leak 0.9", {"epochs": 10, "lr": 1e-3, "leak": 0.9}),
-    ("leak 0.8", {"epochs": 10, "lr": 1e-3, "leak": 0.8}),
-    ("leak 0.5", {"epochs": 10, "lr": 1e-3, "leak": 0.5}),
-    ("reset zero", {"epochs": 10, "lr": 1e-3, "reset": "zero"}),
-    ("T=2", {"epochs": 10, "lr": 1e-3, "timesteps": 2}),
-    ("T=1", {"epochs": 10, "lr": 1e-3, "timesteps": 1}),
-    ("T=2, reset zero, leak 0.8", {"epochs": 10, "lr": 1e-3, "timesteps": 2, "reset": "zero", "leak": 0.8}),
-    ("kd-alpha 0 (CE only)", {"epochs": 10, "lr": 1e-3, "kd_alpha": 0.0}),
+    ("no defence", {}),
+    ("negative LS -0.05", {"kd_alpha": 0.5, "label_smoothing": -0.05}),
+    ("negative LS -0.1", {"kd_alpha": 0.5, "label_smoothing": -0.1}),
+    ("negative LS -0.2, CE only", {"kd_alpha": 0.0, "label_smoothing": -0.2}),
+    ("BiDO 0.05,0.5", {"kd_alpha": 0.5, "bido": "0.05,0.5"}),
+    ("BiDO 0.5,0.5", {"kd_alpha": 0.5, "bido": "0.5,0.5"}),
+    ("BiDO 2,1", {"kd_alpha": 0.5, "bido": "2,1"}),
+    ("NLS -0.1 + BiDO 0.5,0.5", {"kd_alpha": 0.5, "label_smoothing": -0.1, "bido": "0.5,0.5"}),
+    ("leak 0.5", {"leak": 0.5}),
+    ("T=1", {"timesteps": 1}),
 ]
+THREATS = (("a", "relu_inversion_accuracy", "(a) paper: ReLU reading"),
+           ("b", "inversion_accuracy", "(b) rescaling-aware"),
+           ("c", "snn_inversion_accuracy", "(c) through the SNN"),
+           ("d", "prior_inversion_accuracy", "(d) public-data prior"))
 
 
 def summary(report: dict) -> dict:
@@ -55,13 +69,14 @@ def summary(report: dict) -> dict:
     out = {k: report[k] for k in ("variant", "verdict", "goals", "chance", "ann_accuracy", "accuracy",
                                   "weights_as_ann_accuracy", "weights_as_ann_mode", "inversion_accuracy",
                                   "snn_inversion_accuracy", "weight_cosine", "n_test", "n_inverted", "evaluator",
-                                  "inversion_settings", "notes", "seconds")}
+                                  "inversion_settings", "notes", "seconds", "threat_models", "prior")}
     out["variants"] = {name: {k: e.get(k) for k in KEYS} for name, e in report["variants"].items()}
     return out
 
 
-def build(case: str, model: list[str], synth: dict, convert_t: int, train: dict, fresh: bool, device: str) -> dict:
-    """synthesize -> convert -> train with the CLI, reusing what exists unless ``fresh``."""
+def build(case: str, model: list[str], synth: dict, convert_t: int, train: dict, fresh: bool, device: str,
+          convert_extra: tuple = (), calibrate_t: int | None = None) -> dict:
+    """synthesize -> convert (-> calibrate) -> train with the CLI, reusing what exists unless ``fresh``."""
     work = WORK / case
     work.mkdir(parents=True, exist_ok=True)
     paths = {"synthetic": work / "synth.npz", "converted": work / "snn.pt", "encrypted": work / "private.pt"}
@@ -70,7 +85,13 @@ def build(case: str, model: list[str], synth: dict, convert_t: int, train: dict,
         times["synthesize"] = synthesize(model, synth, paths["synthetic"], device)
     if fresh or not paths["converted"].exists():
         times["convert"] = privsnn("convert", *model, "--synthetic", paths["synthetic"], "--timesteps", convert_t,
-                                   "--out", paths["converted"])
+                                   *convert_extra, "--out", paths["converted"])
+    if calibrate_t:
+        cal = work / "snn_calibrated.pt"
+        if fresh or not cal.exists():
+            times["calibrate"] = privsnn("calibrate", "--snn", paths["converted"], "--synthetic", paths["synthetic"],
+                                         "--timesteps", calibrate_t, "--out", cal)
+        paths["converted"] = cal
     if fresh or not paths["encrypted"].exists():
         times["train"] = train_variant(model, paths["converted"], paths["synthetic"], paths["encrypted"], train, device)
     return {"paths": {k: str(v) for k, v in paths.items()}, "seconds": times, "synthetic": synth,
@@ -111,23 +132,29 @@ def tradeoff_digits(build_info: dict, per_class: int, iterations: int, fresh: bo
     for label, knobs in TRADEOFF:
         tag = "".join(c if c.isalnum() else "_" for c in label)
         out = work / f"{tag}.pt"
+        knobs = {**DIGITS_BASE_TRAIN, **knobs}
         if fresh or not out.exists():
             train_variant(["--model", "digits"], Path(build_info["paths"]["converted"]),
-                          Path(build_info["paths"]["synthetic"]), out, {"timesteps": 8, **knobs}, device)
-        r = audit(out, work / f"audit_{tag}", ["--data", "digits", "--per-class", per_class, "--iterations", iterations],
-                  device)
+                          Path(build_info["paths"]["synthetic"]), out, knobs, device)
+        audit_dir = work / f"audit_{tag}"
+        if fresh or not (audit_dir / "privacy.json").exists() or (audit_dir / "privacy.json").stat().st_mtime < out.stat().st_mtime:
+            r = audit(out, audit_dir, ["--data", "digits", "--per-class", per_class, "--iterations", iterations], device)
+        else:
+            r = read_json(audit_dir / "privacy.json")
         e = r["variants"]["encrypted_snn"]
-        rows.append({"label": label, "train": {"timesteps": 8, **knobs},
+        conv = r["variants"].get("converted_snn", {})
+        rows.append({"label": label, "train": knobs,
                      **{k: e.get(k) for k in KEYS}, "verdict": r["verdict"], "goals": r["goals"],
+                     "threat_models": r.get("threat_models", {}).get("encrypted_snn"),
+                     "converted": {k: conv.get(k) for k in ("accuracy", *[t[1] for t in THREATS])},
                      "ann_accuracy": r["ann_accuracy"], "chance": r["chance"]})
-        print(f"trade-off {label:<22} SNN {100 * e['accuracy']:.1f}%  weights-as-ANN "
-              f"{100 * e['weights_as_ann_accuracy']:.1f}% ({e['weights_as_ann_mode']}; relu "
-              f"{100 * e['weights_as_ann_modes']['relu']:.1f}%)  inversion {100 * e['inversion_accuracy']:.1f}%  "
-              f"SNN inversion {100 * e['snn_inversion_accuracy']:.1f}%", flush=True)
+        print(f"defence {label:<26} SNN {100 * e['accuracy']:.1f}%  " + "  ".join(
+            f"({t}) {'n/a' if e.get(k) is None else f'{100 * e[k]:.1f}%'}" for t, k, _ in THREATS), flush=True)
     return rows
 
 
 def plot_tradeoff(rows: list[dict], path: Path) -> Path:
+    """SNN accuracy (x) against each attacker's success (y, with standard errors), one point per defence."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,27 +162,27 @@ def plot_tradeoff(rows: list[dict], path: Path) -> Path:
 
     from privatesnn.io_utils import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    numbered = [(i, r) for i, r in enumerate(rows, 1) if r["accuracy"] > r["chance"] + 0.05]  # drop collapsed runs
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    kept = [(i, r) for i, r in enumerate(rows, 1) if r["accuracy"] > r["chance"] + 0.05]  # drop collapsed runs
     left_out = [str(i) for i, r in enumerate(rows, 1) if r["accuracy"] <= r["chance"] + 0.05]
-    rows = [r for _, r in numbered]
-    acc = [100 * r["accuracy"] for r in rows]
-    for key, marker, name in (("weights_as_ann_accuracy", "o", "weights-as-ANN acc. (best reading)"),
-                              ("weights_as_ann_relu", "x", "weights-as-ANN acc. (plain ReLU reading)"),
-                              ("inversion_accuracy", "s", "inversion acc. (scenario 1)"),
-                              ("snn_inversion_accuracy", "^", "SNN inversion acc. (scenario 2)")):
-        vals = [r["weights_as_ann_modes"]["relu"] if key == "weights_as_ann_relu" else r[key] for r in rows]
-        ax.scatter(acc, [100 * v for v in vals], marker=marker, label=name, alpha=0.8)
-    for (i, r), a in zip(numbered, acc):  # row numbers of the table in privacy.md
-        ax.annotate(str(i), (a, 100 * r["weights_as_ann_modes"]["relu"]), fontsize=6, xytext=(3, -6),
+    for (tm, key, name), marker in zip(THREATS, ("x", "o", "^", "s")):
+        pts = [(100 * r["accuracy"], 100 * r[key], 100 * (r.get(f"{key}_se") or 0)) for _, r in kept if r.get(key) is not None]
+        if pts:
+            xs, ys, es = zip(*pts)
+            ax.errorbar(xs, ys, yerr=es, fmt=marker, label=name, alpha=0.8, capsize=2)
+    for i, r in kept:  # row numbers of the table in privacy.md
+        ax.annotate(str(i), (100 * r["accuracy"], 100 * r["inversion_accuracy"]), fontsize=6, xytext=(3, -7),
                     textcoords="offset points")
     chance = 100 * rows[0]["chance"]
-    ax.axhline(chance + 5, color="k", ls="--", lw=0.8, label="goal: weights-as-ANN <= chance + 5")
-    ax.axhline(chance + 10, color="gray", ls=":", lw=0.8, label="goal: inversion <= chance + 10")
-    ax.axvline(100 * rows[0]["ann_accuracy"] - 0.5, color="r", ls="--", lw=0.8, label="accuracy goal: ANN - 0.5")
+    ax.axhline(chance + 10, color="gray", ls=":", lw=0.8, label="bar for (a), (b): chance + 10")
+    conv = rows[0].get("converted") or {}
+    if conv.get("snn_inversion_accuracy"):
+        ax.axhline(50 * conv["snn_inversion_accuracy"], color="tab:green", ls="--", lw=0.8,
+                   label="bar for (c): half of the converted SNN's")
+    ax.axvline(100 * rows[0]["ann_accuracy"] - 2, color="r", ls="--", lw=0.8, label="accuracy bar: ANN - 2 points")
     ax.set_xlabel("encrypted SNN accuracy on real digits test (%)")
-    ax.set_ylabel("attack accuracy (%)")
-    ax.set_title("digits: leakage vs accuracy over training knobs (numbers: rows of privacy.md)"
+    ax.set_ylabel("attack accuracy of inverted images (%)")
+    ax.set_title("digits: each defence's accuracy vs each attacker (numbers: rows of privacy.md)"
                  + (f"\nnot shown (SNN at chance): {', '.join(left_out)}" if left_out else ""), fontsize=8)
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
@@ -167,35 +194,49 @@ def plot_tradeoff(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def _pm(e: dict, key: str) -> str:
+    v, se = e.get(key), e.get(f"{key}_se")
+    return "n/a" if v is None else f"{100 * v:.1f}%" + ("" if se is None else f" ± {100 * se:.1f}")
+
+
 def markdown(results: dict) -> str:
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     lines = ["# Privacy benchmark (bench/privacy.py)", "",
-             "Attack accuracies are scored by an independent evaluator; chance = 1/classes. "
-             "See docs/privacy.md for what they mean.", ""]
+             "Attack accuracies of the inverted images are scored by an independent evaluator (± standard error, "
+             "classes as clusters); chance = 1/classes. Threat models: (a) the paper's attacker (the SNN's weights in "
+             "a plain ReLU ANN), (b) rescaling-aware (thresholds and layer scales undone), (c) inversion through the "
+             "SNN with surrogate gradients, (d) an attacker with public real images of the classes it does not "
+             "attack (inversion started from them, with a VAE prior learnt from them; scored on the lower half of "
+             "the classes). See docs/privacy.md.", ""]
     for case, r in results["cases"].items():
         lines += [f"## {case}", "", f"**{r['verdict']}**", "",
-                  "| variant | accuracy | weights-as-ANN best (mode) | weights-as-ANN relu | inversion (sc. 1) | SNN inversion (sc. 2) | mean cosine |",
+                  "| variant | accuracy | weights-as-ANN best (mode) | " + " | ".join(t[2] for t in THREATS) + " |",
                   "|---|---|---|---|---|---|---|"]
         for name, e in r["variants"].items():
-            cos = e.get("weight_cosine_mean")
             t = f" (T={e['timesteps']})" if e.get("timesteps") else ""
-            lines.append(f"| {name} | {pct(e['accuracy'])}{t} | {pct(e['weights_as_ann_accuracy'])} ({e['weights_as_ann_mode']}) "
-                         f"| {pct(e['weights_as_ann_modes'].get('relu', e['weights_as_ann_accuracy']))} "
-                         f"| {pct(e['inversion_accuracy'])} | {pct(e['snn_inversion_accuracy'])} | "
-                         f"{'n/a' if cos is None else f'{cos:.4f}'} |")
+            lines.append(f"| {name} | {pct(e['accuracy'])}{t} | {pct(e['weights_as_ann_accuracy'])} "
+                         f"({e['weights_as_ann_mode']}) | " + " | ".join(_pm(e, k) for _, k, _ in THREATS) + " |")
         lines += ["", f"Evaluator: `{Path(r['evaluator']['spec']).name}` ({pct(r['evaluator']['accuracy'])} on the real "
-                      f"test data); {r['n_inverted']} inverted images per attack.", ""]
-    if results.get("digits_tradeoff"):
-        lines += ["## digits: training knobs vs leakage (encrypted SNN only)", "",
-                  "| # | training | SNN acc. | weights-as-ANN best (mode) | weights-as-ANN relu | inversion | SNN inversion | mean cosine |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for i, r in enumerate(results["digits_tradeoff"], 1):
-            t = "" if "T=" in r["label"] else f" (T={r['train']['timesteps']})"
-            lines.append(f"| {i} | {r['label']}{t} | {pct(r['accuracy'])} | "
-                         f"{pct(r['weights_as_ann_accuracy'])} ({r['weights_as_ann_mode']}) | "
-                         f"{pct(r['weights_as_ann_modes']['relu'])} | {pct(r['inversion_accuracy'])} | "
-                         f"{pct(r['snn_inversion_accuracy'])} | {r['weight_cosine_mean']:.4f} |")
-        lines += ["", "![trade-off](privacy_tradeoff_digits.png)", ""]
+                      f"test data); {r['n_inverted']} inverted images per attack."
+                  + (f" Prior data: `{r['prior']['data']}` ({r['prior']['n_public_images']} images of classes "
+                     f"{r['prior']['public_classes'][0]}-{r['prior']['public_classes'][-1]})." if r.get("prior") else ""), ""]
+    rows = results.get("digits_tradeoff")
+    if rows:
+        lines += ["## digits: defences of the encryption step vs each attacker (encrypted SNN)", "",
+                  "All from the same calibrated QCFS SNN (T = 4), 15 epochs at T = 4, lr 1e-3; the row's settings are "
+                  "added. Bars: SNN within 2 points of the ANN; (a), (b) <= chance + 10 points; (c), (d) <= half "
+                  "of their success against the unencrypted converted SNN (first row's audit).", "",
+                  "| # | defence | SNN acc. | weights-as-ANN | " + " | ".join(t[2] for t in THREATS) + " | bars met |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for i, r in enumerate(rows, 1):
+            bars = r.get("threat_models", {}) or {}
+            met = ", ".join(k for k, v in (bars.get("bars_met") or {}).items() if v) or "none"
+            lines.append(f"| {i} | {r['label']} | {pct(r['accuracy'])} | {pct(r['weights_as_ann_accuracy'])} | "
+                         + " | ".join(_pm(r, k) for _, k, _ in THREATS) + f" | {met} |")
+        conv = rows[0].get("converted") or {}
+        lines += ["", "Unencrypted converted SNN (reference for (c), (d)): accuracy " + pct(conv.get("accuracy")) + "; "
+                  + ", ".join(f"{t[2]} {pct(conv.get(t[1]))}" for t in THREATS) + ".", "",
+                  "![trade-off](privacy_tradeoff_digits.png)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -217,20 +258,23 @@ def main() -> None:
     p.add_argument("--cifar-inversion-t", type=int, default=8, help="T of scenario-2 inversion on CIFAR")
     p.add_argument("--cifar-limit", type=int, default=1000, help="CIFAR test images for the accuracies")
     p.add_argument("--cifar-evaluator", default=None, help="evaluator spec (default: train/reuse the bench one)")
+    p.add_argument("--cifar-snn", default=None, metavar="PT",
+                   help="audit this trained CIFAR-10 SNN (e.g. the low-latency one) instead of building one")
     args = p.parse_args()
     set_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     results: dict = {"cases": {}, "command": " ".join(sys.argv), "device": args.device}
     t0 = time.time()
     if "digits" in cases:
-        info = build("digits", ["--model", "digits"], {"num": 1000, "iters": 300, "batch": 250}, 8, {"timesteps": 8},
-                     args.fresh, args.device)
+        info = build("digits", ["--model", "digits"], {"num": 2000, "iters": 300, "batch": 250}, 4, DIGITS_BASE_TRAIN,
+                     args.fresh, args.device, convert_extra=("--qcfs-levels", 4, "--qcfs-epochs", 20, "--qcfs-optimizer",
+                                                             "sgd", "--qcfs-lr", 2e-3), calibrate_t=4)
         r = audit(Path(info["paths"]["encrypted"]), WORK / "digits" / "audit",
                   ["--data", "digits", "--per-class", args.digits_per_class, "--iterations", args.digits_iterations],
                   args.device)
         results["cases"]["digits"] = {**summary(r), "artifacts": info}
         for png in ("ann_inversion.png", "converted_snn_inversion.png", "encrypted_snn_inversion.png",
-                    "encrypted_snn_snn_inversion.png"):
+                    "encrypted_snn_snn_inversion.png", "encrypted_snn_prior_inversion.png", "encrypted_snn_relu_inversion.png"):
             src = WORK / "digits" / "audit" / png
             if src.exists():
                 shutil.copyfile(src, RESULTS / f"privacy_digits_{png}")
@@ -246,15 +290,19 @@ def main() -> None:
 
             evaluator = args.cifar_evaluator or str(ensure_evaluator())
             model = ["--model", f"resnet20:{RESNET20}", *IMAGENET_NORM]
-            info = build("cifar10_resnet20", model,
-                         {"num": args.cifar_synth, "iters": args.cifar_synth_iters, "batch": 256}, 32,
-                         {"timesteps": args.cifar_train_t, "epochs": args.cifar_epochs}, args.fresh, args.device)
+            if args.cifar_snn:
+                info = {"paths": {"encrypted": args.cifar_snn}, "note": "an existing SNN, audited as it is"}
+            else:
+                info = build("cifar10_resnet20", model,
+                             {"num": args.cifar_synth, "iters": args.cifar_synth_iters, "batch": 256}, 32,
+                             {"timesteps": args.cifar_train_t, "epochs": args.cifar_epochs}, args.fresh, args.device)
             r = audit(Path(info["paths"]["encrypted"]), WORK / "cifar10_resnet20" / "audit",
                       [*model, "--data", CIFAR_TEST, "--evaluator", evaluator, "--per-class", args.cifar_per_class,
                        "--iterations", args.cifar_iterations, "--inversion-timesteps", args.cifar_inversion_t,
-                       "--limit", args.cifar_limit], args.device)
+                       "--limit", args.cifar_limit, "--prior-data", CIFAR_TRAIN4000], args.device)
             results["cases"]["cifar10_resnet20"] = {**summary(r), "artifacts": info}
-            for png in ("ann_inversion.png", "encrypted_snn_inversion.png", "encrypted_snn_snn_inversion.png"):
+            for png in ("ann_inversion.png", "encrypted_snn_inversion.png", "encrypted_snn_snn_inversion.png",
+                        "encrypted_snn_prior_inversion.png"):
                 src = WORK / "cifar10_resnet20" / "audit" / png
                 if src.exists():
                     shutil.copyfile(src, RESULTS / f"privacy_cifar10_{png}")
