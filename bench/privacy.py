@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, ROOT, privsnn, read_json, set_threads,  # noqa: E402
-                    shared_available, write_results)
+from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, ROOT, privsnn, read_json,  # noqa: E402
+                    relative_paths, set_threads, shared_available, write_results)
 
 WORK = ROOT / "runs" / "bench" / "privacy"
 KEYS = ("accuracy", "weights_as_ann_accuracy", "weights_as_ann_mode", "weights_as_ann_modes", "inversion_accuracy",
@@ -322,7 +322,7 @@ def main() -> None:
     from privatesnn.io_utils import atomic_path
 
     with atomic_path(RESULTS / "privacy.md") as tmp:
-        tmp.write_text(markdown(results))
+        tmp.write_text(markdown(relative_paths(results)))
     for case, r in results["cases"].items():
         print(f"{case}: {r['verdict']}")
 

@@ -69,6 +69,8 @@ def graph_to_nir(graph: Graph, type_check: bool = True):
             n = nir.Conv2d(input_shape=tuple(int(s) for s in graph[node.inputs[0]].shape[1:]),
                            weight=_np(node.weight), stride=tuple(node.stride), padding=tuple(node.padding),
                            dilation=(1, 1), groups=int(node.groups), bias=bias, metadata=md)
+            if node.groups != 1:  # nir 1.0.8 infers the input channels as weight.shape[1], ignoring groups
+                n.input_type = {"input": np.array(graph[node.inputs[0]].shape)}
         elif isinstance(node, Linear):
             md.update(trainable=bool(node.trainable))
             if node.bias is not None:
@@ -218,7 +220,10 @@ def norse_check(graph: Graph, path: str | Path, timesteps: int, n_images: int = 
 
     from privatesnn.snn import SpikingNetwork, _normalize
 
-    ng = nir.read(str(path))
+    from privatesnn.exporters.nir_import import fix_grouped_conv_types
+
+    ng = nir.read(str(path), type_check=False)
+    fix_grouped_conv_types(ng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.disable(logging.WARNING)

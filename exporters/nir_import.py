@@ -104,12 +104,26 @@ def read_nir_graph(path: str | Path, dt: float | None = None) -> Graph:
         ng = nir.read(path, type_check=False)
     except (OSError, KeyError, ValueError, TypeError, AssertionError) as e:
         raise ArtifactError(f"{path}: unreadable NIR graph ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    fix_grouped_conv_types(ng)
     try:
         ng.infer_types()
         ng.check_types()
     except (ValueError, AssertionError, TypeError, IndexError) as e:
         raise GraphError(f"{path}: the NIR graph's shapes do not chain: {str(e).splitlines()[0][:300]}") from None
     return nir_to_graph(ng, dt=dt, source=str(path))
+
+
+def fix_grouped_conv_types(ng) -> None:
+    """nir 1.0.8 builds a Conv2d's input type as ``weight.shape[1]`` channels, ignoring ``groups``
+    (wrong for grouped and depthwise convolutions); set it to ``weight.shape[1] * groups``."""
+    import nir
+
+    for node in ng.nodes.values():
+        if isinstance(node, nir.Conv2d) and node.input_type.get("input") is not None:
+            groups = int(np.asarray(node.groups).reshape(-1)[0])
+            if groups != 1:
+                t = np.asarray(node.input_type["input"])
+                node.input_type = {"input": np.array([node.weight.shape[1] * groups, *t[1:]])}
 
 
 def nir_to_graph(ng, dt: float | None = None, source: str = "<nir>") -> Graph:

@@ -25,22 +25,25 @@ def _w(gen, *shape, zero_frac=0.3, scale=0.6, shift=0.15):
 
 # --- brute force ---------------------------------------------------------------------------------
 
-def brute_conv(x: torch.Tensor, w: torch.Tensor, stride, padding) -> tuple[float, float]:
-    """(effective, dense) ops for x (S, N, C, H, W): loop over every input element and weight."""
+def brute_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, groups: int = 1) -> tuple[float, float]:
+    """(effective, dense) ops for x (S, N, C, H, W): loop over every input element and weight
+    (with ``groups``, input channel c reaches only the output channels of its group)."""
     S, N, C, H, W = x.shape
     co_n, ci_n, kh_n, kw_n = w.shape
+    ci_per, co_per = C // groups, co_n // groups
     Ho = (H + 2 * padding[0] - kh_n) // stride[0] + 1
     Wo = (W + 2 * padding[1] - kw_n) // stride[1] + 1
     eff = dense = 0
     for s, n, c, h, ww in itertools.product(range(S), range(N), range(C), range(H), range(W)):
         active = x[s, n, c, h, ww] != 0
-        for co, kh, kw in itertools.product(range(co_n), range(kh_n), range(kw_n)):
+        g = c // ci_per
+        for co, kh, kw in itertools.product(range(g * co_per, (g + 1) * co_per), range(kh_n), range(kw_n)):
             oh, rh = divmod(h + padding[0] - kh, stride[0])
             ow, rw = divmod(ww + padding[1] - kw, stride[1])
             if rh or rw or not (0 <= oh < Ho and 0 <= ow < Wo):
                 continue
             dense += 1
-            if active and w[co, c, kh, kw] != 0:
+            if active and w[co, c - g * ci_per, kh, kw] != 0:
                 eff += 1
     return float(eff), float(dense)
 
@@ -120,12 +123,12 @@ def check_against_brute_force(graph: Graph, x: torch.Tensor, T: int):
             assert got.eff_acs == pytest.approx(exp), node.name
             continue
         if isinstance(node, Conv):
-            eff, dense = brute_conv(inp, node.weight, node.stride, node.padding)
+            eff, dense = brute_conv(inp, node.weight, node.stride, node.padding, node.groups)
         else:
             eff, dense = brute_linear(inp, node.weight)
         eff, dense = eff * reps / N, dense * reps / N
         if not node.trainable:  # fixed routing: only its nonzero entries are synapses
-            dense = brute_conv(torch.ones_like(inp), node.weight, node.stride, node.padding)[0] * reps / N
+            dense = brute_conv(torch.ones_like(inp), node.weight, node.stride, node.padding, node.groups)[0] * reps / N
         binary = bool(((inp == 0) | (inp.abs() == 1)).all())
         assert got.dense == pytest.approx(dense), node.name
         assert (got.eff_acs if binary else got.eff_macs) == pytest.approx(eff), node.name
@@ -215,6 +218,23 @@ def test_conv_padding_stride_pool_linear_brute_force():
     assert kinds["c1"] == "analog" and kinds["c2"] == "spikes" and kinds["fc"] == "analog"  # pooled spikes: MACs
     c1 = c.layers[0]
     assert c1.constant_input and c1.bias_adds == 3 * 5 * 5 * 4
+
+
+def test_grouped_and_depthwise_conv_brute_force():
+    gen = torch.Generator().manual_seed(3)
+    g = _graph([
+        Input("x", [], shape=(2, 5, 5)),
+        Conv("c1", ["x"], weight=_w(gen, 4, 2, 3, 3), bias=None, padding=(1, 1)),
+        Neuron("n1", ["c1"], threshold=1.0),
+        Conv("dw", ["n1"], weight=_w(gen, 4, 1, 3, 3), bias=None, padding=(1, 1), groups=4),
+        Neuron("n2", ["dw"], threshold=1.0),
+        Conv("gc", ["n2"], weight=_w(gen, 6, 2, 3, 3), bias=None, stride=(2, 2), padding=(1, 1), groups=2),
+        Neuron("n3", ["gc"], threshold=1.0),
+        Flatten("f", ["n3"]),
+        Linear("out", ["f"], weight=_w(gen, 3, 6 * 3 * 3), bias=None),
+    ], meta_c=2)
+    x = torch.rand(2, 2, 5, 5, generator=gen)
+    check_against_brute_force(g, x, T=3)
 
 
 def test_residual_add_brute_force():
