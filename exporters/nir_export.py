@@ -91,6 +91,8 @@ def graph_to_nir(graph: Graph, type_check: bool = True):
             shape = tuple(node.shape)
             th = np.full(shape, node.threshold, np.float64)
             md.update(reset=node.reset, v_init=float(node.v_init), dt=float(node.dt), leak=float(node.leak))
+            if node.clip is not None:  # the ANN's ReLU6 ceiling, for readers of the graph as an ANN
+                md.update(clip=float(node.clip))
             if node.leak >= 1.0:
                 n = nir.IF(r=np.full(shape, 1.0 / node.dt, np.float64), v_threshold=th,
                            v_reset=np.zeros(shape, np.float64), metadata=md)
@@ -178,8 +180,10 @@ def graphs_max_param_diff(a: Graph, b: Graph) -> float:
         if isinstance(node, Neuron):
             for attr in ("threshold", "leak", "v_init"):
                 worst = max(worst, abs(float(getattr(node, attr)) - float(getattr(other, attr))))
-            if node.reset != other.reset:
+            if node.reset != other.reset or (node.clip is None) != (other.clip is None):
                 return float("inf")
+            if node.clip is not None:
+                worst = max(worst, abs(node.clip - other.clip))
     return worst
 
 

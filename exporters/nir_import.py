@@ -333,4 +333,5 @@ def _neuron(name: str, node, ins: list[str], md: dict[str, Any], dt_default: flo
     if abs(gain - 1.0) < 1e-6:
         gain = 1.0
     return Neuron(name, ins, threshold=v_th / gain, leak=float(min(1.0, max(0.0, leak))), reset=reset,
-                  v_init=float(md.get("v_init", 0.0)), dt=dt)
+                  v_init=float(md.get("v_init", 0.0)), dt=dt,
+                  clip=float(md["clip"]) if md.get("clip") is not None else None)

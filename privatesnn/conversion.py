@@ -113,6 +113,9 @@ def activation_scales(graph: Graph, images: torch.Tensor, percentile: float | No
             allv = torch.cat(chunks)
             scales[name] = float(torch.quantile(allv.float(), percentile / 100.0)) if allv.numel() < 16_000_000 \
                 else float(allv.kthvalue(max(1, int(allv.numel() * percentile / 100))).values)
+        clip = graph[name].clip
+        if clip is not None:  # a ReLU6 layer never exceeds its clip (float32 statistics can, by a rounding)
+            scales[name] = min(scales[name], clip)
         scales[name] = max(scales[name], 1e-6)
     return scales
 
@@ -155,6 +158,8 @@ def normalise(graph: Graph, scales: dict[str, float], in_scale: float) -> Graph:
             node.bias = node.bias / s_out
     for n in graph.neurons():
         n.threshold = 1.0
+        if n.clip is not None:  # ReLU6 in spike units: >= 1 (the scale is at most the clip), so the
+            n.clip = n.clip / scales[n.name]  # neuron's own saturation at one spike per step absorbs it
     graph.meta["activation_scales"] = dict(scales)
     return graph
 

@@ -23,7 +23,7 @@ from .errors import UnsupportedLayerError
 from .graph import Add, AvgPool, Conv, Flatten, Graph, Input, Linear, MaxPool, Neuron, Node
 from .models.cifar_resnet import ShortcutA
 
-SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d (folded), ReLU, AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, "
+SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm1d/2d (folded), ReLU, ReLU6 / clamp(0, c) / Hardtanh(0, c), AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, "
              "Flatten/view/reshape, residual add, Dropout, Identity, option-A shortcut (slice + channel pad)")
 _PASS_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
 
@@ -43,6 +43,26 @@ def _routing_conv(name: str, src: str, c_in: int, c_out: int, offset: int, strid
     for i in range(c_in):
         w[i + offset, i, 0, 0] = 1.0
     return Conv(name=name, inputs=[src], weight=w, bias=None, stride=(stride, stride), trainable=False)
+
+
+def _clamp_bounds(n: fx.Node, fn) -> tuple[float | None, float | None]:
+    """(min, max) of a clamp/clip/hardtanh call, from positional or keyword arguments."""
+    names = ("min_val", "max_val") if fn is F.hardtanh else ("min", "max")
+    defaults = (-1.0, 1.0) if fn is F.hardtanh else (None, None)
+    args = list(n.args[1:3]) + [None] * (2 - len(n.args[1:3]))
+    lo = n.kwargs.get(names[0], args[0] if args[0] is not None else defaults[0])
+    hi = n.kwargs.get(names[1], args[1] if args[1] is not None else defaults[1])
+    if isinstance(lo, fx.Node) or isinstance(hi, fx.Node):
+        raise UnsupportedLayerError(f"clamp at node {n.name!r} with tensor bounds is not supported")
+    return lo, hi
+
+
+def _clip_ceiling(lo, hi, where: str) -> float:
+    """The ceiling of a ReLU with a clip (ReLU6, clamp(0, c), hardtanh(0, c)): the threshold absorbs it."""
+    if lo is None or float(lo) != 0.0 or hi is None or not float(hi) > 0:
+        raise UnsupportedLayerError(f"clamp/hardtanh at {where!r} with bounds ({lo}, {hi}) is not supported: a "
+                                    f"spiking neuron can stand only for a clip to [0, c] with c > 0 (e.g. ReLU6)")
+    return float(hi)
 
 
 def extract_graph(net: nn.Module, input_shape: tuple[int, int, int], meta: dict[str, Any] | None = None) -> Graph:
@@ -108,6 +128,8 @@ def extract_graph(net: nn.Module, input_shape: tuple[int, int, int], meta: dict[
                 alias[name] = src(ins[0])
             elif isinstance(m, nn.ReLU):
                 add(Neuron(name=name, inputs=[src(ins[0])]))
+            elif isinstance(m, (nn.ReLU6, nn.Hardtanh)):  # ReLU6 is a Hardtanh(0, 6)
+                add(Neuron(name=name, inputs=[src(ins[0])], clip=_clip_ceiling(m.min_val, m.max_val, n.target)))
             elif isinstance(m, nn.AvgPool2d):
                 if m.ceil_mode or (not m.count_include_pad and _pair(m.padding) != (0, 0)):
                     raise UnsupportedLayerError(f"layer {n.target!r}: AvgPool2d with ceil_mode or "
@@ -142,6 +164,11 @@ def extract_graph(net: nn.Module, input_shape: tuple[int, int, int], meta: dict[
         tensor_args = [a for a in n.args if isinstance(a, fx.Node)]
         if fn in (F.relu, torch.relu) or fn == "relu":
             add(Neuron(name=name, inputs=[src(tensor_args[0])]))
+        elif fn is F.relu6:
+            add(Neuron(name=name, inputs=[src(tensor_args[0])], clip=6.0))
+        elif fn in (F.hardtanh, torch.clamp, torch.clip) or fn in ("clamp", "clip", "clamp_"):
+            lo, hi = _clamp_bounds(n, fn)
+            add(Neuron(name=name, inputs=[src(tensor_args[0])], clip=_clip_ceiling(lo, hi, name)))
         elif fn in (operator.add, torch.add) or fn == "add":
             if len(tensor_args) == 2 and not any(isinstance(a, (int, float)) for a in n.args):
                 add(Add(name=name, inputs=[src(a) for a in tensor_args]))

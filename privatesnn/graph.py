@@ -164,6 +164,7 @@ class Neuron(Node):
     reset: str = "subtract"
     v_init: float = 0.5  # initial membrane as a fraction of the threshold
     dt: float = 1e-3  # seconds per step, for NIR's continuous-time parameters
+    clip: float | None = None  # the ANN activation's ceiling (ReLU6: 6; in the graph's units); None = ReLU
     TYPE: ClassVar[str] = "neuron"
 
 

@@ -54,8 +54,10 @@ class QCFSNetwork(nn.Module):
                                             for n in graph.neurons()})
 
     def threshold(self, name: str) -> torch.Tensor:
-        """The layer's clip, kept positive."""
-        return self.thresholds[module_key(name)].clamp_min(1e-3)
+        """The layer's clip, kept positive (and at most the ANN's own ceiling for a ReLU6 layer)."""
+        th = self.thresholds[module_key(name)].clamp_min(1e-3)
+        ceiling = self.graph[name].clip
+        return th if ceiling is None else th.clamp_max(ceiling)
 
     def activation(self, node: Neuron, current: torch.Tensor) -> torch.Tensor:
         return qcfs(current, self.threshold(node.name), self.levels)

@@ -56,6 +56,12 @@ def static_forward(graph: Graph, x: torch.Tensor, synapses: nn.ModuleDict,
     return vals[graph.output]
 
 
+def relu_with_clip(node: Neuron, current: torch.Tensor) -> torch.Tensor:
+    """The ANN activation a neuron layer stands for: ReLU, or ReLU clipped at ``node.clip`` (ReLU6)."""
+    y = torch.relu(current)
+    return y if node.clip is None else y.clamp(max=node.clip)
+
+
 class GraphANN(nn.Module):
     """The graph as a ReLU network on pixels in [0, 1] (neurons -> ReLU, thresholds ignored).
 
@@ -69,8 +75,7 @@ class GraphANN(nn.Module):
 
     def forward(self, x: torch.Tensor, record: bool = False):
         acts: dict[str, torch.Tensor] = {}
-        out = static_forward(self.graph, x, self.synapses, lambda node, i: torch.relu(i),
-                             record=acts if record else None)
+        out = static_forward(self.graph, x, self.synapses, relu_with_clip, record=acts if record else None)
         return (out, acts) if record else out
 
 

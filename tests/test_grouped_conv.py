@@ -1,9 +1,11 @@
-"""Grouped and depthwise convolutions (MobileNet-style) through every reader: extraction, the SNN,
-NIR export/import (nir 1.0.8 mis-types grouped convs; worked around), the Lava plan, the chip model
-and Lava itself."""
+"""MobileNet-style layers through every reader: grouped and depthwise convolutions and ReLU6 /
+clamp(0, c) activations (a clip the threshold absorbs): extraction from torch and ONNX, the SNN, NIR
+export/import (nir 1.0.8 mis-types grouped convs; worked around), the Lava plan, the chip model and
+Lava itself."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -24,10 +26,12 @@ class DepthwiseNet(nn.Module):
         self.gc = nn.Conv2d(8, 16, 3, padding=1, stride=2, groups=2)  # grouped
         self.fc = nn.Linear(16 * 4 * 4, 10)
 
+        self.act = nn.ReLU6()
+
     def forward(self, x):
         x = torch.relu(self.c1(x))
-        x = torch.relu(self.dw(x))
-        x = torch.relu(self.gc(x))
+        x = self.act(self.dw(x))  # ReLU6, as in MobileNet
+        x = torch.clamp(self.gc(x), 0.0, 0.1)  # a clip that binds often
         return self.fc(torch.flatten(x, 1))
 
 
@@ -43,15 +47,36 @@ def test_grouped_convs_extract_convert_and_round_trip_through_nir(tmp_path):
     x = torch.rand(32, 1, 8, 8)
     g = extract_graph(loaded.net, (1, 8, 8), meta={"mean": [0.0], "std": [1.0], "num_classes": 10})
     assert sorted(n.groups for n in g.weighted() if hasattr(n, "groups")) == [1, 2, 8]
+    assert [n.clip for n in g.neurons()] == [None, 6.0, 0.1]
     assert torch.allclose(GraphANN(g)(x), loaded.net(x), atol=1e-5)  # the extracted graph is the ANN
+    g.neurons()[2].clip = None
+    assert not torch.allclose(GraphANN(g)(x), loaded.net(x), atol=1e-3)  # ... and the clip binds here
     snn = convert(loaded, x, ConversionSettings(timesteps=64), progress=False)
     ann_pred = loaded.net(x).argmax(1)
     agree = float((SpikingNetwork(snn)(x, 256).argmax(1) == ann_pred).float().mean())
     assert agree >= 0.9  # the SNN approaches the ANN at large T
+    assert all(n.clip is None or n.clip >= 1.0 for n in snn.neurons())  # in spike units: the neuron saturates first
+    assert torch.allclose(GraphANN(snn)(x), loaded.net(x), atol=1e-4)  # normalisation keeps the ANN exact
     path = write_nir(snn, tmp_path / "m.nir")
     back = read_nir_graph(path)
     y0, y1 = SpikingNetwork(snn)(x, 8), SpikingNetwork(back)(x, 8)
     assert torch.equal(y0, y1)  # NIR round trip exact
+    assert [n.clip for n in back.neurons()] == [n.clip for n in snn.neurons()]
+
+
+def test_onnx_clip_imports_as_a_clipped_neuron(tmp_path):
+    from privatesnn.models import load_model
+
+    loaded = _loaded()
+    torch.onnx.export(loaded.net, torch.rand(1, 1, 8, 8), str(tmp_path / "m.onnx"), input_names=["x"],
+                      output_names=["y"], opset_version=13)
+    onnx_model = load_model(str(tmp_path / "m.onnx"))
+    from privatesnn.conversion import ann_graph
+
+    g = ann_graph(onnx_model)
+    assert [n.clip for n in g.neurons()] == [None, 6.0, pytest.approx(0.1)]
+    x = torch.rand(8, 1, 8, 8)
+    assert torch.allclose(GraphANN(g)(x), loaded.net(x), atol=1e-5)
 
 
 def test_grouped_convs_deploy_bit_exact_on_the_chip_model_and_lava(tmp_path):

@@ -437,6 +437,15 @@ class _Importer:
     def _op_Relu(self, node, ins, a) -> _Act:
         return self._module(node, nn.ReLU(), self._act(ins[0], node))
 
+    def _op_Clip(self, node, ins, a) -> _Act:
+        """Clip(0, c) (ReLU6 when c = 6) -> nn.Hardtanh(0, c); bounds from inputs (opset >= 11) or attributes."""
+        lo = a.get("min") if len(ins) < 2 or ins[1] is None else float(self._const(ins[1], node, "the min").reshape(-1)[0])
+        hi = a.get("max") if len(ins) < 3 or ins[2] is None else float(self._const(ins[2], node, "the max").reshape(-1)[0])
+        if lo is None or float(lo) != 0.0 or hi is None or not float(hi) > 0:
+            raise UnsupportedLayerError(f"ONNX node {node.name!r} (Clip) with bounds ({lo}, {hi}) is not supported: only "
+                                        f"a clip to [0, c], c > 0 (e.g. ReLU6), can become a spiking neuron")
+        return self._module(node, nn.Hardtanh(0.0, float(hi)), self._act(ins[0], node))
+
     def _op_Conv(self, node, ins, a) -> _Act:
         x = self._act(ins[0], node)
         w = self._const(ins[1], node, "the weight")
