@@ -274,15 +274,17 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str, synthetic: Sy
 def evaluate(data: str, *, model: LoadedModel | str | None = None, snn: SNNArtifact | PathLike | None = None,
              timesteps: Sequence[int] | str | None = None, limit: int | None = None, batch_size: int = 256,
              seed: int = 0, device: str | torch.device = "cpu", results_dir: PathLike | None = None,
-             plot: PathLike | None = None, log: Log = print) -> dict[str, Any]:
+             plot: PathLike | None = None, num_classes: int | None = None, mean: Sequence[float] | str | None = None,
+             std: Sequence[float] | str | None = None, log: Log = print) -> dict[str, Any]:
     """Accuracy of an ANN and/or an SNN on real labelled test ``data`` (e.g. ``"digits"``,
     ``"npy:X.npy:Y.npy"``), at each of ``timesteps``. Paths in the result are relative to
-    ``results_dir`` (default: the working directory); ``plot`` writes accuracy against T."""
+    ``results_dir`` (default: the working directory); ``plot`` writes accuracy against T.
+    ``num_classes``/``mean``/``std`` apply when ``model`` is a spec. The data is read first, so a bad
+    data spec fails before any model is loaded."""
     from . import distributed
     from .data import load_data
     from .evaluation import accuracy
     from .io_utils import relative_path
-    from .snn_eval import parse_timesteps, plot_accuracy_vs_t, snn_accuracy_over_time
 
     if model is None and snn is None:
         raise PrivsnnError("evaluate needs --model SPEC and/or --snn FILE")
@@ -293,11 +295,13 @@ def evaluate(data: str, *, model: LoadedModel | str | None = None, snn: SNNArtif
     result: dict[str, Any] = {"data": data, "n": len(ds)}
     loaded = None
     if model is not None:
-        loaded = load_model(model)
+        loaded = load_model(model, num_classes=num_classes, mean=mean, std=std)
         acc = accuracy(loaded.module(), ds, loaded.num_classes, batch_size, dev)
         log(f"ANN {loaded.spec}: accuracy {acc:.4f} on {len(ds)} images of {data}")
         result.update(model=loaded.spec, accuracy=acc, ann_accuracy=acc)
     if snn is not None:
+        from .snn_eval import parse_timesteps, plot_accuracy_vs_t, snn_accuracy_over_time
+
         artifact, snn_path = _snn(snn), _snn_path(snn)
         if loaded is not None:
             check_same_model(artifact, loaded)

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from privatesnn.conversion import ConversionSettings, convert
 from privatesnn.exporters.nir_export import write_nir
+from privatesnn.exporters.onnx_export import torch_onnx_export
 from privatesnn.exporters.nir_import import read_nir_graph
 from privatesnn.extract import extract_graph
 from privatesnn.lava_extra import lava_available
@@ -68,7 +69,7 @@ def test_onnx_clip_imports_as_a_clipped_neuron(tmp_path):
     from privatesnn.models import load_model
 
     loaded = _loaded()
-    torch.onnx.export(loaded.net, torch.rand(1, 1, 8, 8), str(tmp_path / "m.onnx"), input_names=["x"],
+    torch_onnx_export(loaded.net, (torch.rand(1, 1, 8, 8),), tmp_path / "m.onnx", input_names=["x"],
                       output_names=["y"], opset_version=13)
     onnx_model = load_model(str(tmp_path / "m.onnx"))
     from privatesnn.conversion import ann_graph

@@ -32,14 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..api import evaluate, load_model
+    from ..api import evaluate
     from ..distributed import current
 
-    model = None
-    if args.model:
-        model = load_model(args.model, num_classes=args.num_classes, mean=args.mean, std=args.std)
     plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    result = evaluate(args.data, model=model, snn=args.snn, timesteps=args.timesteps, limit=args.limit,
+    result = evaluate(args.data, model=args.model, num_classes=args.num_classes, mean=args.mean, std=args.std,
+                      snn=args.snn, timesteps=args.timesteps, limit=args.limit,
                       batch_size=args.batch_size, seed=args.seed, device=args.device,
                       results_dir=Path(args.json).parent if args.json else None, plot=plot)
     if current().is_main:
