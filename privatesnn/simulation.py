@@ -152,8 +152,7 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
         raise PrivsnnError(f"--tag must be fixed_pt, floating_pt or both, got {tag!r}")
     args = SimpleNamespace(artifact=str(artifact), data=data, engine=engine, limit=limit, timesteps=timesteps,
                            check_lava=check_lava, batch_size=batch_size, tag=tag, reset=reset, chunk=chunk,
-                           lava_conv=lava_conv, seed=seed, log=log,
-                           json=None if results_dir is None else str(Path(results_dir) / "x.json"))
+                           lava_conv=lava_conv, seed=seed, log=log)
     import sys
 
     from privatesnn.hw_targets.loihi import build_plan, quantize_plan
@@ -237,7 +236,7 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
     primary = runs[0]
     from .io_utils import relative_path
 
-    json_dir = Path(args.json).parent if args.json else Path.cwd()  # recorded paths: relative to the results file
+    json_dir = Path(results_dir) if results_dir is not None else Path.cwd()  # recorded paths: relative to the results
     snn_acc = float((snn_pred == data.y).float().mean())
     result = {
         "n": n, "engine": args.engine, "accuracy": primary["accuracy"], "snn_accuracy": snn_acc,
