@@ -36,6 +36,8 @@ def make_result(snn: SNNCounts, ann: ANNCounts, model: EnergyModel, source: dict
     conv = compute_conventions(sd, ad, model)
     latency = (latency_for_graph(graph, snn.timesteps, sd["neurons"], model) if graph is not None
                else {"available": False, "reason": "no graph given"})
+    if latency.get("available"):  # energy x delay per image, with the Loihi energy proxy (J s)
+        latency["loihi_energy_delay_js"] = conv["loihi"]["snn_pj"] * 1e-12 * latency["latency_ms_per_image"] * 1e-3
     ann_energy = {name: c["ann_pj"] for name, c in conv.items() if c["ann_pj"] is not None}
     return {
         "format": FORMAT,
@@ -102,7 +104,7 @@ def render_markdown(res: dict[str, Any]) -> str:
                   f"{lat['busiest_layer']}, barrier {lat['barrier_us']:.3g} us); "
                   f"{lat['throughput_images_per_s']:.4g} images/s on {lat['cores']} cores ({lat['chips']} chip(s)).",
                   f"- Energy x delay per image (Loihi proxy): "
-                  f"{conv['loihi']['snn_pj'] * 1e-12 * lat['latency_ms_per_image'] * 1e-3:.3g} J s.",
+                  f"{lat['loihi_energy_delay_js']:.3g} J s.",
                   f"- Model: {lat['description']}", ""]
     else:
         lines += [f"- not estimated: {lat.get('reason', 'n/a')}", ""]

@@ -269,7 +269,7 @@ def _section_energy(data: RunData) -> str:
                 ["throughput", f"{lat['throughput_images_per_s']:.4g} images/s on {lat['cores']} cores, "
                                f"{lat['chips']} chip(s)"],
                 ["energy x delay (Loihi proxy)",
-                 f"{e['conventions']['loihi']['snn_pj'] * 1e-12 * lat['latency_ms_per_image'] * 1e-3:.3g} J s"]]))
+                 f"{lat['loihi_energy_delay_js']:.3g} J s" if "loihi_energy_delay_js" in lat else "n/a"]]))
             out.append(f"<p class='note'>{html.escape(lat['description'])}</p>")
         else:
             out.append(f"<p class='note'>on-chip delay not estimated: {html.escape(str(lat.get('reason', 'n/a')))}</p>")

@@ -224,6 +224,11 @@ def test_clear_errors(artifacts, tmp_path, capsys):
         assert msg in capsys.readouterr().err
     assert main(["attack", "--snn", str(tmp_path / "missing.pt"), "--data", "digits", "--out", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
+    # threat model (d)'s public data: a missing file is one error line, before any attack writes anything
+    assert main(["attack", "--snn", snn, "--data", "digits", "--prior-data", "npy:missing_x.npy:y.npy",
+                 "--out", str(tmp_path / "o"), "--limit-classes", "2", "--per-class", "1", "--iterations", "2"]) == 2
+    assert "missing_x.npy" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit) as e:
         main(["attack", "--snn", snn, "--data", "digits", "--out", str(tmp_path / "o"), "--iterations", "0"])
     assert e.value.code == 2
@@ -266,13 +271,11 @@ def test_threat_model_bars():
     assert bars == {"a": True, "b": False, "c": True, "d": True}
 
 
-def test_image_prior_learns_and_inverts_inside_the_pixel_range():
-    from privatesnn.privacy.inversion import InversionSettings
-    from privatesnn.privacy.prior import invert_with_prior, train_prior
+def test_image_prior_learns_the_public_images():
+    from privatesnn.privacy.prior import train_prior
 
     x = (torch.rand(64, 1, 8, 8) > 0.5).float()
     prior = train_prior(x, epochs=3, progress=False)
-    imgs, labs = invert_with_prior(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)), prior, [0, 2],
-                                   InversionSettings(per_class=3, iterations=5), progress=False)
-    assert imgs.shape == (6, 1, 8, 8) and labs.tolist() == [0, 0, 0, 2, 2, 2]
-    assert float(imgs.min()) >= 0 and float(imgs.max()) <= 1
+    recon, mu, logvar = prior(x)
+    assert recon.shape == x.shape and float(recon.min()) >= 0 and float(recon.max()) <= 1
+    assert mu.shape == (64, prior.latent)

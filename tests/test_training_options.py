@@ -185,3 +185,23 @@ def test_feature_weight_needs_the_layer_teacher(tmp_path, digits_model):
     out = train_snn(graph, digits_model.module(), x, torch.zeros(16, dtype=torch.long), s, tmp_path / "c.pt",
                     progress=False, layer_teacher=teacher)
     assert any(not torch.equal(a.weight, b.weight) for a, b in zip(out.weighted(), graph.weighted()))
+
+
+def test_defence_options_reject_bad_values_and_write_nothing(base, tmp_path, capsys):
+    """--bido, --label-smoothing and --feature-weight: one error line naming the option, no files."""
+    out = tmp_path / "p.pt"
+    for extra, msg in ((["--bido", "0.5"], "--bido expects two numbers"),
+                       (["--bido", "a,b"], "--bido expects two numbers"),
+                       (["--bido=-1,0.5"], "--bido needs two weights >= 0"),
+                       (["--label-smoothing", "1.5"], "--label-smoothing must be in (-1, 1)"),
+                       (["--feature-weight=-1"], "--feature-weight must be >= 0")):
+        assert _train(base, out, *extra) == 2, extra
+        assert msg in capsys.readouterr().err, extra
+        assert list(tmp_path.iterdir()) == [], extra
+
+
+def test_negative_label_smoothing_and_bido_train(base, tmp_path):
+    out = tmp_path / "d.pt"
+    assert _train(base, out, "--kd-alpha", "0.5", "--label-smoothing", "-0.1", "--bido", "0.05,0.5") == 0
+    s = load_snn(out).settings
+    assert s["label_smoothing"] == -0.1 and list(s["bido"]) == [0.05, 0.5]

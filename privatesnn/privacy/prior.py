@@ -1,12 +1,11 @@
 """Threat model (d): model inversion with an image prior learned from auxiliary public data.
 
 The attacker owns real images of *other* classes (or another dataset) and learns a generative
-prior from them, here a small variational autoencoder (Kingma & Welling 2014). The inversion then
-searches the prior's latent space instead of pixel space: ``x = decoder(z)``, maximising the
-victim's score for the target class with a Gaussian penalty on ``z`` (the GMI recipe of Zhang et
-al., CVPR 2020, "The Secret Revealer", with a VAE in place of the GAN: trainable in a minute on a
-CPU, and the same idea: images stay on the manifold of natural images, which usually makes
-inversions far more recognisable than pixel-space ascent).
+prior from them, here a small variational autoencoder (Kingma & Welling 2014), trainable in a minute
+on a CPU. The audit (:func:`~.audit._attacker_prior`) starts pixel-space inversions from the public
+images and adds the prior's negative ELBO as a penalty, which keeps images near natural ones.
+Searching only the prior's latent space (the GMI recipe of Zhang et al., CVPR 2020, with a VAE for
+the GAN) was weaker here: a prior of five digit classes cannot draw the other five.
 
 Written here rather than taken from a library: no maintained PyPI package offers model-inversion
 attacks with a learnt prior for arbitrary torch models at this size.
@@ -14,14 +13,11 @@ attacks with a learnt prior for arbitrary torch models at this size.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .inversion import InversionSettings, _batch_seed
 
 
 class ImagePrior(nn.Module):
@@ -82,51 +78,3 @@ def train_prior(images: torch.Tensor, epochs: int = 60, batch_size: int = 64, lr
             opt.step()
         sched.step()
     return prior.eval()
-
-
-def invert_with_prior(model, prior: ImagePrior, classes: list[int], settings: InversionSettings,
-                      device: torch.device | str = "cpu", z_weight: float = 0.5, desc: str = "prior inversion",
-                      progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Like :func:`~.inversion.invert`, but over the prior's latent codes: maximise the target
-    logit of ``model(decoder(z))`` (random shifts, flips for RGB) + ``z_weight`` x the Gaussian
-    log-prior of ``z``. Returns ``(images, labels)`` on the CPU."""
-    settings.validate()
-    prior = prior.to(device).eval()
-    for p in prior.parameters():
-        p.requires_grad_(False)
-    labels = torch.tensor([c for c in classes for _ in range(settings.per_class)], dtype=torch.long)
-    c_in, h, w = prior.input_shape
-    jitter = settings.jitter if settings.jitter is not None else (1 if max(h, w) <= 16 else 2)
-    flip = settings.flip if settings.flip is not None else c_in == 3
-    out = []
-    n_batches = math.ceil(len(labels) / settings.batch_size)
-    bar = tqdm(total=n_batches * settings.iterations, desc=desc, unit="step", leave=False, disable=not progress)
-    try:
-        for b in range(n_batches):
-            y = labels[b * settings.batch_size:(b + 1) * settings.batch_size].to(device)
-            gen = torch.Generator().manual_seed(_batch_seed(settings.seed, b) + 17)
-            torch.manual_seed(_batch_seed(settings.seed, b))
-            z = torch.randn((len(y), prior.latent), generator=gen).to(device).requires_grad_(True)
-            opt = torch.optim.Adam([z], lr=settings.lr)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.iterations)
-            for _ in range(settings.iterations):
-                x = prior.decode(z)
-                if jitter:
-                    dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
-                    x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-                if flip and torch.rand((), generator=gen).item() < 0.5:
-                    x = torch.flip(x, dims=(3,))
-                logits = model(x)
-                score = (-F.cross_entropy(logits, y) if settings.objective == "ce"
-                         else logits.gather(1, y[:, None]).mean())
-                loss = -score + z_weight * 0.5 * z.pow(2).sum(1).mean() / prior.latent
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.update(1)
-            with torch.no_grad():
-                out.append(prior.decode(z).cpu())
-    finally:
-        bar.close()
-    return torch.cat(out), labels.cpu()
