@@ -114,7 +114,10 @@ def graph_to_nir(graph: Graph, type_check: bool = True):
             continue
         for dst in _consumers_through_adds(graph, node.name):
             edges.append((node.name, dst))
-    edges.append((graph.output, out_name))
+    if isinstance(graph[graph.output], Add):  # a readout split over a concatenation: NIR sums the edges
+        edges.extend((s, out_name) for s in graph[graph.output].inputs)
+    else:
+        edges.append((graph.output, out_name))
     meta = dict(graph.meta)
     metadata = {
         NIR_META_KEY: json.dumps(meta, default=_json_default),

@@ -280,7 +280,7 @@ def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match")
         raise UnsupportedLayerError("rate-coded input is not supported on Lava (its random input spikes cannot be "
                                     "reproduced on chip); convert with --encoding direct for deployment")
     out_node = graph[graph.output]
-    if not isinstance(out_node, Linear):
+    if not graph.is_readout(graph.output):
         raise UnsupportedLayerError(f"the output node {graph.output!r} is a {out_node.TYPE}; Lava deployment needs "
                                     f"a non-spiking linear readout as the last layer")
     dep = _depends_on_neurons(graph)

@@ -78,6 +78,11 @@ def _synthetic(synth: SyntheticSet | PathLike, expect_model_sha256: str | None =
     return load_synthetic(synth, expect_model_sha256)
 
 
+def _as_list(items: Any) -> list[Any]:
+    """One item or a sequence of them (a str/Path is one item)."""
+    return list(items) if isinstance(items, (list, tuple)) else [items]
+
+
 def _fits(images: torch.Tensor, shape, what: str, target: str) -> None:
     if tuple(images.shape[1:]) != tuple(shape):
         raise PrivsnnError(f"{what}: images {tuple(images.shape[1:])} do not fit {target} {tuple(shape)}")
@@ -208,7 +213,8 @@ def calibrate(snn: SNNArtifact | PathLike, synthetic: SyntheticSet | PathLike, t
     return art
 
 
-def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str, synthetic: SyntheticSet | PathLike, out: PathLike,
+def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
+          synthetic: SyntheticSet | PathLike | Sequence[SyntheticSet | PathLike], out: PathLike,
           *, epochs: int = 5, timesteps: int | None = None, batch_size: int = 32, lr: float = 1e-4,
           kd_alpha: float = 0.7, kd_temperature: float = 4.0, rate_reg: float = 0.0, anchor: float = 0.0,
           label_smoothing: float = 0.0, bido: tuple[float, float] = (0.0, 0.0), feature_weight: float = 0.0, leak: float | None = None, reset: str | None = None,
@@ -225,8 +231,10 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str, synthetic: Sy
     artifact, snn_path = _snn(snn), _snn_path(snn)
     loaded = load_model(teacher)
     check_same_model(artifact, loaded, role="--teacher")
-    synth = _synthetic(synthetic, expect_model_sha256=loaded.sha256)
-    _fits(synth.images, artifact.graph.input.shape, str(synth.path), "the SNN input")
+    sets = [_synthetic(s, expect_model_sha256=loaded.sha256) for s in _as_list(synthetic)]
+    for synth in sets:
+        _fits(synth.images, artifact.graph.input.shape, str(synth.path), "the SNN input")
+    images, labels = torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets])
     settings = TrainSettings(epochs=epochs, timesteps=artifact.timesteps if timesteps is None else timesteps,
                              batch_size=batch_size, lr=lr, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
                              rate_reg=rate_reg, anchor=anchor, label_smoothing=label_smoothing, bido=tuple(bido),
@@ -245,7 +253,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str, synthetic: Sy
 
         layer_teacher = layer_teacher_graph(loaded, artifact.graph)
     t0 = time.time()
-    graph = train_snn(artifact.graph, loaded.module(), synth.images, synth.labels, settings, ckpt, resume=resume,
+    graph = train_snn(artifact.graph, loaded.module(), images, labels, settings, ckpt, resume=resume,
                       device=dev, ctx=ctx, layer_teacher=layer_teacher,
                       on_epoch=lambda e, r: log(f"epoch {e}: loss {r['loss']:.4f}, spike rate {r['spike_rate']:.4f}, "
                                                 f"agreement with teacher {r['teacher_agreement']:.3f} "
@@ -256,9 +264,12 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str, synthetic: Sy
     record = dict(settings.__dict__)
     record["timesteps"] = settings.timesteps
     record["processes"] = ctx.world_size
-    parents = [parent_entry(snn_path, "snn"), parent_entry(synth.path, "synthetic")]
+    record["synthetic_images"] = int(labels.shape[0])
+    parents = [parent_entry(snn_path, "snn"), *(parent_entry(s.path, "synthetic") for s in sets)]
+    synth_hashes = [p["sha256"] for p in parents[1:]]
     manifest = Manifest(kind="private-snn", command="train", settings=record,
-                        inputs={"snn": parents[0]["sha256"], "synthetic": parents[1]["sha256"], "teacher": loaded.sha256},
+                        inputs={"snn": parents[0]["sha256"], "teacher": loaded.sha256,
+                                "synthetic": synth_hashes[0] if len(sets) == 1 else synth_hashes},
                         real_data_read=bool(artifact.manifest and artifact.manifest.real_data_read),
                         private=artifact.private, seed=seed, parents=[*parents, {"role": "teacher", **loaded.describe()}])
     save_snn(out, graph, record, manifest)

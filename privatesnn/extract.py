@@ -21,10 +21,13 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import UnsupportedLayerError
 from .graph import Add, AvgPool, Conv, Flatten, Graph, Input, Linear, MaxPool, Neuron, Node
+from .lowering import ChannelAffine, Concat, lower, needs_lowering
 from .models.cifar_resnet import ShortcutA
 
-SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm1d/2d (folded), ReLU, ReLU6 / clamp(0, c) / Hardtanh(0, c), AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, "
-             "Flatten/view/reshape, residual add, Dropout, Identity, option-A shortcut (slice + channel pad)")
+SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm1d/2d (folded; also before a ReLU after an add or "
+             "concatenation), ReLU, ReLU6 / clamp(0, c) / Hardtanh(0, c), AvgPool2d, MaxPool2d, AdaptiveAvgPool2d, "
+             "Flatten/view/reshape, residual add, channel concatenation (torch.cat dim 1), Dropout, Identity, "
+             "option-A shortcut (slice + channel pad)")
 _PASS_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
@@ -124,8 +127,12 @@ def extract_graph(net: nn.Module, input_shape: tuple[int, int, int], meta: dict[
                 add(Linear(name=name, inputs=[src(ins[0])], weight=m.weight.detach().clone(),
                            bias=None if m.bias is None else m.bias.detach().clone()))
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                _fold_bn(nodes, src(ins[0]), m, n.target, gm, n)
-                alias[name] = src(ins[0])
+                if _foldable_bn(nodes, src(ins[0]), ins[0]):
+                    _fold_bn(nodes[src(ins[0])], m)
+                    alias[name] = src(ins[0])
+                else:  # pre-activation BN (after an add/concat, or a conv read elsewhere too): lowered below
+                    scale, shift = _bn_affine(m)
+                    add(ChannelAffine(name=name, inputs=[src(ins[0])], scale=scale, shift=shift))
             elif isinstance(m, nn.ReLU):
                 add(Neuron(name=name, inputs=[src(ins[0])]))
             elif isinstance(m, (nn.ReLU6, nn.Hardtanh)):  # ReLU6 is a Hardtanh(0, 6)
@@ -169,6 +176,8 @@ def extract_graph(net: nn.Module, input_shape: tuple[int, int, int], meta: dict[
         elif fn in (F.hardtanh, torch.clamp, torch.clip) or fn in ("clamp", "clip", "clamp_"):
             lo, hi = _clamp_bounds(n, fn)
             add(Neuron(name=name, inputs=[src(tensor_args[0])], clip=_clip_ceiling(lo, hi, name)))
+        elif fn in (torch.cat, torch.concat):
+            add(_concat(n, name, [src(a) for a in _cat_inputs(n)], shape_of(n)))
         elif fn in (operator.add, torch.add) or fn == "add":
             if len(tensor_args) == 2 and not any(isinstance(a, (int, float)) for a in n.args):
                 add(Add(name=name, inputs=[src(a) for a in tensor_args]))
@@ -198,28 +207,54 @@ def extract_graph(net: nn.Module, input_shape: tuple[int, int, int], meta: dict[
     if output is None:
         raise UnsupportedLayerError("the traced model has no output")
     nodes = _prune(nodes, output)
+    if needs_lowering(nodes):  # concatenation / pre-activation BN -> convs, adds, neurons (lowering.py)
+        nodes, output = lower(nodes, output)
     nodes = _fuse_routing(nodes)
     Graph(nodes=dict(nodes), output=output)  # validates and fills in shapes
     nodes = _route_identity_shortcuts(nodes)
     graph = Graph(nodes=nodes, output=output, meta=dict(meta or {}))
-    last = graph[output]
-    if not isinstance(last, Linear):
-        raise UnsupportedLayerError(f"the network must end in a Linear layer (logits), ends in {last.TYPE} {output!r}")
+    if not graph.is_readout(output):
+        raise UnsupportedLayerError(f"the network must end in a Linear layer (logits), ends in {graph[output].TYPE} "
+                                    f"{output!r}")
     return graph
 
 
-def _fold_bn(nodes: dict[str, Node], prev: str, bn: nn.Module, target: str, gm: fx.GraphModule, n: fx.Node) -> None:
+def _foldable_bn(nodes: dict[str, Node], prev: str, prev_fx: fx.Node) -> bool:
+    """A BN folds into the conv/linear before it when nothing else reads that layer's output."""
     p = nodes.get(prev)
-    if not isinstance(p, (Conv, Linear)) or sum(1 for m in nodes.values() if prev in m.inputs) > 0:
-        raise UnsupportedLayerError(f"BatchNorm {target!r} must directly follow a Conv2d/Linear used only by it "
-                                    f"(found after {type(p).__name__ if p else prev!r})")
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1.0 / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    return (isinstance(p, (Conv, Linear)) and len(prev_fx.users) == 1
+            and not any(prev in m.inputs for m in nodes.values()))
+
+
+def _bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) per channel of an eval-mode BatchNorm: ``bn(x) = x * scale + shift``."""
+    inv = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+    scale = bn.weight.detach() * inv if bn.affine else inv
+    shift = (bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
+    return scale.detach().clone(), shift.detach().clone()
+
+
+def _fold_bn(p: Conv | Linear, bn: nn.Module) -> None:
+    scale, shift = _bn_affine(bn)
     shape = (-1,) + (1,) * (p.weight.dim() - 1)
     b = p.bias if p.bias is not None else torch.zeros(p.weight.shape[0])
     p.weight = (p.weight * scale.view(shape)).detach().clone()
-    p.bias = ((b - bn.running_mean) * scale + shift).detach().clone()
+    p.bias = (b * scale + shift).detach().clone()
 
+
+def _cat_inputs(n: fx.Node) -> list[fx.Node]:
+    seq = n.args[0] if n.args else n.kwargs.get("tensors")
+    if not isinstance(seq, (list, tuple)) or not all(isinstance(a, fx.Node) for a in seq):
+        raise UnsupportedLayerError(f"concatenation at node {n.name!r} must take a list of tensors")
+    return list(seq)
+
+
+def _concat(n: fx.Node, name: str, inputs: list[str], out_shape: tuple[int, ...]) -> Concat:
+    dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+    if dim not in (1, -len(out_shape)):  # dim 1 (channels) of (N, C, H, W) or (N, F)
+        raise UnsupportedLayerError(f"concatenation at node {name!r} along dim {dim} is not supported; only "
+                                    f"channels (dim 1) can be")
+    return Concat(name=name, inputs=inputs, shape=out_shape)
 
 def _adaptive_pool(name: str, src: str, in_shape: tuple[int, ...], out_size, target: str) -> AvgPool:
     c, h, w = in_shape

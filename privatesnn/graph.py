@@ -213,6 +213,12 @@ class Graph:
     def weighted(self) -> list[Node]:
         return [n for n in self.nodes.values() if isinstance(n, WEIGHTED)]
 
+    def is_readout(self, name: str) -> bool:
+        """A Linear layer, or a sum of Linear layers (a Linear over a concatenation, split by lowering)."""
+        node = self.nodes[name]
+        return isinstance(node, Linear) or (isinstance(node, Add) and all(isinstance(self.nodes[s], Linear)
+                                                                           for s in node.inputs))
+
     def is_sequential(self) -> bool:
         """True when every node has one input and feeds at most one node (no residual paths)."""
         return all(len(n.inputs) <= 1 and len(self.consumers(n.name)) <= 1 for n in self)

@@ -9,7 +9,6 @@ independent evaluator that scores privacy attacks.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -205,3 +205,20 @@ def test_negative_label_smoothing_and_bido_train(base, tmp_path):
     assert _train(base, out, "--kd-alpha", "0.5", "--label-smoothing", "-0.1", "--bido", "0.05,0.5") == 0
     s = load_snn(out).settings
     assert s["label_smoothing"] == -0.1 and list(s["bido"]) == [0.05, 0.5]
+
+
+def test_train_on_several_synthetic_sets(base, tmp_path):
+    from privatesnn.manifest import read_manifest
+
+    second = tmp_path / "synth_seed1.npz"
+    assert main(["synthesize", "--model", "digits", "--num", "100", "--batch-size", "100", "--iterations", "20",
+                 "--seed", "1", "--out", str(second)]) == 0
+    out = tmp_path / "two.pt"
+    assert main(["train", "--snn", str(base / "snn_subtract.pt"), "--teacher", "digits", "--synthetic",
+                 str(base / "synth.npz"), str(second), "--epochs", "1", "--timesteps", "4", "--out", str(out)]) == 0
+    assert load_snn(out).settings["synthetic_images"] == 300
+    man = read_manifest(out)
+    synth_parents = [p for p in man.parents if p["role"] == "synthetic"]
+    assert [p["sha256"] for p in synth_parents] == man.inputs["synthetic"]
+    assert len(man.inputs["synthetic"]) == 2 and man.real_data_read is False
+    assert main(["verify", str(out)]) == 0

@@ -20,7 +20,8 @@ from the ANN's (PrivateSNN's "encryption") and lets the SNN run at low T. No rea
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snn", required=True, help="converted SNN artifact (from `privsnn convert`)")
     add_model_args(p, flag="--teacher")
-    p.add_argument("--synthetic", required=True, metavar="NPZ", help="synthetic images from `privsnn synthesize`")
+    p.add_argument("--synthetic", required=True, nargs="+", metavar="NPZ",
+                   help="synthetic images from `privsnn synthesize`; several sets (e.g. other --seed) train together")
     p.add_argument("--epochs", type=positive_int, default=5)
     p.add_argument("--timesteps", type=int, default=None, help="training T (default: the artifact's)")
     p.add_argument("--batch-size", type=positive_int, default=32)

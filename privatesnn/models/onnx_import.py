@@ -434,6 +434,18 @@ class _Importer:
         shape = np.array([BATCH, *x.example.shape[1:]], dtype=np.int64)
         return shape[a.get("start", 0):a.get("end")]
 
+    def _op_Concat(self, node, ins, a) -> _Act:
+        """Concatenation of activations along channels -> ``torch.cat(dim=1)`` (constant shape
+        arithmetic never gets here: it is folded while importing)."""
+        if not all(isinstance(v, _Act) for v in ins):
+            raise UnsupportedLayerError(f"ONNX node {node.name!r} (Concat) mixes activations and constants; "
+                                        f"not supported")
+        rank = ins[0].example.dim()
+        if a.get("axis") not in (1, 1 - rank):
+            raise UnsupportedLayerError(f"ONNX node {node.name!r} (Concat) along axis {a.get('axis')} is not "
+                                        f"supported; only channels (axis 1) can be")
+        return self._function(torch.cat, list(ins), dim=1)
+
     def _op_Relu(self, node, ins, a) -> _Act:
         return self._module(node, nn.ReLU(), self._act(ins[0], node))
 
