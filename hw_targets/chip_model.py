@@ -76,7 +76,7 @@ def reference_fixed_simple(fixed: FixedPlan, x: torch.Tensor, return_spikes: boo
     state: dict[str, dict[str, torch.Tensor]] = {}
     for name, layer in plan.layers.items():
         ql = fixed.layers[name]
-        if layer.host_fed:
+        if layer.host_current:
             bias = torch.from_numpy(fixed.quantize_host_current(name, host[name]))
         else:
             bias = torch.from_numpy(ql.bias_mant).unsqueeze(0).expand(n, *layer.shape)
@@ -188,7 +188,7 @@ class ChipModel:
         v, bias, spikes, th = {}, {}, {}, {}
         for name, layer in plan.layers.items():
             ql = fixed.layers[name]
-            if layer.host_fed:
+            if layer.host_current:
                 b = torch.from_numpy(fixed.quantize_host_current(name, host[name]))
             else:
                 b = torch.from_numpy(ql.bias_mant).unsqueeze(0)

@@ -12,7 +12,8 @@
   register (``|a_in| << 6 < 2^23``). The membrane then spans about +-2^17 / vth thresholds.
 * bias: ``bias_mant = round(b * A)`` (13-bit signed) with ``bias_exp = 6`` (netx's choice);
   host-fed layers receive their image current this way (the scale is chosen so the
-  worst-case current fits).
+  worst-case current fits); so do mixed layers (image part + biases per image; spikes through
+  synapses; the scale also fits the worst-case host current into the 13-bit bias).
 * decays: ``du = 4095`` (the current decays fully each step: ``u = a_in``),
   ``dv = round((1 - leak) * 4096)`` clipped to 12 bits (IF: ``dv = 0``).
 * the membrane starts at ``v0 = round(v_init * th * A) << 6`` and resets to zero on a spike
@@ -102,7 +103,7 @@ class FixedPlan:
             rows.append({
                 "layer": ql.name, "kind": layer.kind, "scale": ql.scale, "vth_mant": ql.vth, "du": ql.du,
                 "dv": ql.dv, "v_init_mant": ql.v0 >> 6 if ql.v0 >= 0 else -((-ql.v0) >> 6),
-                "bias_exp": BIAS_EXP, "host_fed": layer.host_fed,
+                "bias_exp": BIAS_EXP, "host_fed": layer.host_fed, "host_mixed": layer.host_mixed,
                 "threshold_rel_error": ql.threshold_rel_error, "bias_rel_error": ql.bias_rel_error,
                 "bias_clipped": ql.bias_clipped, "leak_abs_error": ql.leak_error,
                 "weights": [{"term": q.term.name, "src": q.term.src, "weight_exp": q.exp,
@@ -190,7 +191,13 @@ def quantize_plan(plan: DeployPlan) -> FixedPlan:
         else:
             bound = _fan_in_bound(layer)
             wmax = max((float(t.weight.abs().max()) for t in layer.terms if t.weight.numel()), default=0.0)
-            scale = _choose_scale(th, wmax, bound)
+            if layer.host_mixed:  # the host part arrives as a 13-bit bias: it must fit too
+                host = _host_bound(graph, layer)
+                bound += host
+                scale = _choose_scale(th, wmax, bound)
+                scale = min(scale, BIAS_MANT_MAX / host if host > 0 else math.inf)
+            else:
+                scale = _choose_scale(th, wmax, bound)
             qterms = [_quantize_term(t, scale) for t in layer.terms]
         vth = int(round(th * scale))
         vth = max(1, min(VTH_MAX, vth))

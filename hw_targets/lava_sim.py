@@ -339,16 +339,16 @@ def build_network(plan: DeployPlan, fixed: FixedPlan | None, tag: str = "fixed_p
         shape = lava_shape(layer.shape)
         if is_fixed:
             ql = fixed.layers[name]
-            bias = np.zeros(layer.shape, np.int64) if layer.host_fed else ql.bias_mant
+            bias = np.zeros(layer.shape, np.int64) if layer.host_current else ql.bias_mant
             params = dict(vth=int(ql.vth), du=int(ql.du), dv=int(ql.dv), v0=np.full(shape, ql.v0, np.int32),
                           bias_mant=to_lava(bias.astype(np.int32), layer.shape), bias_exp=np.full(shape, BIAS_EXP))
         else:
-            bias = np.zeros(layer.shape) if layer.host_fed else layer.bias.double().numpy()
+            bias = np.zeros(layer.shape) if layer.host_current else layer.bias.double().numpy()
             params = dict(vth=float(layer.threshold), du=1.0, dv=1.0 - float(layer.leak),
                           v0=np.full(shape, float(layer.v_init) * float(layer.threshold)),
                           bias_mant=to_lava(bias, layer.shape), bias_exp=0)
         seq = None
-        if layer.host_fed:
+        if layer.host_current:
             seq = np.zeros((n_slots, *shape), np.int32 if is_fixed else np.float64)
             host.append(name)
         lif = PrivLIF(shape=shape, period=P, lag=layer.lag, timesteps=T, n_slots=n_slots, bias_seq=seq,

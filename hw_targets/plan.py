@@ -11,7 +11,10 @@ Lava equivalent and is refused.
 
 The layers fed only by the image (the direct-coded first layer) are *host-fed*: their input
 current is computed on the host exactly as the SNN computes it and injected as the neuron bias
-(the way Loihi takes analog values); it is constant over the T steps of an image.
+(the way Loihi takes analog values); it is constant over the T steps of an image. A neuron layer
+fed by both the image and spikes (a pre-activation ResNet whose conv stem's output runs along the
+residual path) gets its image part the same way, as a per-image bias (its other biases included),
+and its spike terms as synapses (``host_mixed``).
 
 Time: each Lava Dense/Conv delays by one step. A layer's *lag* is the number of synaptic hops
 from the host-fed layers; a layer of lag L computes SNN step ``k - L + 1`` at local step k of an
@@ -80,7 +83,13 @@ class Layer:
     bias: torch.Tensor | None = None  # float, per neuron (layer shape); None for host-fed layers
     terms: list[Term] = field(default_factory=list)
     host_fed: bool = False
+    host_mixed: bool = False  # image current as a per-image bias, plus spike terms
     lag: int = 0
+
+    @property
+    def host_current(self) -> bool:
+        """The host sets this layer's bias for each image (host-fed or mixed)."""
+        return self.host_fed or self.host_mixed
 
     @property
     def size(self) -> int:
@@ -100,7 +109,7 @@ class DeployPlan:
         return self.timesteps + self.output.lag
 
     def host_layers(self) -> list[Layer]:
-        return [layer for layer in self.layers.values() if layer.host_fed]
+        return [layer for layer in self.layers.values() if layer.host_current]
 
     @torch.no_grad()
     def host_currents(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -112,7 +121,7 @@ class DeployPlan:
         out = []
         for layer in list(self.layers.values()) + [self.output]:
             out.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.shape), "lag": layer.lag,
-                        "host_fed": layer.host_fed,
+                        "host_fed": layer.host_fed, "host_mixed": layer.host_mixed,
                         "terms": [{"name": t.name, "src": t.src, "kind": t.kind, "weight_shape": list(t.weight.shape),
                                    "stride": list(t.stride), "padding": list(t.padding), "folded": t.folded}
                                   for t in layer.terms]})
@@ -128,7 +137,8 @@ def _depends_on_neurons(graph: Graph) -> dict[str, bool]:
 
 @torch.no_grad()
 def host_currents(graph: Graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Currents into the host-fed neuron layers (see :class:`DeployPlan`)."""
+    """Currents into the host-fed neuron layers, and the image part (plus the biases of the spike
+    part) of the current into mixed layers (see :class:`DeployPlan`)."""
     from privatesnn.layers import build_synapses, module_key
     from privatesnn.snn import _normalize
 
@@ -140,8 +150,15 @@ def host_currents(graph: Graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if isinstance(node, Input):
             vals[node.name] = _normalize(graph, x)
         elif isinstance(node, Neuron):
-            if not dep[node.inputs[0]]:
-                out[node.name] = vals[node.inputs[0]]
+            src = graph[node.inputs[0]]
+            if not dep[src.name]:
+                out[node.name] = vals[src.name]
+            elif isinstance(src, Add) and not all(dep[s] for s in src.inputs):
+                y = sum(vals[s] for s in src.inputs if not dep[s])
+                for s in src.inputs:
+                    if dep[s]:
+                        y = y + _bias_into(graph, s, tuple(node.shape)).to(y.dtype)
+                out[node.name] = y
         elif dep[node.name]:
             continue
         elif isinstance(node, Add):
@@ -290,13 +307,18 @@ def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match")
             continue
         layer = Layer(node.name, tuple(node.shape), "neuron", node.threshold, node.leak,
                       node.reset if reset == "match" else "zero", node.v_init)
-        if not dep[node.inputs[0]]:
+        src = graph[node.inputs[0]]
+        if not dep[src.name]:
             layer.host_fed, layer.lag = True, 0
+        elif isinstance(src, Add) and not all(dep[s] for s in src.inputs):
+            # image part -> per-image bias (host_currents); spike part -> synapses
+            layer.host_mixed = True
+            layer.terms = [t for s in src.inputs if dep[s] for t in _terms_into(graph, s, node.name)]
         else:
             layer.terms = _terms_into(graph, node.inputs[0], node.name)
             if any(t.src == graph.input.name for t in layer.terms):
-                raise UnsupportedLayerError(f"neuron {node.name!r} mixes the image and spikes as input; "
-                                            f"not supported on Lava")
+                raise UnsupportedLayerError(f"neuron {node.name!r} mixes the image and spikes as input in a way "
+                                            f"Lava cannot split (not through an add); not supported on Lava")
             layer.bias = _bias_into(graph, node.inputs[0], layer.shape)
         layers[node.name] = layer
     out = Layer(graph.output, tuple(out_node.shape), "output")

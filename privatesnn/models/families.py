@@ -38,8 +38,8 @@ class PreActBlock(nn.Module):
 
 class PreActResNet(nn.Module):
     """Pre-activation ResNet with the CIFAR paper's plain conv stem. The stem's output is an analog
-    value that the first stage's residual adds carry: the SNN runs it exactly, but Lava cannot (a
-    neuron fed by both the image and spikes), so these convert and simulate but do not deploy."""
+    value that the first stage's residual adds carry: on Lava those neurons take it as a per-image
+    bias from the host and their spikes through synapses (``Layer.host_mixed``)."""
 
     def __init__(self, blocks: tuple[int, ...], widths: tuple[int, ...], in_ch: int, num_classes: int):
         super().__init__()
