@@ -10,6 +10,8 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
   qcfs                 conversion + QCFS fine-tuning with L levels (`convert --qcfs-levels`)
   qcfs_calibrated      + bias calibration at the low T (`privsnn calibrate`)
   low_latency          + encryption at the low T (`train --timesteps T`, from qcfs_calibrated)
+  qcfs_t8, qcfs_t8_calibrated, low_latency_t8
+                       CIFAR: the same path one step longer (QCFS L=8, calibration and encryption at T=8)
 
 and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
 another seed), to show how well that real-data-free estimate predicts the real accuracy.
@@ -37,11 +39,13 @@ from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULT
                     read_json, set_threads, shared_available, write_results)
 
 TIMESTEPS = "1,2,4,8,16,32"
-VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_calibrated", "low_latency")
+VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_calibrated", "low_latency",
+            "qcfs_t8", "qcfs_t8_calibrated", "low_latency_t8")
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
-             device: str, eval_limit: int | None, fresh: bool, reuse: bool = False, skip: tuple[str, ...] = ()) -> dict:
+             device: str, eval_limit: int | None, fresh: bool, reuse: bool = False, skip: tuple[str, ...] = (),
+             low2: dict | None = None) -> dict:
     """One model: every variant converted/trained by the CLI, evaluated on the real test images at
     every T, and its agreement with the ANN on held-out synthetic images (choose-t). With ``reuse``,
     a stage whose output (artifact, or evaluation JSON newer than its artifact) exists is not rerun;
@@ -89,14 +93,15 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
             times[f"synthesize_{path.stem}"] = privsnn(
                 "synthesize", *model, "--num", num, "--iterations", synth["iters"], "--batch-size", synth["batch"],
                 "--seed", seed, "--out", path, "--overwrite", *dev)
-    if calib_real:
+    if calib_real and "converted_real" not in skip:
         base = work / "snn_real.pt"
         stage("convert_real", base, "convert", *model, "--calibration-data", calib_real, "--calibration-limit", 256,
               "--timesteps", 32, "--out", base)
         variant("converted_real", base)
     conv = work / "snn_synthetic.pt"
     stage("convert_synthetic", conv, "convert", *model, "--synthetic", synth_path, "--timesteps", 32, "--out", conv)
-    variant("converted_synthetic", conv)
+    if "converted_synthetic" not in skip:
+        variant("converted_synthetic", conv)
 
     def train_from(src: Path, out: Path, cfg: dict, tag: str) -> None:
         if not (reuse and out.exists()):
@@ -110,28 +115,37 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     if "encrypted" not in skip:
         train_from(conv, private, train, "encrypted")
         variant("encrypted", private)
-    qcfs = work / "snn_qcfs.pt"
-    qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"],
-             "--qcfs-optimizer", low["qcfs_optimizer"]]
-    stage("convert_qcfs", qcfs, "convert", *model, "--synthetic", synth_path, "--timesteps", low["t"], *qargs,
-          "--out", qcfs, *dev)
-    variant("qcfs", qcfs)
-    calibrated = work / "snn_qcfs_calibrated.pt"
-    if low.get("calibrate"):
-        stage("calibrate_qcfs", calibrated, "calibrate", "--snn", qcfs, "--synthetic", synth_path, "--timesteps",
-              low["t"], "--out", calibrated, *dev)
-        variant("qcfs_calibrated", calibrated)
-    fast = work / "private_low_latency.pt"
-    start = calibrated if low.get("calibrate") else qcfs  # calibration is a better starting point for low-T training
-    train_from(start, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
-                             "kd_alpha": 1.0, "qat": low.get("qat")}, "low_latency")
-    variant("low_latency", fast)
-    result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "eval_limit": eval_limit,
-                          "real_calibration_images": 256 if calib_real else 0, "skipped": list(skip)}
+
+    def low_path(low: dict, suffix: str) -> dict[str, Path]:
+        """QCFS fine-tuning -> bias calibration at the low T -> encryption at the low T."""
+        qcfs = work / f"snn_qcfs{suffix}.pt"
+        qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"],
+                 "--qcfs-optimizer", low["qcfs_optimizer"]]
+        stage(f"convert_qcfs{suffix}", qcfs, "convert", *model, "--synthetic", synth_path, "--timesteps", low["t"],
+              *qargs, "--out", qcfs, *dev)
+        variant(f"qcfs{suffix}", qcfs)
+        calibrated = work / f"snn_qcfs{suffix}_calibrated.pt"
+        if low.get("calibrate"):
+            stage(f"calibrate_qcfs{suffix}", calibrated, "calibrate", "--snn", qcfs, "--synthetic", synth_path,
+                  "--timesteps", low["t"], "--out", calibrated, *dev)
+            variant(f"qcfs{suffix}_calibrated", calibrated)
+        fast = work / f"private_low_latency{suffix}.pt"
+        start = calibrated if low.get("calibrate") else qcfs  # calibration is a better start for low-T training
+        train_from(start, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
+                                 "kd_alpha": 1.0, "qat": low.get("qat")}, f"low_latency{suffix}")
+        variant(f"low_latency{suffix}", fast)
+        return {f"qcfs{suffix}": qcfs, f"qcfs{suffix}_calibrated": calibrated, f"low_latency{suffix}": fast}
+
+    made = low_path(low, "") if "low_latency" not in skip else {}  # skip the T=4 path as a whole
+    if low2:
+        made.update(low_path(low2, f"_t{low2['t']}"))
+    result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "low_latency_2": low2,
+                          "eval_limit": eval_limit, "real_calibration_images": 256 if calib_real else 0,
+                          "skipped": list(skip)}
     result["seconds"] = times
     result["artifacts"] = {k: str(v.relative_to(ROOT)) for k, v in (
         ("synthetic", synth_path), ("heldout_synthetic", heldout), ("converted", conv), ("encrypted", private),
-        ("qcfs", qcfs), ("qcfs_calibrated", calibrated), ("low_latency", fast)) if v.exists()}
+        *made.items()) if v.exists()}
     return result
 
 
@@ -192,10 +206,14 @@ def main() -> None:
         g.add_argument(f"--{case}-low-batch", type=int, default=d["batch"])
         g.add_argument(f"--{case}-calibrate", action=argparse.BooleanOptionalAction, default=True,
                        help="also measure QCFS + bias calibration at the low T (`privsnn calibrate`)")
+    p.add_argument("--cifar-t8-path", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the path at T=8 (QCFS L=8, calibration and encryption at T=8, 8 epochs)")
     p.add_argument("--reuse-synthetic", action="store_true", help="reuse runs/bench/<case>/synth.npz if present")
     p.add_argument("--reuse-results", action="store_true",
                    help="resume an interrupted run: keep every stage whose output exists in runs/bench/<case>/")
-    p.add_argument("--skip", default="", help="comma list of variants not to make (e.g. encrypted)")
+    p.add_argument("--skip", default="",
+                   help="comma list of variants not to make (converted_real, converted_synthetic, encrypted, "
+                        "low_latency = the whole low-T path): their results from the last accuracy.json are kept")
     args = p.parse_args()
     set_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -220,11 +238,17 @@ def main() -> None:
                 train={"epochs": args.cifar_epochs, "t": args.cifar_train_t, "batch": args.cifar_batch,
                        "lr": args.cifar_lr, "anchor": args.cifar_anchor, "qat": args.cifar_qat},
                 low=low_settings(args, "cifar"), reuse=args.reuse_results, skip=tuple(args.skip.split(",")),
-                device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic)
+                device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic,
+                low2={**low_settings(args, "cifar"), "levels": 8, "t": 8, "epochs": 8} if args.cifar_t8_path else None)
     out["total_seconds"] = time.time() - t0
     previous = RESULTS / "accuracy.json"
-    if previous.exists():  # running a subset of cases keeps the others' last results
+    if previous.exists():  # a subset of cases (or of variants, with --skip) keeps the others' last results
         kept = read_json(previous).get("cases", {})
+        for case, new in out["cases"].items():
+            old = kept.get(case, {})
+            for key in ("synthetic_agreement", "seconds", "artifacts"):
+                new[key] = {**old.get(key, {}), **new.get(key, {})}
+            out["cases"][case] = {**{k: v for k, v in old.items() if k in VARIANTS and k not in new}, **new}
         out["cases"] = {**{k: v for k, v in kept.items() if k not in out["cases"]}, **out["cases"]}
     write_results("accuracy.json", out)
     print_table(out)
