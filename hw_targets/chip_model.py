@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fixed_point import BIAS_EXP, DECAY_MAX, UV_MAX, FixedPlan, QTerm
+from .fixed_point import DECAY_MAX, UV_MAX, FixedPlan, QTerm
 
 F32_EXACT = 1 << 24  # integers below this add exactly in float32
 
@@ -81,7 +81,7 @@ def reference_fixed_simple(fixed: FixedPlan, x: torch.Tensor, return_spikes: boo
         else:
             bias = torch.from_numpy(ql.bias_mant).unsqueeze(0).expand(n, *layer.shape)
         state[name] = {"v": torch.full((n, *layer.shape), ql.v0, dtype=torch.int64),
-                       "bias": bias.to(torch.int64) << BIAS_EXP,
+                       "bias": bias.to(torch.int64) << ql.bias_exp,
                        "s": torch.zeros((n, *layer.shape), dtype=torch.float64)}
     counts = {name: torch.zeros(n, dtype=torch.int64) for name in plan.layers}
     acc = torch.zeros(n, plan.output.size, dtype=torch.int64)
@@ -195,7 +195,7 @@ class ChipModel:
             shape = (n, *layer.shape)
             fmt = torch.channels_last if len(shape) == 4 else torch.contiguous_format
             vdt = self.v_dtype[name]
-            bias[name] = (b.to(torch.int64) << BIAS_EXP).to(vdt).contiguous(memory_format=fmt)
+            bias[name] = (b.to(torch.int64) << ql.bias_exp).to(vdt).contiguous(memory_format=fmt)
             v[name] = torch.full(shape, float(ql.v0), dtype=vdt).contiguous(memory_format=fmt)
             spikes[name] = torch.zeros(shape, dtype=torch.float32).contiguous(memory_format=fmt)
             th[name] = float(ql.vth << 6)

@@ -13,7 +13,8 @@
 * bias: ``bias_mant = round(b * A)`` (13-bit signed) with ``bias_exp = 6`` (netx's choice);
   host-fed layers receive their image current this way (the scale is chosen so the
   worst-case current fits); so do mixed layers (image part + biases per image; spikes through
-  synapses; the scale also fits the worst-case host current into the 13-bit bias).
+  synapses): their scale is the weights' (so QAT's grid holds), and ``bias_exp`` grows instead
+  until the worst-case host current fits the 13-bit mantissa.
 * decays: ``du = 4095`` (the current decays fully each step: ``u = a_in``),
   ``dv = round((1 - leak) * 4096)`` clipped to 12 bits (IF: ``dv = 0``).
 * the membrane starts at ``v0 = round(v_init * th * A) << 6`` and resets to zero on a spike
@@ -82,6 +83,7 @@ class QLayer:
     bias_clipped: int
     leak_error: float
     input_bound: float  # worst-case |current| (float units) used to pick the scale
+    bias_exp: int = BIAS_EXP  # larger for mixed layers whose host current needs the range
 
 
 @dataclass
@@ -92,8 +94,10 @@ class FixedPlan:
     out_bias_int: np.ndarray  # added T times to the summed output currents
 
     def quantize_host_current(self, name: str, current: torch.Tensor) -> np.ndarray:
-        """Per-image bias mantissas (N, *shape) for a host-fed layer, 13-bit clipped."""
-        q = torch.round(current.double() * self.layers[name].scale).clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX)
+        """Per-image bias mantissas (N, *shape) for a host-fed or mixed layer, 13-bit clipped."""
+        ql = self.layers[name]
+        step = ql.scale / 2 ** (ql.bias_exp - BIAS_EXP)
+        q = torch.round(current.double() * step).clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX)
         return q.to(torch.int64).numpy()
 
     def report(self) -> list[dict[str, Any]]:
@@ -103,7 +107,7 @@ class FixedPlan:
             rows.append({
                 "layer": ql.name, "kind": layer.kind, "scale": ql.scale, "vth_mant": ql.vth, "du": ql.du,
                 "dv": ql.dv, "v_init_mant": ql.v0 >> 6 if ql.v0 >= 0 else -((-ql.v0) >> 6),
-                "bias_exp": BIAS_EXP, "host_fed": layer.host_fed, "host_mixed": layer.host_mixed,
+                "bias_exp": ql.bias_exp, "host_fed": layer.host_fed, "host_mixed": layer.host_mixed,
                 "threshold_rel_error": ql.threshold_rel_error, "bias_rel_error": ql.bias_rel_error,
                 "bias_clipped": ql.bias_clipped, "leak_abs_error": ql.leak_error,
                 "weights": [{"term": q.term.name, "src": q.term.src, "weight_exp": q.exp,
@@ -184,6 +188,7 @@ def quantize_plan(plan: DeployPlan) -> FixedPlan:
     qlayers: dict[str, QLayer] = {}
     for layer in plan.layers.values():
         th = float(layer.threshold)
+        bias_exp = BIAS_EXP
         if layer.host_fed:
             bound = _host_bound(graph, layer)
             scale = min(VTH_TARGET / th, BIAS_MANT_MAX / bound if bound > 0 else math.inf, VTH_MAX / th)
@@ -191,11 +196,12 @@ def quantize_plan(plan: DeployPlan) -> FixedPlan:
         else:
             bound = _fan_in_bound(layer)
             wmax = max((float(t.weight.abs().max()) for t in layer.terms if t.weight.numel()), default=0.0)
-            if layer.host_mixed:  # the host part arrives as a 13-bit bias: it must fit too
+            if layer.host_mixed:  # the host part arrives as a 13-bit bias: raise its exponent until it fits
                 host = _host_bound(graph, layer)
                 bound += host
                 scale = _choose_scale(th, wmax, bound)
-                scale = min(scale, BIAS_MANT_MAX / host if host > 0 else math.inf)
+                while host * scale / 2 ** (bias_exp - BIAS_EXP) > BIAS_MANT_MAX and bias_exp < 16:
+                    bias_exp += 1
             else:
                 scale = _choose_scale(th, wmax, bound)
             qterms = [_quantize_term(t, scale) for t in layer.terms]
@@ -213,7 +219,7 @@ def quantize_plan(plan: DeployPlan) -> FixedPlan:
             b_err = _rel(bq / scale, layer.bias.double())
             bias_mant = bq.to(torch.int64).numpy()
         qlayers[layer.name] = QLayer(layer.name, scale, vth, dv, DECAY_MAX, v0, bias_mant, qterms,
-                                     abs(vth / scale - th) / th, b_err, clipped, leak_err, bound)
+                                     abs(vth / scale - th) / th, b_err, clipped, leak_err, bound, bias_exp)
     out = plan.output
     wmax = max((float(t.weight.abs().max()) for t in out.terms if t.weight.numel()), default=0.0)
     bound = _fan_in_bound(out)

@@ -75,7 +75,7 @@ try:
 except ImportError as e:  # installed, but broken (e.g. forced onto another Python)
     raise import_error("running Lava processes (privatesnn.hw_targets.lava_sim)", e) from e
 
-from privatesnn.hw_targets.loihi import BIAS_EXP, DeployPlan, FixedPlan
+from privatesnn.hw_targets.loihi import DeployPlan, FixedPlan
 
 TAGS = ("fixed_pt", "floating_pt")
 
@@ -341,7 +341,7 @@ def build_network(plan: DeployPlan, fixed: FixedPlan | None, tag: str = "fixed_p
             ql = fixed.layers[name]
             bias = np.zeros(layer.shape, np.int64) if layer.host_current else ql.bias_mant
             params = dict(vth=int(ql.vth), du=int(ql.du), dv=int(ql.dv), v0=np.full(shape, ql.v0, np.int32),
-                          bias_mant=to_lava(bias.astype(np.int32), layer.shape), bias_exp=np.full(shape, BIAS_EXP))
+                          bias_mant=to_lava(bias.astype(np.int32), layer.shape), bias_exp=np.full(shape, ql.bias_exp))
         else:
             bias = np.zeros(layer.shape) if layer.host_current else layer.bias.double().numpy()
             params = dict(vth=float(layer.threshold), du=1.0, dv=1.0 - float(layer.leak),

@@ -139,3 +139,25 @@ def test_bn_after_relu_and_cat_along_space_are_clear_errors():
         extract_graph(randomize_bn(BNAfterReLU()), (1, 8, 8))
     with pytest.raises(UnsupportedLayerError, match="along dim 2"):
         extract_graph(CatSpace().eval(), (1, 8, 8))
+
+
+def test_qat_grid_matches_the_exporter_on_mixed_and_concatenated_layers():
+    """After QAT the exporter's 8-bit quantisation is lossless here too: a mixed layer keeps the
+    weights' scale (its host part widens the bias exponent instead) and split synapses share a grid."""
+    from privatesnn.hw_targets.fixed_point import BIAS_EXP, quantize_plan
+    from privatesnn.hw_targets.plan import build_plan
+    from privatesnn.qat import enable_qat, finalize_qat
+
+    for arch in FAMILIES:
+        snn = convert(_loaded(arch), _images(16), ConversionSettings(timesteps=8, reset="zero"), progress=False)
+        net = SpikingNetwork(snn)
+        enable_qat(net.synapses, snn)
+        finalize_qat(net.synapses)
+        fixed = quantize_plan(build_plan(net.sync_graph(), 8))
+        report = fixed.report()
+        assert max(w["rel_l2_error"] for r in report for w in r["weights"]) < 1e-6, arch
+        mixed = [r for r in report if r["host_mixed"]]
+        assert bool(mixed) == (arch == "digits_preact_resnet")
+        assert all(r["bias_exp"] >= BIAS_EXP for r in mixed)
+        if mixed:  # this stem's current needs more range than 13 bits at the weights' scale
+            assert max(r["bias_exp"] for r in mixed) > BIAS_EXP
