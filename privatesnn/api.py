@@ -178,6 +178,11 @@ def convert(model: LoadedModel | str, out: PathLike, *, synthetic: SyntheticSet 
     n_neurons = sum(int(torch.tensor(n.shape).prod()) for n in graph.neurons())
     log(f"converted {loaded.spec} -> {out}: {len(graph.neurons())} spiking layers, {n_neurons} neurons, "
         f"T={timesteps}, calibrated on {len(images)} {'synthetic' if private else 'REAL'} images ({elapsed:.1f}s)")
+    low = graph.meta.get("lowering")
+    if low:
+        log(f"  lowered {low['concatenations']} concatenations and {low['batchnorms_folded_per_reader']} "
+            f"pre-activation BatchNorms: {low['synaptic_layers_before']} -> {low['synaptic_layers_after']} synaptic "
+            f"layers (split and per-reader copies; docs/design.md)")
     art = load_snn(out)
     art.settings["seconds"] = elapsed
     return art

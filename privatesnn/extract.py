@@ -207,12 +207,15 @@ def extract_graph(net: nn.Module, input_shape: tuple[int, int, int], meta: dict[
     if output is None:
         raise UnsupportedLayerError("the traced model has no output")
     nodes = _prune(nodes, output)
+    lowering = None
     if needs_lowering(nodes):  # concatenation / pre-activation BN -> convs, adds, neurons (lowering.py)
-        nodes, output = lower(nodes, output)
+        nodes, output, lowering = lower(nodes, output)
     nodes = _fuse_routing(nodes)
     Graph(nodes=dict(nodes), output=output)  # validates and fills in shapes
     nodes = _route_identity_shortcuts(nodes)
     graph = Graph(nodes=nodes, output=output, meta=dict(meta or {}))
+    if lowering:
+        graph.meta["lowering"] = lowering
     if not graph.is_readout(output):
         raise UnsupportedLayerError(f"the network must end in a Linear layer (logits), ends in {graph[output].TYPE} "
                                     f"{output!r}")

@@ -86,10 +86,16 @@ def needs_lowering(nodes: dict[str, Node]) -> bool:
     return any(isinstance(n, PSEUDO) for n in nodes.values())
 
 
-def lower(nodes: dict[str, Node], output: str) -> tuple[dict[str, Node], str]:
+def lower(nodes: dict[str, Node], output: str) -> tuple[dict[str, Node], str, dict[str, int]]:
     """Rewrite ``nodes`` (topological, may contain :class:`Concat`/:class:`ChannelAffine`) into
-    standard graph nodes computing the same function. Returns ``(nodes, output_name)``."""
-    return _Lowering(nodes).run(output)
+    standard graph nodes computing the same function. Returns ``(nodes, output_name, stats)``:
+    how many concatenations and affines were lowered and the synaptic layers before and after."""
+    lowered, out = _Lowering(nodes).run(output)
+    weighted = lambda ns: sum(isinstance(n, (Conv, Linear)) for n in ns.values())  # noqa: E731
+    stats = {"concatenations": sum(isinstance(n, Concat) for n in nodes.values()),
+             "batchnorms_folded_per_reader": sum(isinstance(n, ChannelAffine) for n in nodes.values()),
+             "synaptic_layers_before": weighted(nodes), "synaptic_layers_after": weighted(lowered)}
+    return lowered, out, stats
 
 
 class _Lowering:

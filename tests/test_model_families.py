@@ -55,6 +55,8 @@ def test_densenet_concat_splits_into_summed_synapses():
     # each feature map is read by every later layer of its block, each with its own BatchNorm: a
     # scaled copy of the synapses per reader (stem -> 3 dense layers + transition)
     assert sum(1 for n in g.weighted() if n.inputs == ["x"]) == 4
+    low = g.meta["lowering"]
+    assert low["concatenations"] == 6 and low["synaptic_layers_after"] == len(g.weighted()) > low["synaptic_layers_before"]
 
 
 @pytest.mark.parametrize("arch", FAMILIES)
