@@ -222,3 +222,12 @@ def test_train_on_several_synthetic_sets(base, tmp_path):
     assert [p["sha256"] for p in synth_parents] == man.inputs["synthetic"]
     assert len(man.inputs["synthetic"]) == 2 and man.real_data_read is False
     assert main(["verify", str(out)]) == 0
+
+
+def test_train_names_a_missing_second_synthetic_set(base, tmp_path, capsys):
+    out = tmp_path / "x.pt"
+    missing = tmp_path / "nope.npz"
+    rc = main(["train", "--snn", str(base / "snn_subtract.pt"), "--teacher", "digits", "--synthetic",
+               str(base / "synth.npz"), str(missing), "--epochs", "1", "--out", str(out)])
+    assert rc == 2 and str(missing) in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
