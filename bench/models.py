@@ -74,10 +74,11 @@ def _numel(shape) -> int:
 def lava_cores(snn_path: Path, out_dir: Path, timesteps: int) -> dict:
     """Loihi 2 cores of the Lava deployment, or the reason Lava refuses the graph."""
     from privatesnn.api import export
+    from privatesnn.errors import PrivsnnError
 
     try:
         export(snn_path, "lava", out_dir, timesteps=timesteps, hw="loihi2", chips=1000, log=lambda *a, **k: None)
-    except Exception as e:  # an unsupported graph: record why (the CLI prints the same message)
+    except PrivsnnError as e:  # an unsupported graph: record why (the CLI prints the same message)
         return {"loihi2_cores": None, "lava": f"refused: {e}"}
     mapping = read_json(out_dir / "mapping.json")
     return {"loihi2_cores": mapping["cores_needed"], "lava": "ok"}
