@@ -152,6 +152,10 @@ class _Lowering:
     @staticmethod
     def _split_terms(terms: list[Node], a: int, b: int) -> list[Node]:
         """The terms restricted to output channels [a, b)."""
+        for t in terms:
+            if isinstance(t, Conv) and t.groups != 1 and (a, b) != (0, t.weight.shape[0]):
+                raise UnsupportedLayerError(f"grouped conv {t.name!r}: its output would be split between parts of "
+                                            f"a concatenation; not supported")
         return [replace(t, inputs=list(t.inputs), weight=t.weight[a:b],
                         bias=None if t.bias is None else t.bias[a:b]) for t in terms]
 
