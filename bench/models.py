@@ -22,6 +22,7 @@ Writes bench/results/models.json and prints a markdown table (the README's).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -60,15 +61,8 @@ def graph_stats(snn_path: Path) -> dict:
     from privatesnn.artifact import load_snn
 
     g = load_snn(snn_path).graph
-    return {"synaptic_layers": len(g.weighted()), "neurons": sum(_numel(n.shape) for n in g.neurons()),
+    return {"synaptic_layers": len(g.weighted()), "neurons": sum(math.prod(n.shape) for n in g.neurons()),
             "neuron_layers": len(g.neurons())}
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def lava_cores(snn_path: Path, out_dir: Path, timesteps: int) -> dict:

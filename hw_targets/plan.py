@@ -135,6 +135,14 @@ def _depends_on_neurons(graph: Graph) -> dict[str, bool]:
     return dep
 
 
+def _mixed_add(graph: Graph, dep: dict[str, bool], neuron: Neuron) -> Add | None:
+    """The Add feeding ``neuron`` when it sums image-only inputs with spike-driven ones (a mixed layer)."""
+    src = graph[neuron.inputs[0]]
+    if isinstance(src, Add) and dep[src.name] and not all(dep[s] for s in src.inputs):
+        return src
+    return None
+
+
 @torch.no_grad()
 def host_currents(graph: Graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Currents into the host-fed neuron layers, and the image part (plus the biases of the spike
@@ -150,12 +158,12 @@ def host_currents(graph: Graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if isinstance(node, Input):
             vals[node.name] = _normalize(graph, x)
         elif isinstance(node, Neuron):
-            src = graph[node.inputs[0]]
-            if not dep[src.name]:
-                out[node.name] = vals[src.name]
-            elif isinstance(src, Add) and not all(dep[s] for s in src.inputs):
-                y = sum(vals[s] for s in src.inputs if not dep[s])
-                for s in src.inputs:
+            mixed = _mixed_add(graph, dep, node)
+            if not dep[node.inputs[0]]:
+                out[node.name] = vals[node.inputs[0]]
+            elif mixed is not None:
+                y = sum(vals[s] for s in mixed.inputs if not dep[s])
+                for s in mixed.inputs:
                     if dep[s]:
                         y = y + _bias_into(graph, s, tuple(node.shape)).to(y.dtype)
                 out[node.name] = y
@@ -307,13 +315,13 @@ def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match")
             continue
         layer = Layer(node.name, tuple(node.shape), "neuron", node.threshold, node.leak,
                       node.reset if reset == "match" else "zero", node.v_init)
-        src = graph[node.inputs[0]]
-        if not dep[src.name]:
+        mixed = _mixed_add(graph, dep, node)
+        if not dep[node.inputs[0]]:
             layer.host_fed, layer.lag = True, 0
-        elif isinstance(src, Add) and not all(dep[s] for s in src.inputs):
+        elif mixed is not None:
             # image part -> per-image bias (host_currents); spike part -> synapses
             layer.host_mixed = True
-            layer.terms = [t for s in src.inputs if dep[s] for t in _terms_into(graph, s, node.name)]
+            layer.terms = [t for s in mixed.inputs if dep[s] for t in _terms_into(graph, s, node.name)]
         else:
             layer.terms = _terms_into(graph, node.inputs[0], node.name)
             if any(t.src == graph.input.name for t in layer.terms):
