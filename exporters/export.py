@@ -4,11 +4,23 @@ chained to the SNN's. The library behind `privsnn export` and :func:`privatesnn.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from privatesnn.artifact import load_snn
 from privatesnn.errors import PrivsnnError
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the per-target writers need besides the graph: where the SNN came from and how to export."""
+
+    snn: str
+    hw: str
+    chips: int
+    reset: str
+    force: bool
+    log: Callable[[str], None]
 
 
 def export_snn(snn: str | Path, target: str, out: str | Path, *, timesteps: int | None = None, hw: str = "loihi2",
@@ -22,7 +34,7 @@ def export_snn(snn: str | Path, target: str, out: str | Path, *, timesteps: int 
         raise PrivsnnError(f"--hw must be loihi1 or loihi2, got {hw!r}")
     if reset not in ("match", "zero"):
         raise PrivsnnError(f"--reset must be match or zero, got {reset!r}")
-    args = SimpleNamespace(snn=str(snn), hw=hw, chips=chips, reset=reset, force=force, log=log)
+    args = _Request(snn=str(snn), hw=hw, chips=chips, reset=reset, force=force, log=log)
     art = load_snn(snn)
     graph = art.graph.copy()
     T = int(art.timesteps if timesteps is None else timesteps)
@@ -47,7 +59,7 @@ def _manifest(kind: str, art, settings: dict, snn_path: str):
                     real_data_read=False, private=art.private, parents=[parent_entry(snn_path, "snn")])
 
 
-def _export_nir(args, art, graph, T: int, out):
+def _export_nir(args: _Request, art, graph, T: int, out: Path) -> dict[str, Any]:
     import nir
 
     from privatesnn.exporters.nir_export import norse_check, write_nir
@@ -65,7 +77,7 @@ def _export_nir(args, art, graph, T: int, out):
     return {"target": "nir", "out": str(out), **settings}
 
 
-def _export_onnx(args, art, graph, T: int, out):
+def _export_onnx(args: _Request, art, graph, T: int, out: Path) -> dict[str, Any]:
     from privatesnn.exporters.onnx_export import export_onnx
 
     res = export_onnx(graph, out, T)
@@ -76,7 +88,7 @@ def _export_onnx(args, art, graph, T: int, out):
     return {"target": "onnx", "out": str(out), **settings}
 
 
-def _export_lava(args, art, graph, T: int, out):
+def _export_lava(args: _Request, art, graph, T: int, out: Path) -> dict[str, Any]:
     import os
     import shutil
     import tempfile

@@ -144,15 +144,10 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
     ``engine`` ("lava": Lava processes; "reference": the bit-exact integer chip model, batched, with
     the first ``check_lava`` images also run through Lava) and compare with the SNN. Returns the
     result that `privsnn simulate --json` writes; paths in it are relative to ``results_dir``."""
-    from types import SimpleNamespace
-
     if engine not in ("lava", "reference"):
         raise PrivsnnError(f"--engine must be lava or reference, got {engine!r}")
     if tag not in ("fixed_pt", "floating_pt", "both"):
         raise PrivsnnError(f"--tag must be fixed_pt, floating_pt or both, got {tag!r}")
-    args = SimpleNamespace(artifact=str(artifact), data=data, engine=engine, limit=limit, timesteps=timesteps,
-                           check_lava=check_lava, batch_size=batch_size, tag=tag, reset=reset, chunk=chunk,
-                           lava_conv=lava_conv, seed=seed, log=log)
     import sys
 
     from privatesnn.hw_targets.loihi import build_plan, quantize_plan
@@ -161,29 +156,29 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
     from .evaluation import check_classes
     from .lava_extra import lava_available, require_lava
 
-    if args.limit is not None and args.limit <= 0:
-        raise PrivsnnError(f"--limit must be > 0, got {args.limit}")
-    if args.chunk <= 0:
-        raise PrivsnnError(f"--chunk must be > 0, got {args.chunk}")
-    if args.batch_size <= 0:
-        raise PrivsnnError(f"--batch-size must be > 0, got {args.batch_size}")
-    if args.check_lava < 0:
-        raise PrivsnnError(f"--check-lava must be >= 0, got {args.check_lava}")
-    graph, T, info = load_deployable(args.artifact, args.timesteps)
-    reset_mode = args.reset or info.get("reset_mode") or "match"
+    if limit is not None and limit <= 0:
+        raise PrivsnnError(f"--limit must be > 0, got {limit}")
+    if chunk <= 0:
+        raise PrivsnnError(f"--chunk must be > 0, got {chunk}")
+    if batch_size <= 0:
+        raise PrivsnnError(f"--batch-size must be > 0, got {batch_size}")
+    if check_lava < 0:
+        raise PrivsnnError(f"--check-lava must be >= 0, got {check_lava}")
+    graph, T, info = load_deployable(artifact, timesteps)
+    reset_mode = reset or info.get("reset_mode") or "match"
     plan = build_plan(graph, T, reset=reset_mode)  # refuses what Lava cannot run, before reading data
     fixed = quantize_plan(plan)
-    if args.engine == "lava":
+    if engine == "lava":
         require_lava("`privsnn simulate` (Lava processes on the CPU; `--engine reference` runs without Lava)")
-    data = load_data(args.data).limit(args.limit)
+    data_spec, data = data, load_data(data).limit(limit)
     check_classes(data, int(graph.meta.get("num_classes") or 0) or data.num_classes, "the SNN")
     n = len(data)
     if tuple(data.x.shape[1:]) != tuple(graph.input.shape):
-        raise PrivsnnError(f"{args.data}: images are {tuple(data.x.shape[1:])}, the SNN takes {tuple(graph.input.shape)}")
-    torch.manual_seed(args.seed)
+        raise PrivsnnError(f"{data_spec}: images are {tuple(data.x.shape[1:])}, the SNN takes {tuple(graph.input.shape)}")
+    torch.manual_seed(seed)
 
     # the trained SNN (torch), and the same SNN with Lava's reset where that was forced
-    snn = run_snn(graph, data.x, T, args.batch_size)
+    snn = run_snn(graph, data.x, T, batch_size)
     snn_pred = snn.logits.argmax(1)
     resets = sorted({nd.reset for nd in graph.neurons()})
     deployed_pred = None
@@ -191,7 +186,7 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
         g0 = graph.copy()
         for nd in g0.neurons():
             nd.reset = "zero"
-        deployed_pred = run_snn(g0, data.x, T, args.batch_size, desc="SNN (reset to zero)").logits.argmax(1)
+        deployed_pred = run_snn(g0, data.x, T, batch_size, desc="SNN (reset to zero)").logits.argmax(1)
 
     def progress(done: int, total: int) -> None:
         print(f"  {done}/{total} images", file=sys.stderr)
@@ -203,35 +198,35 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
                "spikes_per_layer": {nm: float(np.mean(v)) for nm, v in spikes.items()}}
         if deployed_pred is not None:
             row["agreement_with_zero_reset_snn"] = float((pred == deployed_pred).float().mean())
-        args.log(f"{tag}: accuracy {row['accuracy']:.4f}, agreement with the SNN {row['agreement']:.4f}, "
+        log(f"{tag}: accuracy {row['accuracy']:.4f}, agreement with the SNN {row['agreement']:.4f}, "
               f"{row['seconds_per_image']:.4f} s/image")
         return row
 
     runs = []
     cross_check = None
-    if args.engine == "reference":
-        args.log(f"chip model (Lava fixed_pt arithmetic): {n} images x T={T} ...", file=sys.stderr)
-        chip = run_chip_model(fixed, data.x, args.batch_size)
+    if engine == "reference":
+        log(f"chip model (Lava fixed_pt arithmetic): {n} images x T={T} ...", file=sys.stderr)
+        chip = run_chip_model(fixed, data.x, batch_size)
         runs.append(compare("reference", chip.predictions, chip.seconds, chip.spikes_per_layer))
-        k = min(args.check_lava, n)
+        k = min(check_lava, n)
         if k and lava_available():
-            args.log(f"cross-check: the first {k} images through Lava fixed_pt ...", file=sys.stderr)
-            cross_check = cross_check_lava(plan, fixed, data.x[:k], chip, chunk=args.chunk, progress=progress)
+            log(f"cross-check: the first {k} images through Lava fixed_pt ...", file=sys.stderr)
+            cross_check = cross_check_lava(plan, fixed, data.x[:k], chip, chunk=chunk, progress=progress)
             verdict = "bit-exact" if cross_check["bit_exact"] else "NOT bit-exact"
-            args.log(f"cross-check with Lava on {k} images: {verdict} "
+            log(f"cross-check with Lava on {k} images: {verdict} "
                   f"({cross_check['bit_exact_images']}/{k} images equal)")
         elif k:
             cross_check = {"images": 0, "skipped": "Lava is not installed (the privsnn[lava] extra, Python 3.10)"}
-            args.log(f"cross-check with Lava skipped: {cross_check['skipped']}", file=sys.stderr)
+            log(f"cross-check with Lava skipped: {cross_check['skipped']}", file=sys.stderr)
     else:
         from privatesnn.hw_targets.lava_sim import run_lava
 
-        for tag in (["fixed_pt", "floating_pt"] if args.tag == "both" else [args.tag]):
-            args.log(f"Lava {tag}: {n} images x {plan.period} steps (T={T} + {plan.output.lag} pipeline steps) ...",
+        for lava_tag in (["fixed_pt", "floating_pt"] if tag == "both" else [tag]):
+            log(f"Lava {lava_tag}: {n} images x {plan.period} steps (T={T} + {plan.output.lag} pipeline steps) ...",
                   file=sys.stderr)
-            res = run_lava(plan, fixed, data.x, tag, chunk=args.chunk, fast=not args.lava_conv, progress=progress)
-            row = compare(f"Lava {tag}", res.predictions, res.seconds, res.spikes)
-            row.update(tag=tag, lava_steps=res.steps)
+            res = run_lava(plan, fixed, data.x, lava_tag, chunk=chunk, fast=not lava_conv, progress=progress)
+            row = compare(f"Lava {lava_tag}", res.predictions, res.seconds, res.spikes)
+            row.update(tag=lava_tag, lava_steps=res.steps)
             runs.append(row)
     primary = runs[0]
     from .io_utils import relative_path
@@ -239,13 +234,13 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
     json_dir = Path(results_dir) if results_dir is not None else Path.cwd()  # recorded paths: relative to the results
     snn_acc = float((snn_pred == data.y).float().mean())
     result = {
-        "n": n, "engine": args.engine, "accuracy": primary["accuracy"], "snn_accuracy": snn_acc,
+        "n": n, "engine": engine, "accuracy": primary["accuracy"], "snn_accuracy": snn_acc,
         "agreement": primary["agreement"], "seconds_per_image": primary["seconds_per_image"], "tag": primary["tag"],
         "accuracy_drop": snn_acc - primary["accuracy"], "snn_seconds_per_image": snn.seconds / n,
-        "data": args.data, "artifact": relative_path(args.artifact, json_dir), "timesteps": T, "reset_mode": reset_mode,
+        "data": data_spec, "artifact": relative_path(artifact, json_dir), "timesteps": T, "reset_mode": reset_mode,
         "snn_resets": resets,
         "runs": runs,
-        "spikes_per_layer": {nm: {"chip" if args.engine == "reference" else "lava": primary["spikes_per_layer"].get(nm),
+        "spikes_per_layer": {nm: {"chip" if engine == "reference" else "lava": primary["spikes_per_layer"].get(nm),
                                   "snn": float(v.float().mean())} for nm, v in snn.spikes_per_layer.items()},
         "quantization": [{"layer": r["layer"], "threshold_rel_error": r["threshold_rel_error"],
                           "bias_rel_error": r["bias_rel_error"],
@@ -259,6 +254,6 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
         result["note"] = ("the SNN resets by subtraction but Lava's LIF (reset 'zero') resets to zero; "
                           "'agreement' is with the trained SNN, 'agreement_with_zero_reset_snn' with the SNN "
                           "switched to reset-to-zero")
-    args.log(f"SNN accuracy {snn_acc:.4f}; {primary['tag']} accuracy {primary['accuracy']:.4f} "
+    log(f"SNN accuracy {snn_acc:.4f}; {primary['tag']} accuracy {primary['accuracy']:.4f} "
           f"(drop {100 * result['accuracy_drop']:.2f} points), agreement {primary['agreement']:.4f} on {n} images")
     return result

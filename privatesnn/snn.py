@@ -137,12 +137,21 @@ class SpikingNetwork(nn.Module):
         csum = out.cumsum(0)
         return {t: csum[t - 1] / t for t in timesteps}
 
-    def rate_limit(self, x: torch.Tensor) -> torch.Tensor:
+    def rate_limit(self, x: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """Logits of the T -> infinity limit: every IF neuron (reset by subtraction) fires at rate
         ``clamp(I / threshold, 0, 1)`` for a constant current I. Differentiable, one pass; used to
-        keep the long-T accuracy while training at low T."""
-        return static_forward(self.graph, x, self.synapses, lambda node, i: (
-            i / self.neurons[module_key(node.name)].threshold).clamp(0.0, 1.0), clamp_rate_input=True)
+        keep the long-T accuracy while training at low T. With ``levels`` L: the rate such a neuron
+        reaches in L steps, ``clamp(floor(I L / threshold + v_init), 0, L) / L`` (the QCFS
+        staircase; straight-through gradient)."""
+        from .qcfs import qcfs
+
+        def rate(node: Neuron, i: torch.Tensor) -> torch.Tensor:
+            neuron = self.neurons[module_key(node.name)]
+            if levels is None:
+                return (i / neuron.threshold).clamp(0.0, 1.0)
+            return qcfs(i, torch.as_tensor(neuron.threshold, dtype=i.dtype), levels, neuron.v_init)
+
+        return static_forward(self.graph, x, self.synapses, rate, clamp_rate_input=True)
 
     def run(self, x: torch.Tensor, T: int, return_spikes: bool = False):
         """Simulate ``T`` steps; returns the output layer's currents (T or 1, N, K) and, if asked,

@@ -67,6 +67,23 @@ def test_qcfs_network_is_the_snn_at_t_equals_l_for_a_constant_input_layer():
     assert torch.allclose(q, s, atol=1e-5)
 
 
+def test_staircase_rate_limit_is_the_qcfs_network_and_the_snn_at_t_equals_l():
+    """``rate_limit(x, levels=L)`` (the anchor of ``train --anchor-levels L``) is the QCFS network;
+    for a layer fed a constant current it is also the SNN at T = L."""
+    g = _tiny_graph()
+    one = Graph({k: g.nodes[k] for k in ("x", "c1", "n1")} | {"f": Flatten("f", ["n1"]),
+                "fc": Linear("fc", ["f"], weight=torch.randn(3, 4 * 6 * 6), bias=torch.zeros(3))},
+                output="fc", meta=g.meta)
+    snn_graph = QCFSNetwork(one, levels=4).sync_graph()
+    x = torch.rand(16, 1, 6, 6)
+    with torch.no_grad():
+        net = SpikingNetwork(snn_graph)
+        stair = net.rate_limit(x, levels=4)
+        assert torch.allclose(stair, QCFSNetwork(snn_graph, levels=4)(x), atol=1e-6)
+        assert torch.allclose(stair, net(x, timesteps=4), atol=1e-5)
+        assert not torch.allclose(stair, net.rate_limit(x), atol=1e-3)  # the T -> infinity limit differs
+
+
 def test_finetune_qcfs_learns_and_returns_a_spiking_graph():
     g = _tiny_graph()
     images = torch.rand(64, 1, 6, 6)

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anchor", type=float, default=0.0,
                    help="weight of distillation on the network's T->infinity rate limit; keeps the "
                         "long-T accuracy of the conversion while training at low T (default 0)")
+    p.add_argument("--anchor-levels", type=int, default=0, metavar="L",
+                   help="anchor on the L-step staircase (the QCFS network, e.g. L = --qcfs-levels) instead of the "
+                        "T->infinity limit (default 0: the limit)")
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="label smoothing of the CE term (weight 1 - --kd-alpha); negative, e.g. -0.05, is the "
                         "model-inversion defence of Struppek et al. 2024 (default 0)")
@@ -46,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
     p.add_argument("--surrogate-alpha", type=float, default=0.3)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--cutmix", type=float, default=0.0, metavar="P",
+                   help="probability that a batch is CutMix-ed (a box from another synthetic image pasted in; "
+                        "the teacher labels the result) (default 0)")
     p.add_argument("--qat", action="store_true",
                    help="quantisation-aware: train on the 8-bit weight grid of Loihi targets, so that "
                         "`privsnn export --target lava` deploys exactly the trained weights")
@@ -65,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
     teacher = load_model(args.teacher, num_classes=args.num_classes, mean=args.mean, std=args.std)
     art = train(args.snn, teacher, args.synthetic, args.out, epochs=args.epochs, timesteps=args.timesteps,
                 batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
-                rate_reg=args.rate_reg, anchor=args.anchor, label_smoothing=args.label_smoothing,
+                rate_reg=args.rate_reg, anchor=args.anchor, anchor_levels=args.anchor_levels,
+                label_smoothing=args.label_smoothing,
                 feature_weight=args.feature_weight, bido=_pair(args.bido), leak=args.leak,
-                reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, qat=args.qat,
+                reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, cutmix=args.cutmix, qat=args.qat,
                 amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
