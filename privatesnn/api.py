@@ -96,15 +96,20 @@ def synthesize(model: LoadedModel | str, num_images: int, out: PathLike, *, meth
                log: Log = print, **method_options: float) -> SyntheticSet:
     """Class-balanced images synthesized from ``model`` alone (no real data), written to ``out``
     (npz + PNG preview + manifest); an interrupted run resumes from ``out``'s partial file.
-    ``method_options``: ``beta``, ``temperature`` (dirichlet), ``r_feature``, ``tv`` (bn-inversion)."""
+    ``method_options``: ``beta``, ``temperature`` (dirichlet), ``r_feature``, ``tv``, ``boundary`` (bn-inversion)."""
     from . import distributed
     from .synthesis import make_config
     from .synthesis import synthesize as _synthesize
 
     for name, v in method_options.items():
-        if name not in ("beta", "temperature", "r_feature", "tv"):
-            raise PrivsnnError(f"unknown synthesis option {name!r} (expected beta, temperature, r_feature or tv)")
-        if v is not None and (v < 0 if name == "tv" else not v > 0):
+        if name not in ("beta", "temperature", "r_feature", "tv", "boundary"):
+            raise PrivsnnError(f"unknown synthesis option {name!r} (expected beta, temperature, r_feature, tv "
+                               f"or boundary)")
+        if name == "boundary":
+            if v is not None and not 0.0 <= v < 0.5:
+                raise PrivsnnError(f"--boundary must be in [0, 0.5) (the second class's weight stays below the "
+                                   f"label's), got {v}")
+        elif v is not None and (v < 0 if name == "tv" else not v > 0):
             raise PrivsnnError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'tv' else '> 0'}, got {v}")
     loaded = load_model(model)
     ctx, dev = distributed.setup(_device(device))

@@ -168,3 +168,27 @@ def test_bn_inversion_quality(digits):
     x, y, _ = generate(digits, cfg, progress=False)
     agree, conf = target_agreement(digits.module(), x, y, torch.device("cpu"))
     assert agree >= 0.95 and conf >= 0.9
+
+
+def test_boundary_targets_make_less_confident_images_with_the_same_labels(digits):
+    from privatesnn.synthesis.bn_inversion import boundary_targets
+
+    t = boundary_targets(torch.arange(10).repeat(3), 10, 0.4, torch.Generator().manual_seed(0))
+    assert torch.allclose(t.sum(1), torch.ones(30)) and torch.equal(t.argmax(1), torch.arange(10).repeat(3))
+    assert ((t > 0).sum(1) == 2).all() and t.max(1).values.min() > 0.6
+    sharp = make_config(digits, 100, batch_size=100, iterations=60)
+    soft = make_config(digits, 100, batch_size=100, iterations=60, boundary=0.4)
+    x0, y0, _ = generate(digits, sharp, progress=False)
+    x1, y1, _ = generate(digits, soft, progress=False)
+    assert torch.equal(y0, y1)
+    agree0, conf0 = target_agreement(digits.module(), x0, y0, torch.device("cpu"))
+    agree1, conf1 = target_agreement(digits.module(), x1, y1, torch.device("cpu"))
+    assert agree1 >= 0.85 and conf1 < conf0 - 0.05, (agree0, conf0, agree1, conf1)
+    with pytest.raises(PrivsnnError, match="boundary"):
+        make_config(load_model("digits-evaluator"), 10, method="dirichlet", boundary=0.2)
+
+
+def test_cli_rejects_boundary_out_of_range(tmp_path, capsys):
+    assert main(["synthesize", "--model", "digits", "--num", "10", "--boundary", "0.5",
+                 "--out", str(tmp_path / "s.npz")]) == 2
+    assert "--boundary must be in [0, 0.5)" in capsys.readouterr().err

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=20.0, help="dirichlet: softmax temperature (default 20)")
     p.add_argument("--r-feature", type=float, default=None, help="bn-inversion: BN-statistics weight (default 0.5)")
     p.add_argument("--tv", type=float, default=None, help="bn-inversion: total-variation weight (default per image size)")
+    p.add_argument("--boundary", type=float, default=None, metavar="M",
+                   help="bn-inversion: each image's target mixes in a second class with weight ~ U(0, M), M < 0.5, "
+                        "for images nearer the decision boundaries (default 0: one-hot targets)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT.partial.npz (also done by default when its settings match)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and discard any partial run")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     synth = synthesize(loaded, args.num, args.out, method=args.method, batch_size=args.batch_size,
                        iterations=args.iterations, lr=args.lr, seed=args.seed, flip=args.flip, device=args.device,
                        overwrite=args.overwrite, beta=args.beta, temperature=args.temperature,
-                       r_feature=args.r_feature, tv=args.tv)
+                       r_feature=args.r_feature, tv=args.tv, boundary=args.boundary)
     if current().is_main:
         emit(synth.meta["summary"], args.json)
     return 0

@@ -19,6 +19,19 @@ def tv_l2(x: torch.Tensor) -> torch.Tensor:
     return ((x[:, :, 1:, :] - x[:, :, :-1, :]) ** 2).mean() + ((x[:, :, :, 1:] - x[:, :, :, :-1]) ** 2).mean()
 
 
+def boundary_targets(labels: torch.Tensor, num_classes: int, max_mix: float, gen: torch.Generator) -> torch.Tensor:
+    """Soft targets between two classes: ``(1 - m) e_label + m e_other`` with ``m ~ U(0, max_mix)`` and
+    another class drawn at random, so the images lie towards the teacher's decision boundaries
+    (where a low-T student's errors are) rather than deep inside a class; the label stays the argmax."""
+    n = labels.shape[0]
+    other = (labels + torch.randint(1, num_classes, (n,), generator=gen)) % num_classes
+    m = torch.rand(n, generator=gen) * max_mix
+    t = torch.zeros(n, num_classes)
+    t[torch.arange(n), labels] = 1.0 - m
+    t[torch.arange(n), other] += m
+    return t
+
+
 class BNInversionLoss:
     """``CE + r_feature * sum_l (||mu_l - mean_l|| + ||var_l - var_l^run||) + tv * TV + l2 * ||x||^2``.
 
@@ -27,8 +40,8 @@ class BNInversionLoss:
     """
 
     def __init__(self, module: nn.Module, net: nn.Module, labels: torch.Tensor, r_feature: float,
-                 tv_weight: float, l2_weight: float):
-        self.module, self.labels = module, labels
+                 tv_weight: float, l2_weight: float, soft_targets: torch.Tensor | None = None):
+        self.module, self.labels, self.soft_targets = module, labels, soft_targets
         self.r_feature, self.tv_weight, self.l2_weight = r_feature, tv_weight, l2_weight
         self.layers = batchnorm_layers(net)
         self._handles: list = []
@@ -52,7 +65,10 @@ class BNInversionLoss:
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._terms = []
         logits = self.module(x)
-        loss = F.cross_entropy(logits, self.labels)
+        if self.soft_targets is None:
+            loss = F.cross_entropy(logits, self.labels)
+        else:
+            loss = -(self.soft_targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         loss = loss + self.r_feature * torch.stack(self._terms).sum()
         loss = loss + self.tv_weight * tv_l2(x) + self.l2_weight * (x ** 2).mean()
         return loss, logits

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..distributed import SINGLE, DistContext
 from ..errors import ArtifactError, PrivsnnError
 from ..models.loading import LoadedModel
-from .bn_inversion import BNInversionLoss, batchnorm_layers
+from .bn_inversion import BNInversionLoss, batchnorm_layers, boundary_targets
 from .dirichlet import DirichletLoss, class_similarity, dirichlet_targets
 from ..io_utils import remove_stale_temps
 from .store import load_partial, save_partial, save_preview, save_synthetic
@@ -64,6 +64,7 @@ class SynthConfig:
     r_feature: float = 0.5  # bn-inversion: weight of the BN-statistics term
     tv: float = 30.0  # bn-inversion: total-variation (L2) weight
     l2: float = 0.0  # bn-inversion: L2 image prior weight
+    boundary: float = 0.0  # bn-inversion: max weight of a second class in each image's target (0 = one-hot)
 
     @property
     def num_batches(self) -> int:
@@ -84,6 +85,9 @@ def make_config(loaded: LoadedModel, num: int, method: str | None = None, batch_
     if method == "bn-inversion" and not batchnorm_layers(loaded.net):
         raise PrivsnnError(f"--method bn-inversion needs BatchNorm2d layers to match, but model {loaded.spec!r} "
                            f"has none; use --method dirichlet")
+    if extra.get("boundary") and method != "bn-inversion":
+        raise PrivsnnError(f"--boundary mixes targets of the bn-inversion method; --method {method} has its own "
+                           f"soft targets (dirichlet: --beta, --temperature)")
     for name, v in (("--num", num), ("--batch-size", batch_size), ("--iterations", iterations)):
         if v is not None and (not isinstance(v, int) or v <= 0):
             raise PrivsnnError(f"{name} must be a positive integer, got {v}")
@@ -152,7 +156,11 @@ def synthesize_batch(loaded: LoadedModel, cfg: SynthConfig, labels: torch.Tensor
         loss_fn = DirichletLoss(module, targets.to(device), cfg.temperature)
         hooks = contextlib.nullcontext()
     else:
-        loss_fn = hooks = BNInversionLoss(module, loaded.net, y, cfg.r_feature, cfg.tv, cfg.l2)
+        soft = None
+        if cfg.boundary > 0:
+            soft = boundary_targets(labels, loaded.num_classes, cfg.boundary,
+                                    torch.Generator().manual_seed(bseed + 1)).to(device)
+        loss_fn = hooks = BNInversionLoss(module, loaded.net, y, cfg.r_feature, cfg.tv, cfg.l2, soft)
     x = init_images(cfg, (n, *loaded.input_shape), gen).to(device).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.iterations)
