@@ -42,12 +42,12 @@ RESNET = SHARED / "models" / "resnet20-12fca82f.th"
 CIFAR_SPEC = f"npy:{SHARED / 'cifar10' / 'test_x.npy'}:{SHARED / 'cifar10' / 'test_y.npy'}"
 
 
-def _snn_logits(graph, x, T, batch=100):
+def _snn_logits(graph, x, T, batch=100, dtype=torch.float32):
     from privatesnn.snn import SpikingNetwork
 
-    net = SpikingNetwork(graph).eval()
+    net = SpikingNetwork(graph).to(dtype).eval()
     with torch.no_grad():
-        return torch.cat([net(x[i:i + batch], T) for i in range(0, len(x), batch)])
+        return torch.cat([net(x[i:i + batch].to(dtype), T) for i in range(0, len(x), batch)])
 
 
 def measure(name: str, graph, data, T: int, n_lava: int, reference_all: bool, chunk: int, tags=("fixed_pt", "floating_pt")):
@@ -82,6 +82,14 @@ def measure(name: str, graph, data, T: int, n_lava: int, reference_all: bool, ch
     snn_all = _snn_logits(graph, data.x if reference_all else x, T).argmax(1)
     out["snn_accuracy_measured"] = {"n": len(snn_all), "accuracy": float((snn_all == data.y[:len(snn_all)]).float().mean())}
     snn = snn_all[:n]
+    # The SNN's own numerical reproducibility: the same SNN in float64. At low T many images sit on a
+    # knife's edge (one spike decides), so any two implementations that are not bit-identical disagree
+    # on them; this is the floor against which the chip's agreement with the SNN is read.
+    f64 = _snn_logits(graph.copy(), data.x if reference_all else x, T, dtype=torch.float64).argmax(1)
+    out["snn_float64_agreement"] = {"n": len(f64), "agreement_with_float32": float((f64 == snn_all).float().mean()),
+                                    "accuracy": float((f64 == data.y[:len(f64)]).float().mean())}
+    print(f"[{name}] the SNN in float64 vs float32: agreement {out['snn_float64_agreement']['agreement_with_float32']:.4f} "
+          f"on {len(f64)} images", flush=True)
     lava = {}
     for tag in tags:
         t0 = time.time()
@@ -167,6 +175,9 @@ def main(argv=None) -> int:
     p.add_argument("--digits-low-latency", type=int, default=None, metavar="T",
                    help="deploy the low-latency digits SNN (QCFS + encryption at T, --qat) made here with the "
                         "CLI, as run 'digits-t<T>', instead of the T=16 one")
+    p.add_argument("--cifar-name", default=None,
+                   help="the run's name in deploy.json (default cifar10-resnet20[-private]; e.g. "
+                        "cifar10-resnet20-private-t8 keeps the T=64 run's results beside it)")
     p.add_argument("--skip-cifar", action="store_true")
     p.add_argument("--skip-digits", action="store_true")
     p.add_argument("--reference-all", default="digits", choices=("digits", "all", "none"),
@@ -239,7 +250,8 @@ def main(argv=None) -> int:
                 g = convert(m, xt, ConversionSettings(timesteps=T, reset="subtract"))
                 src = (f"ResNet-20 NON-PRIVATE baseline conversion (256 real training images), reset=subtract "
                        f"(deployed as a subtracting LIF), T={T}")
-            name = "cifar10-resnet20-private" if args.cifar_snn and art.private else "cifar10-resnet20"
+            name = args.cifar_name or ("cifar10-resnet20-private" if args.cifar_snn and art.private
+                                       else "cifar10-resnet20")
             r = measure(name, g, data, T, args.cifar_limit, args.reference_all == "all", args.chunk,
                         tags=("fixed_pt",))
             r["snn"] = src

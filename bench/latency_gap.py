@@ -30,17 +30,13 @@ def static_accuracy(graph, data, T: int, batch: int = 250) -> float:
     """Accuracy of the graph with every neuron as its T-step staircase (constant-input spike count)."""
     import torch
 
-    from privatesnn.layers import build_synapses
-    from privatesnn.qcfs import qcfs
-    from privatesnn.snn import static_forward
+    from privatesnn.snn import SpikingNetwork
 
-    synapses = build_synapses(graph)
-    act = lambda node, i: qcfs(i, torch.tensor(node.threshold), T, shift=node.v_init)  # noqa: E731
+    net = SpikingNetwork(graph).eval()
     hits = 0
     with torch.no_grad():
         for k in range(0, len(data), batch):
-            out = static_forward(graph, data.x[k:k + batch], synapses, act, clamp_rate_input=True)
-            hits += int((out.argmax(1) == data.y[k:k + batch]).sum())
+            hits += int((net.rate_limit(data.x[k:k + batch], levels=T).argmax(1) == data.y[k:k + batch]).sum())
     return hits / len(data)
 
 
