@@ -164,6 +164,25 @@ def private_digits_low_latency(T: int = 4) -> Path:
     return private
 
 
+def private_cifar_low_latency_qat() -> Path:
+    """The accuracy bench's private T = 8 SNN (``runs/bench/cifar10_resnet20/private_low_latency_t8.pt``,
+    made by ``python bench/accuracy.py --cases cifar10``), trained 2 more epochs at T = 8 on the chip's
+    8-bit grid (``train --qat``, lr 1e-4, same synthetic images). Reused when present."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import IMAGENET_NORM, RESNET20, RUNS, privsnn
+
+    work = RUNS / "cifar10_resnet20"
+    start, out = work / "private_low_latency_t8.pt", work / "private_low_latency_t8_qat.pt"
+    if not start.exists():
+        raise SystemExit(f"{start} is missing: run `python bench/accuracy.py --cases cifar10` first")
+    if not out.exists():
+        Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
+        privsnn("train", "--snn", start, "--teacher", f"resnet20:{RESNET20}", *IMAGENET_NORM, "--synthetic",
+                work / "synth.npz", "--epochs", 2, "--timesteps", 8, "--batch-size", 32, "--lr", "1e-4",
+                "--kd-alpha", 1.0, "--qat", "--out", out)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--digits-snn", default=None)
@@ -175,6 +194,9 @@ def main(argv=None) -> int:
     p.add_argument("--digits-low-latency", type=int, default=None, metavar="T",
                    help="deploy the low-latency digits SNN (QCFS + encryption at T, --qat) made here with the "
                         "CLI, as run 'digits-t<T>', instead of the T=16 one")
+    p.add_argument("--cifar-low-latency", action="store_true",
+                   help="deploy the accuracy bench's private T = 8 SNN after 2 epochs of --qat (made here, "
+                        "reused when present) as run 'cifar10-resnet20-private-t8'")
     p.add_argument("--cifar-name", default=None,
                    help="the run's name in deploy.json (default cifar10-resnet20[-private]; e.g. "
                         "cifar10-resnet20-private-t8 keeps the T=64 run's results beside it)")
@@ -240,6 +262,10 @@ def main(argv=None) -> int:
             print(f"skipping CIFAR-10: {SHARED} not found", flush=True)
         else:
             data = load_data(CIFAR_SPEC)
+            if args.cifar_low_latency:
+                args.cifar_snn = str(private_cifar_low_latency_qat())
+                args.cifar_timesteps = args.cifar_timesteps or 8
+                args.cifar_name = args.cifar_name or "cifar10-resnet20-private-t8"
             if args.cifar_snn:
                 art = load_snn(args.cifar_snn)
                 g, T, src = art.graph, args.cifar_timesteps or art.timesteps, args.cifar_snn
