@@ -47,7 +47,6 @@ class TrainSettings:
     surrogate: str = "triangle"
     surrogate_alpha: float = 0.3
     augment: bool = True  # random shifts (and flips for 3-channel images)
-    cutmix: float = 0.0  # probability that a batch is CutMix-ed (boxes from other images; teacher relabels them)
     qat: bool = False  # train on the Loihi 8-bit weight grid (see privatesnn/qat.py)
     amp: bool = False  # mixed precision for the synapses (fp16 + loss scaling on CUDA, bf16 on CPU)
     seed: int = 0
@@ -63,7 +62,8 @@ class TrainSettings:
                   (self.rate_reg >= 0, f"--rate-reg must be >= 0, got {self.rate_reg}"),
                   (self.anchor >= 0 and math.isfinite(self.anchor), f"--anchor must be >= 0, got {self.anchor}"),
                   (self.anchor_levels >= 0, f"--anchor-levels must be >= 0, got {self.anchor_levels}"),
-                  (0.0 <= self.cutmix <= 1.0, f"--cutmix must be a probability in [0, 1], got {self.cutmix}"),
+                  (self.anchor_levels == 0 or self.anchor > 0,
+                   f"--anchor-levels {self.anchor_levels} needs an --anchor weight > 0"),
                   (len(self.bido) == 2 and all(v >= 0 and math.isfinite(v) for v in self.bido),
                    f"--bido needs two weights >= 0 (lambda_x,lambda_y), got {self.bido}"),
                   (-1.0 < self.label_smoothing < 1.0, f"--label-smoothing must be in (-1, 1), got {self.label_smoothing}"),
@@ -87,20 +87,6 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         flip = torch.rand(n, generator=gen) < 0.5
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
     return out.contiguous()
-
-
-def cutmix(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Paste a random box of a shuffled copy of the batch into each image (Yun et al. 2019)."""
-    n, _, h, w = x.shape
-    lam = float(torch.rand((), generator=gen))
-    bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-    if bh == 0 or bw == 0:
-        return x
-    cy, cx = int(torch.randint(0, h - bh + 1, (), generator=gen)), int(torch.randint(0, w - bw + 1, (), generator=gen))
-    perm = torch.randperm(n, generator=gen)
-    out = x.clone()
-    out[:, :, cy:cy + bh, cx:cx + bw] = x[perm, :, cy:cy + bh, cx:cx + bw]
-    return out
 
 
 def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -259,9 +245,6 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             x = images[idx]
             if settings.augment:
                 x = augment(x, gen)  # on the whole batch: same draws on every rank
-            mixed = settings.cutmix > 0 and float(torch.rand((), generator=gen)) < settings.cutmix
-            if mixed:
-                x = cutmix(x, gen)
             part = rank_slice(len(idx), ctx)
             x, y = x[part], labels[idx][part]
             weight = len(y) * ctx.world_size / len(idx)  # DDP averages over ranks: this restores the batch mean
@@ -270,8 +253,6 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             x, y = x.to(device), y.to(device)
             with torch.no_grad(), autocast(device, settings.amp):
                 t_logits = teacher(x).float()
-            if mixed:  # a pasted box changes the class: the teacher's label is the target
-                y = t_logits.argmax(1)
             with autocast(device, settings.amp):
                 logits, spikes = model(x, settings.timesteps, return_spikes=True)
                 logits = logits.float()

@@ -233,13 +233,13 @@ def test_train_names_a_missing_second_synthetic_set(base, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_staircase_anchor_and_cutmix_train_and_are_recorded(base, tmp_path):
+def test_staircase_anchor_trains_and_is_recorded(base, tmp_path):
     out = tmp_path / "stair.pt"
-    assert _train(base, out, "--anchor", "1.0", "--anchor-levels", "8", "--cutmix", "1.0") == 0
-    settings = json.loads((tmp_path / "stair.pt.manifest.json").read_text())["settings"]
-    assert (settings["anchor_levels"], settings["cutmix"]) == (8, 1.0)
+    assert _train(base, out, "--anchor", "1.0", "--anchor-levels", "8") == 0
+    assert json.loads((tmp_path / "stair.pt.manifest.json").read_text())["settings"]["anchor_levels"] == 8
     assert _accuracy(out, tmp_path, "32") >= 0.9
     plain = tmp_path / "plain.pt"
     assert _train(base, plain, "--anchor", "1.0") == 0
     assert not torch.equal(load_snn(out).graph.weighted()[0].weight, load_snn(plain).graph.weighted()[0].weight)
-    assert _train(base, tmp_path / "bad.pt", "--cutmix", "1.5") == 2
+    assert _train(base, tmp_path / "bad.pt", "--anchor-levels", "8") == 2  # no anchor weight: a clear error
+    assert not (tmp_path / "bad.pt").exists()

@@ -49,9 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
     p.add_argument("--surrogate-alpha", type=float, default=0.3)
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--cutmix", type=float, default=0.0, metavar="P",
-                   help="probability that a batch is CutMix-ed (a box from another synthetic image pasted in; "
-                        "the teacher labels the result) (default 0)")
     p.add_argument("--qat", action="store_true",
                    help="quantisation-aware: train on the 8-bit weight grid of Loihi targets, so that "
                         "`privsnn export --target lava` deploys exactly the trained weights")
@@ -74,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                 rate_reg=args.rate_reg, anchor=args.anchor, anchor_levels=args.anchor_levels,
                 label_smoothing=args.label_smoothing,
                 feature_weight=args.feature_weight, bido=_pair(args.bido), leak=args.leak,
-                reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, cutmix=args.cutmix, qat=args.qat,
+                reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, qat=args.qat,
                 amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
