@@ -108,7 +108,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
             Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
         stage(f"train_{tag}", out, "train", "--snn", src, "--teacher", *model[1:], "--synthetic", synth_path,
               "--epochs", cfg["epochs"], "--timesteps", cfg["t"], "--batch-size", cfg["batch"], "--lr", cfg["lr"],
-              "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7), "--out", out,
+              "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7),
+              "--neuron-lr", cfg.get("neuron_lr", 0.0), "--out", out,
               *(["--qat"] if cfg.get("qat") else []), *dev)
 
     private = work / "private.pt"
@@ -132,7 +133,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         fast = work / f"private_low_latency{suffix}.pt"
         start = calibrated if low.get("calibrate") else qcfs  # calibration is a better start for low-T training
         train_from(start, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
-                                 "kd_alpha": 1.0, "qat": low.get("qat")}, f"low_latency{suffix}")
+                                 "kd_alpha": 1.0, "qat": low.get("qat"), "neuron_lr": low.get("neuron_lr", 0.0)},
+                   f"low_latency{suffix}")
         variant(f"low_latency{suffix}", fast)
         return {f"qcfs{suffix}": qcfs, f"qcfs{suffix}_calibrated": calibrated, f"low_latency{suffix}": fast}
 
@@ -169,7 +171,8 @@ def low_settings(args: argparse.Namespace, case: str) -> dict:
     get = lambda k: getattr(args, f"{case}_{k}")  # noqa: E731
     return {"levels": get("levels"), "qcfs_epochs": get("qcfs_epochs"), "qcfs_lr": get("qcfs_lr"),
             "qcfs_optimizer": get("qcfs_optimizer"), "t": get("low_t"),
-            "epochs": get("low_epochs"), "lr": get("low_lr"), "batch": get("low_batch"), "calibrate": get("calibrate")}
+            "epochs": get("low_epochs"), "lr": get("low_lr"), "batch": get("low_batch"), "calibrate": get("calibrate"),
+            "neuron_lr": get("neuron_lr")}
 
 
 def main() -> None:
@@ -204,6 +207,9 @@ def main() -> None:
         g.add_argument(f"--{case}-low-epochs", type=int, default=d["epochs"])
         g.add_argument(f"--{case}-low-lr", type=float, default=d["lr"])
         g.add_argument(f"--{case}-low-batch", type=int, default=d["batch"])
+        g.add_argument(f"--{case}-neuron-lr", type=float, default=0.0,
+                       help="learning rate of the per-layer thresholds and initial membranes in the low-T "
+                            "encryption (`train --neuron-lr`; 0 = fixed)")
         g.add_argument(f"--{case}-calibrate", action=argparse.BooleanOptionalAction, default=True,
                        help="also measure QCFS + bias calibration at the low T (`privsnn calibrate`)")
     p.add_argument("--cifar-t8-path", action=argparse.BooleanOptionalAction, default=True,

@@ -9,6 +9,8 @@ exactly Norse's ``iaf_feed_forward_step`` (checked in tests/test_neurons.py) —
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from norse.torch.functional.threshold import threshold as norse_threshold
@@ -16,7 +18,7 @@ from norse.torch.functional.threshold import threshold as norse_threshold
 SURROGATES = ("triangle", "super", "tanh", "circ", "heaviside")
 
 
-def neuron_step(current: torch.Tensor, v: torch.Tensor, threshold: float, leak: float = 1.0,
+def neuron_step(current: torch.Tensor, v: torch.Tensor, threshold: float | torch.Tensor, leak: float = 1.0,
                 reset: str = "subtract", method: str = "triangle", alpha: float = 0.3
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step: ``v = leak*v + I; s = v > threshold; reset``. Returns (spikes, new membrane).
@@ -52,14 +54,39 @@ class SpikingNeuron(nn.Module):
     def extra_repr(self) -> str:
         return f"threshold={self.threshold:.4g}, leak={self.leak}, reset={self.reset}, v_init={self.v_init}"
 
+    def make_trainable(self) -> None:
+        """Learn this layer's threshold (as its logarithm: always positive, and one learning rate
+        suits layers of any scale) and its initial membrane (a fraction of the threshold), as in
+        DIET-SNN (Rathi & Roy 2021). One value per layer: what a Loihi-style layer can hold. The
+        float attributes follow the parameters after each :meth:`refresh`."""
+        self.log_threshold = nn.Parameter(torch.tensor(math.log(self.threshold)))
+        self.v_init_fraction = nn.Parameter(torch.tensor(self.v_init))
+
+    @property
+    def trainable(self) -> bool:
+        return hasattr(self, "log_threshold")
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Keep the initial membrane in [0, 1) of the threshold and copy the learnt values into the
+        float attributes that inference, export and the graph read."""
+        if self.trainable:
+            self.v_init_fraction.clamp_(0.0, 0.999)
+            self.threshold, self.v_init = float(self.log_threshold.exp()), float(self.v_init_fraction)
+
     def forward(self, currents: torch.Tensor, timesteps: int) -> torch.Tensor:
-        if not (torch.is_grad_enabled() and currents.requires_grad):
+        if not (torch.is_grad_enabled() and (currents.requires_grad or self.trainable)):
             return self._forward_inference(currents, timesteps)
-        v = torch.full_like(currents[0], self.v_init * self.threshold)
+        if self.trainable:
+            th, v0 = self.log_threshold.exp(), self.v_init_fraction
+            v = torch.zeros_like(currents[0]) + v0 * th
+        else:
+            th = self.threshold
+            v = torch.full_like(currents[0], self.v_init * th)
         out = []
         for t in range(timesteps):
             i = currents[t] if currents.shape[0] > 1 else currents[0]
-            z, v = neuron_step(i, v, self.threshold, self.leak, self.reset, self.surrogate, self.alpha)
+            z, v = neuron_step(i, v, th, self.leak, self.reset, self.surrogate, self.alpha)
             out.append(z)
         return torch.stack(out)
 

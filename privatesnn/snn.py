@@ -202,8 +202,11 @@ class SpikingNetwork(nn.Module):
                 setattr(cell, k, v)
 
     def sync_graph(self) -> Graph:
-        """Write the current weights and thresholds back into ``self.graph`` and return it."""
+        """Write the current weights, thresholds and initial membranes back into ``self.graph`` and
+        return it."""
         write_back(self.graph, self.synapses)
         for node in self.graph.neurons():
-            node.threshold = float(self.neurons[module_key(node.name)].threshold)
+            cell = self.neurons[module_key(node.name)]
+            cell.refresh()
+            node.threshold, node.v_init = float(cell.threshold), float(cell.v_init)
         return self.graph

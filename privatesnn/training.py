@@ -42,6 +42,7 @@ class TrainSettings:
     label_smoothing: float = 0.0  # on the CE term; negative = the model-inversion defence of Struppek et al. (ICLR 2024)
     bido: tuple[float, float] = (0.0, 0.0)  # (lambda_x, lambda_y) of the BiDO-HSIC dependency regulariser
     feature_weight: float = 0.0  # weight of layer-wise rate distillation (each layer's spike rate vs the ANN activation)
+    neuron_lr: float = 0.0  # > 0: also learn each layer's threshold and initial membrane at this rate (DIET-SNN)
     leak: float | None = None  # set every neuron's leak (e.g. 0.95 = LIF); None keeps the artifact's
     reset: str | None = None  # "zero" trains for the Lava/Loihi neuron; None keeps the artifact's
     surrogate: str = "triangle"
@@ -69,6 +70,8 @@ class TrainSettings:
                   (-1.0 < self.label_smoothing < 1.0, f"--label-smoothing must be in (-1, 1), got {self.label_smoothing}"),
                   (self.feature_weight >= 0 and math.isfinite(self.feature_weight),
                    f"--feature-weight must be >= 0, got {self.feature_weight}"),
+                  (self.neuron_lr >= 0 and math.isfinite(self.neuron_lr),
+                   f"--neuron-lr must be >= 0, got {self.neuron_lr}"),
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
                   (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}")]
         for ok, msg in checks:
@@ -201,13 +204,20 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                            "clamp(I/threshold, 0, 1) does not hold for reset to zero or a leak")
     if settings.qat:
         enable_qat(net.synapses, net.graph)
+    if settings.neuron_lr > 0:
+        for cell in net.neurons.values():
+            cell.make_trainable()
     model: torch.nn.Module = net
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    neuron_params = [p for p in net.neurons.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if all(p is not q for q in neuron_params)]}]
+    if neuron_params:  # thresholds and initial membranes: own rate, no weight decay
+        groups.append({"params": neuron_params, "lr": settings.neuron_lr, "weight_decay": 0.0})
+    opt = torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.epochs)
     scaler = torch.cuda.amp.GradScaler(enabled=settings.amp and device.type == "cuda")
     teacher = teacher.to(device).eval()
@@ -225,6 +235,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     if resume and ckpt.exists():
         state = _load_checkpoint(ckpt)
         net.load_state_dict(state["model"])
+        net.sync_graph()
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
@@ -285,6 +296,9 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             scaler.scale(loss * weight).backward()
             scaler.step(opt)
             scaler.update()
+            if neuron_params:
+                for cell in net.neurons.values():
+                    cell.refresh()
             if pred_counts is None:  # every rank runs at least one (maybe dummy) batch: same size everywhere
                 pred_counts = torch.zeros(logits.shape[1], dtype=torch.float64)
             if weight > 0:

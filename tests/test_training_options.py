@@ -243,3 +243,44 @@ def test_staircase_anchor_trains_and_is_recorded(base, tmp_path):
     assert not torch.equal(load_snn(out).graph.weighted()[0].weight, load_snn(plain).graph.weighted()[0].weight)
     assert _train(base, tmp_path / "bad.pt", "--anchor-levels", "8") == 2  # no anchor weight: a clear error
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_trainable_neuron_matches_the_fixed_one_and_gets_gradients():
+    from privatesnn.neurons import SpikingNeuron
+
+    torch.manual_seed(0)
+    currents = torch.rand(6, 4, 10) * 0.6
+    fixed, learnt = SpikingNeuron(0.7, v_init=0.4), SpikingNeuron(0.7, v_init=0.4)
+    learnt.make_trainable()
+    with torch.no_grad():
+        reference = fixed(currents, 6)
+    assert torch.equal(learnt(currents, 6), reference)  # the autograd path, same spikes
+    learnt(currents, 6).sum().backward()
+    assert learnt.log_threshold.grad is not None and learnt.log_threshold.grad != 0
+    assert learnt.v_init_fraction.grad is not None and learnt.v_init_fraction.grad != 0
+    with torch.no_grad():
+        learnt.log_threshold.fill_(0.0)
+        learnt.v_init_fraction.fill_(1.5)
+    learnt.refresh()  # the float attributes follow, the initial membrane is kept below the threshold
+    assert learnt.threshold == 1.0 and learnt.v_init == pytest.approx(0.999)
+    with torch.no_grad():
+        assert torch.equal(learnt(currents, 6), SpikingNeuron(1.0, v_init=0.999)(currents, 6))
+
+
+def test_neuron_lr_learns_thresholds_and_initial_membranes(base, tmp_path, capsys):
+    start = load_snn(base / "snn_subtract.pt").graph
+    out = tmp_path / "nlr.pt"
+    assert _train(base, out, "--neuron-lr", "3e-2") == 0
+    trained = load_snn(out)
+    assert trained.settings["neuron_lr"] == 3e-2
+    pairs = list(zip(start.neurons(), trained.graph.neurons()))
+    assert any(abs(a.threshold - b.threshold) > 1e-3 for a, b in pairs)
+    assert any(abs(a.v_init - b.v_init) > 1e-3 for a, b in pairs)
+    assert all(0.0 <= b.v_init < 1.0 and b.threshold > 0 for _, b in pairs)
+    assert _accuracy(out, tmp_path, "8") >= 0.85
+    plain = tmp_path / "plain.pt"
+    assert _train(base, plain) == 0  # without the option thresholds and initial membranes stay as converted
+    assert all(a.threshold == b.threshold and a.v_init == b.v_init
+               for a, b in zip(start.neurons(), load_snn(plain).graph.neurons()))
+    assert _train(base, tmp_path / "bad.pt", "--neuron-lr=-1") == 2
+    assert "--neuron-lr must be >= 0" in capsys.readouterr().err

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-weight", type=float, default=0.0,
                    help="weight of layer-wise rate distillation: each layer's spike rate x threshold matched "
                         "to the ANN's activation through the spiking dynamics (default 0 = logits only)")
+    p.add_argument("--neuron-lr", type=float, default=0.0,
+                   help="also learn each layer's threshold (log scale) and initial membrane at this learning "
+                        "rate, e.g. 3e-3 (DIET-SNN; one value per layer, as a Loihi layer holds; default 0 = fixed)")
     p.add_argument("--leak", type=float, default=None, help="set the membrane leak of all neurons (LIF)")
     p.add_argument("--reset", choices=("subtract", "zero"), default=None,
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
                 rate_reg=args.rate_reg, anchor=args.anchor, anchor_levels=args.anchor_levels,
                 label_smoothing=args.label_smoothing,
-                feature_weight=args.feature_weight, bido=_pair(args.bido), leak=args.leak,
+                feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, bido=_pair(args.bido), leak=args.leak,
                 reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, qat=args.qat,
                 amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
