@@ -9,7 +9,8 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
   encrypted            + PrivateSNN training (BPTT + KD) at T=8 (CIFAR: with --anchor)
   qcfs                 conversion + QCFS fine-tuning with L levels (`convert --qcfs-levels`)
   qcfs_calibrated      + bias calibration at the low T (`privsnn calibrate`)
-  low_latency          + encryption at the low T (`train --timesteps T`, from qcfs_calibrated)
+  low_latency          + encryption at the low T (`train --timesteps T`, from qcfs_calibrated; CIFAR:
+                       thresholds and initial membranes learnt too, `--neuron-lr 1e-2`)
   qcfs_t8, qcfs_t8_calibrated, low_latency_t8
                        CIFAR: the same path one step longer (QCFS L=8, calibration and encryption at T=8)
 
@@ -197,7 +198,7 @@ def main() -> None:
     p.add_argument("--cifar-heldout", type=int, default=256, help="held-out synthetic images for choose-t")
     for case, d in (("digits", {"t": 4, "qcfs_epochs": 20, "epochs": 15, "lr": 1e-3, "batch": 32,
                                 "qcfs_optimizer": "sgd", "qcfs_lr": 2e-3}),
-                    ("cifar", {"t": 4, "qcfs_epochs": 15, "epochs": 5, "lr": 3e-4, "batch": 32})):
+                    ("cifar", {"t": 4, "qcfs_epochs": 15, "epochs": 10, "lr": 3e-4, "batch": 32, "neuron_lr": 1e-2})):
         g = p.add_argument_group(f"{case}: low-latency path (QCFS fine-tuning, then encryption at low T)")
         g.add_argument(f"--{case}-levels", type=int, default=4, help="QCFS levels L (default 4)")
         g.add_argument(f"--{case}-qcfs-epochs", type=int, default=d["qcfs_epochs"])
@@ -207,9 +208,9 @@ def main() -> None:
         g.add_argument(f"--{case}-low-epochs", type=int, default=d["epochs"])
         g.add_argument(f"--{case}-low-lr", type=float, default=d["lr"])
         g.add_argument(f"--{case}-low-batch", type=int, default=d["batch"])
-        g.add_argument(f"--{case}-neuron-lr", type=float, default=0.0,
+        g.add_argument(f"--{case}-neuron-lr", type=float, default=d.get("neuron_lr", 0.0),
                        help="learning rate of the per-layer thresholds and initial membranes in the low-T "
-                            "encryption (`train --neuron-lr`; 0 = fixed)")
+                            "encryption (`train --neuron-lr`; 0 = fixed; CIFAR default 1e-2)")
         g.add_argument(f"--{case}-calibrate", action=argparse.BooleanOptionalAction, default=True,
                        help="also measure QCFS + bias calibration at the low T (`privsnn calibrate`)")
     p.add_argument("--cifar-t8-path", action=argparse.BooleanOptionalAction, default=True,
