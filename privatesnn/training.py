@@ -214,7 +214,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     params = [p for p in net.parameters() if p.requires_grad]
     neuron_params = [p for p in net.neurons.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if all(p is not q for q in neuron_params)]}]
+    neuron_ids = {id(p) for p in neuron_params}
+    groups = [{"params": [p for p in params if id(p) not in neuron_ids]}]
     if neuron_params:  # thresholds and initial membranes: own rate, no weight decay
         groups.append({"params": neuron_params, "lr": settings.neuron_lr, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -235,7 +236,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     if resume and ckpt.exists():
         state = _load_checkpoint(ckpt)
         net.load_state_dict(state["model"])
-        net.sync_graph()
+        for cell in net.neurons.values():  # learnt thresholds: the float attributes follow the loaded values
+            cell.refresh()
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
