@@ -29,6 +29,7 @@ and bench/latency_gap.py.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -152,6 +153,20 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     return result
 
 
+def agreement_fit(case: dict) -> dict:
+    """How well the real-data-free estimate (synthetic agreement with the ANN) predicts the real
+    accuracy relative to the ANN, over every variant and T of a case: median of |agreement -
+    accuracy / ANN accuracy| and of the signed difference (> 0: the estimate is optimistic), points."""
+    diffs = []
+    for key, agree in case.get("synthetic_agreement", {}).items():
+        accs = {str(e["timesteps"]): e["accuracy"] for e in case.get(key, [])}
+        diffs += [100 * (a - accs[t] / case["ann_accuracy"]) for t, a in agree.items() if t in accs]
+    if not diffs:
+        return {}
+    return {"pairs": len(diffs), "median_abs_points": statistics.median(abs(d) for d in diffs),
+            "median_signed_points": statistics.median(diffs)}
+
+
 def print_table(results: dict) -> None:
     ts = TIMESTEPS.split(",")
     print(f"\n{'case':<17} {'variant':<22} " + " ".join(f"T={t:<6}" for t in ts))
@@ -165,6 +180,10 @@ def print_table(results: dict) -> None:
                     if row:
                         print(f"{'':<17} {label:<22} " + " ".join(f"{100 * row[t]:6.2f}%" if t in row else f"{'-':>7}"
                                                                for t in ts))
+        if r.get("agreement_fit"):
+            f = r["agreement_fit"]
+            print(f"{'':<17} synthetic agreement vs accuracy/ANN over {f['pairs']} (variant, T): median |diff| "
+                  f"{f['median_abs_points']:.2f} points, median signed {f['median_signed_points']:+.2f}")
         print(f"{'':<17} stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()))
 
 
@@ -179,6 +198,8 @@ def low_settings(args: argparse.Namespace, case: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="digits,cifar10", help="comma list: digits, cifar10")
+    p.add_argument("--summary-only", action="store_true",
+                   help="run nothing: recompute the summaries of bench/results/accuracy.json and print its table")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is best on a busy machine)")
     p.add_argument("--eval-limit", type=int, default=None, help="CIFAR test images (default all 1900)")
@@ -222,6 +243,13 @@ def main() -> None:
                    help="comma list of variants not to make (converted_real, converted_synthetic, encrypted, "
                         "low_latency = the whole low-T path): their results from the last accuracy.json are kept")
     args = p.parse_args()
+    if args.summary_only:
+        results = read_json(RESULTS / "accuracy.json")
+        for case in results["cases"].values():
+            case["agreement_fit"] = agreement_fit(case)
+        write_results("accuracy.json", results)
+        print_table(results)
+        return
     set_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     out = {"cases": {}, "timesteps": [int(t) for t in TIMESTEPS.split(",")], "device": args.device,
@@ -257,6 +285,8 @@ def main() -> None:
                 new[key] = {**old.get(key, {}), **new.get(key, {})}
             out["cases"][case] = {**{k: v for k, v in old.items() if k in VARIANTS and k not in new}, **new}
         out["cases"] = {**{k: v for k, v in kept.items() if k not in out["cases"]}, **out["cases"]}
+    for case in out["cases"].values():
+        case["agreement_fit"] = agreement_fit(case)
     write_results("accuracy.json", out)
     print_table(out)
 

@@ -228,9 +228,10 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
           *, epochs: int = 5, timesteps: int | None = None, batch_size: int = 32, lr: float = 1e-4,
           kd_alpha: float = 0.7, kd_temperature: float = 4.0, rate_reg: float = 0.0, anchor: float = 0.0,
           anchor_levels: int = 0, label_smoothing: float = 0.0, bido: tuple[float, float] = (0.0, 0.0),
-          feature_weight: float = 0.0, neuron_lr: float = 0.0, leak: float | None = None,
-          reset: str | None = None, surrogate_alpha: float = 0.3, augment: bool = True, qat: bool = False,
-          amp: bool = False, resume: bool = False, seed: int = 0, device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
+          feature_weight: float = 0.0, neuron_lr: float = 0.0, freeze: str = "none", l2sp: float = 0.0,
+          leak: float | None = None, reset: str | None = None, surrogate_alpha: float = 0.3, augment: bool = True,
+          cutmix: float = 0.0, qat: bool = False, amp: bool = False, resume: bool = False, seed: int = 0,
+          device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """PrivateSNN's weight encryption: BPTT through the spiking dynamics with distillation from
     ``teacher``, on synthetic images only (see :mod:`privatesnn.training`). Checkpoints after each
     epoch to ``<out>.ckpt.pt``; ``resume=True`` continues from it. Under torchrun, rank 0 writes."""
@@ -250,8 +251,9 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                              batch_size=batch_size, lr=lr, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
                              rate_reg=rate_reg, anchor=anchor, anchor_levels=anchor_levels,
                              label_smoothing=label_smoothing, bido=tuple(bido),
-                             feature_weight=feature_weight, neuron_lr=neuron_lr, leak=leak, reset=reset,
-                             surrogate_alpha=surrogate_alpha, augment=augment, qat=qat, amp=amp, seed=seed)
+                             feature_weight=feature_weight, neuron_lr=neuron_lr, freeze=freeze, l2sp=l2sp, leak=leak,
+                             reset=reset, surrogate_alpha=surrogate_alpha, augment=augment, cutmix=cutmix, qat=qat,
+                             amp=amp, seed=seed)
     out = Path(out)
     ckpt = out.with_name(out.name + ".ckpt.pt")
     if ckpt.exists() and not resume:

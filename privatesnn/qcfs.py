@@ -30,7 +30,7 @@ from .errors import PrivsnnError
 from .graph import Graph, Neuron
 from .layers import build_synapses, module_key, write_back
 from .snn import static_forward
-from .training import augment
+from .training import augment, cutmix
 
 
 def qcfs(current: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
@@ -102,20 +102,6 @@ class QCFSSettings:
         for ok, msg in checks:
             if not ok:
                 raise PrivsnnError(msg)
-
-
-def cutmix(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Paste a random box of a shuffled copy of the batch into each image (Yun et al. 2019)."""
-    n, _, h, w = x.shape
-    lam = float(torch.rand((), generator=gen))
-    bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-    if bh == 0 or bw == 0:
-        return x
-    cy, cx = int(torch.randint(0, h - bh + 1, (), generator=gen)), int(torch.randint(0, w - bw + 1, (), generator=gen))
-    perm = torch.randperm(n, generator=gen)
-    out = x.clone()
-    out[:, :, cy:cy + bh, cx:cx + bw] = x[perm, :, cy:cy + bh, cx:cx + bw]
-    return out
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

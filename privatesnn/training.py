@@ -27,6 +27,9 @@ from .layers import module_key
 from .snn import GraphANN, SpikingNetwork
 
 
+FREEZE_CHOICES = ("none", "weights", "synapses")
+
+
 @dataclass
 class TrainSettings:
     epochs: int = 5
@@ -43,11 +46,14 @@ class TrainSettings:
     bido: tuple[float, float] = (0.0, 0.0)  # (lambda_x, lambda_y) of the BiDO-HSIC dependency regulariser
     feature_weight: float = 0.0  # weight of layer-wise rate distillation (each layer's spike rate vs the ANN activation)
     neuron_lr: float = 0.0  # > 0: also learn each layer's threshold and initial membrane at this rate (DIET-SNN)
+    l2sp: float = 0.0  # weight of the L2-SP penalty: squared distance of each layer's weights to the start, relative
+    freeze: str = "none"  # "weights": keep the synaptic weights (learn biases and neurons); "synapses": neurons only
     leak: float | None = None  # set every neuron's leak (e.g. 0.95 = LIF); None keeps the artifact's
     reset: str | None = None  # "zero" trains for the Lava/Loihi neuron; None keeps the artifact's
     surrogate: str = "triangle"
     surrogate_alpha: float = 0.3
     augment: bool = True  # random shifts (and flips for 3-channel images)
+    cutmix: float = 0.0  # probability that a batch is CutMix-ed (boxes from other synthetic images; KD targets)
     qat: bool = False  # train on the Loihi 8-bit weight grid (see privatesnn/qat.py)
     amp: bool = False  # mixed precision for the synapses (fp16 + loss scaling on CUDA, bf16 on CPU)
     seed: int = 0
@@ -72,6 +78,15 @@ class TrainSettings:
                    f"--feature-weight must be >= 0, got {self.feature_weight}"),
                   (self.neuron_lr >= 0 and math.isfinite(self.neuron_lr),
                    f"--neuron-lr must be >= 0, got {self.neuron_lr}"),
+                  (self.l2sp >= 0 and math.isfinite(self.l2sp), f"--l2sp must be >= 0, got {self.l2sp}"),
+                  (self.freeze in FREEZE_CHOICES,
+                   f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.freeze!r}"),
+                  (self.freeze != "synapses" or self.neuron_lr > 0,
+                   "--freeze synapses leaves only the neurons to learn: it needs --neuron-lr > 0"),
+                  (0.0 <= self.cutmix <= 1.0, f"--cutmix must be in [0, 1], got {self.cutmix}"),
+                  (self.cutmix == 0 or self.kd_alpha == 1.0,
+                   f"--cutmix mixes images, so their synthetic labels no longer hold: it needs --kd-alpha 1 "
+                   f"(distillation only), got --kd-alpha {self.kd_alpha}"),
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
                   (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}")]
         for ok, msg in checks:
@@ -90,6 +105,20 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         flip = torch.rand(n, generator=gen) < 0.5
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
     return out.contiguous()
+
+
+def cutmix(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Paste a random box of a shuffled copy of the batch into each image (Yun et al. 2019)."""
+    n, _, h, w = x.shape
+    lam = float(torch.rand((), generator=gen))
+    bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    if bh == 0 or bw == 0:
+        return x
+    cy, cx = int(torch.randint(0, h - bh + 1, (), generator=gen)), int(torch.randint(0, w - bw + 1, (), generator=gen))
+    perm = torch.randperm(n, generator=gen)
+    out = x.clone()
+    out[:, :, cy:cy + bh, cx:cx + bw] = x[perm, :, cy:cy + bh, cx:cx + bw]
+    return out
 
 
 def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -174,6 +203,33 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
 
+def freeze_synapses(net: SpikingNetwork, freeze: str) -> None:
+    """Stop gradients to the synaptic weights (``"weights"``: biases still learn) or to every synaptic
+    parameter (``"synapses"``: only the neurons' thresholds and initial membranes learn). Few free
+    parameters cannot drift far from the converted function on synthetic images."""
+    if freeze == "none":
+        return
+    for name, p in net.synapses.named_parameters():
+        if freeze == "synapses" or not name.endswith("bias"):
+            p.requires_grad_(False)
+
+
+def start_point_penalty(synapses: torch.nn.ModuleDict) -> tuple[Callable[[], torch.Tensor], int]:
+    """L2-SP (Li et al., ICML 2018): sum over layers of ``|W - W0|^2 / |W0|^2``, W0 the weights
+    at the start. Keeps fine-tuning on few (here synthetic) images near the converted function
+    while letting every weight move; relative per layer so that layers of any scale weigh alike."""
+    pairs = []
+    for name, p in synapses.named_parameters():
+        if p.requires_grad and not name.endswith("bias"):
+            ref = p.detach().clone()
+            pairs.append((p, ref, float(ref.pow(2).sum().clamp_min(1e-12))))
+
+    def penalty() -> torch.Tensor:
+        return sum((p - ref).pow(2).sum() / norm for p, ref, norm in pairs)
+
+    return penalty, len(pairs)
+
+
 def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
               settings: TrainSettings, checkpoint: str | Path, resume: bool = False,
               device: torch.device | str = "cpu", progress: bool = True,
@@ -207,6 +263,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     if settings.neuron_lr > 0:
         for cell in net.neurons.values():
             cell.make_trainable()
+    freeze_synapses(net, settings.freeze)
+    l2sp = start_point_penalty(net.synapses)[0] if settings.l2sp > 0 else None
     model: torch.nn.Module = net
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -258,6 +316,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             x = images[idx]
             if settings.augment:
                 x = augment(x, gen)  # on the whole batch: same draws on every rank
+            if settings.cutmix > 0 and float(torch.rand((), generator=gen)) < settings.cutmix:
+                x = cutmix(x, gen)  # the teacher labels the mixed images: KD only (checked in validate)
             part = rank_slice(len(idx), ctx)
             x, y = x[part], labels[idx][part]
             weight = len(y) * ctx.world_size / len(idx)  # DDP averages over ranks: this restores the batch mean
@@ -280,6 +340,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                     with torch.no_grad():
                         _, acts = layer_ann(x, record=True)
                     loss = loss + settings.feature_weight * rate_distillation_loss(net, spikes, acts)
+                if l2sp is not None:
+                    loss = loss + settings.l2sp * l2sp()
                 if settings.anchor > 0:
                     limit = net.rate_limit(x, settings.anchor_levels or None).float()
                     loss = loss + settings.anchor * distillation_loss(limit, t_logits, y, settings.kd_alpha,

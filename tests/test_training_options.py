@@ -284,3 +284,77 @@ def test_neuron_lr_learns_thresholds_and_initial_membranes(base, tmp_path, capsy
                for a, b in zip(start.neurons(), load_snn(plain).graph.neurons()))
     assert _train(base, tmp_path / "bad.pt", "--neuron-lr=-1") == 2
     assert "--neuron-lr must be >= 0" in capsys.readouterr().err
+
+
+def test_freeze_keeps_the_converted_synapses(base, tmp_path, capsys):
+    start = load_snn(base / "snn_subtract.pt").graph
+    synaptic = start.weighted()
+    assert synaptic
+
+    out = tmp_path / "frozen_weights.pt"  # biases and neurons learn, weights stay
+    assert _train(base, out, "--freeze", "weights", "--neuron-lr", "3e-2") == 0
+    trained = load_snn(out).graph
+    assert all(torch.equal(n.weight, trained[n.name].weight) for n in synaptic)
+    assert any(n.bias is not None and not torch.equal(n.bias, trained[n.name].bias) for n in synaptic)
+    assert any(abs(a.threshold - b.threshold) > 1e-3 for a, b in zip(start.neurons(), trained.neurons()))
+
+    out = tmp_path / "frozen_synapses.pt"  # only thresholds and initial membranes learn
+    assert _train(base, out, "--freeze", "synapses", "--neuron-lr", "3e-2") == 0
+    trained = load_snn(out).graph
+    for n in synaptic:
+        assert torch.equal(n.weight, trained[n.name].weight), n.name
+        assert n.bias is None or torch.equal(n.bias, trained[n.name].bias), n.name
+    assert any(abs(a.v_init - b.v_init) > 1e-3 for a, b in zip(start.neurons(), trained.neurons()))
+    assert _accuracy(out, tmp_path, "8") >= 0.85
+
+    assert _train(base, tmp_path / "bad.pt", "--freeze", "synapses") == 2  # nothing would learn
+    assert "--freeze synapses" in capsys.readouterr().err
+
+
+def test_l2sp_penalty_measures_the_relative_weight_change():
+    from privatesnn.training import start_point_penalty
+
+    torch.manual_seed(0)
+    synapses = torch.nn.ModuleDict({"a": torch.nn.Linear(4, 3), "b": torch.nn.Linear(3, 2)})
+    penalty, count = start_point_penalty(synapses)
+    assert count == 2  # the weights only: biases move freely
+    assert float(penalty()) == 0.0
+    with torch.no_grad():
+        synapses["a"].weight.mul_(1.1)  # 10% change of one layer -> 0.01
+        synapses["b"].bias.add_(5.0)
+    assert float(penalty()) == pytest.approx(0.01, rel=1e-5)
+    penalty().backward()
+    assert synapses["a"].weight.grad is not None and synapses["b"].bias.grad is None
+
+
+def test_l2sp_keeps_the_weights_nearer_the_start(base, tmp_path, capsys):
+    start = load_snn(base / "snn_subtract.pt").graph
+
+    def moved(path: Path) -> float:
+        g = load_snn(path).graph
+        return sum(float((g[n.name].weight - n.weight).norm() / n.weight.norm()) for n in start.weighted())
+
+    free, held = tmp_path / "free.pt", tmp_path / "held.pt"
+    assert _train(base, free) == 0
+    assert _train(base, held, "--l2sp", "100") == 0
+    assert 0 < moved(held) < 0.5 * moved(free)
+    assert load_snn(held).settings["l2sp"] == 100
+    assert _train(base, tmp_path / "bad.pt", "--l2sp=-1") == 2
+    assert "--l2sp must be >= 0" in capsys.readouterr().err
+
+
+def test_cutmix_pastes_boxes_of_other_images_and_needs_distillation_only(base, tmp_path, capsys):
+    from privatesnn.training import cutmix
+
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8).contiguous()
+    gen = torch.Generator().manual_seed(3)
+    mixed = [cutmix(x, gen) for _ in range(20)]
+    for m in mixed:  # every pixel comes from some image of the batch, each image keeps part of itself
+        assert set(m.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+        assert all((m[i] == i).any() for i in range(4))
+    assert any(not torch.equal(m, x) for m in mixed)
+    out = tmp_path / "cutmix.pt"
+    assert _train(base, out, "--cutmix", "1", "--kd-alpha", "1") == 0
+    assert load_snn(out).settings["cutmix"] == 1.0
+    assert _train(base, tmp_path / "bad.pt", "--cutmix", "0.5") == 2  # default --kd-alpha 0.7 uses labels
+    assert "--cutmix" in capsys.readouterr().err

@@ -47,11 +47,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neuron-lr", type=float, default=0.0,
                    help="also learn each layer's threshold (log scale) and initial membrane at this learning "
                         "rate, e.g. 3e-3 (DIET-SNN; one value per layer, as a Loihi layer holds; default 0 = fixed)")
+    p.add_argument("--freeze", choices=("none", "weights", "synapses"), default="none",
+                   help="keep the converted synaptic weights (weights: biases and neurons still learn) or all "
+                        "synaptic parameters (synapses: only the neurons, with --neuron-lr); default none")
+    p.add_argument("--l2sp", type=float, default=0.0,
+                   help="weight of the L2-SP penalty: each layer's squared weight change relative to its "
+                        "converted weights (keeps the converted function while training; default 0)")
     p.add_argument("--leak", type=float, default=None, help="set the membrane leak of all neurons (LIF)")
     p.add_argument("--reset", choices=("subtract", "zero"), default=None,
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
     p.add_argument("--surrogate-alpha", type=float, default=0.3)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--cutmix", type=float, default=0.0, metavar="P",
+                   help="probability that a batch is CutMix-ed between synthetic images (more varied inputs; "
+                        "the teacher labels them, so it needs --kd-alpha 1; default 0)")
     p.add_argument("--qat", action="store_true",
                    help="quantisation-aware: train on the 8-bit weight grid of Loihi targets, so that "
                         "`privsnn export --target lava` deploys exactly the trained weights")
@@ -73,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
                 rate_reg=args.rate_reg, anchor=args.anchor, anchor_levels=args.anchor_levels,
                 label_smoothing=args.label_smoothing,
-                feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, bido=_pair(args.bido), leak=args.leak,
-                reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, qat=args.qat,
+                feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp, bido=_pair(args.bido), leak=args.leak,
+                reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, cutmix=args.cutmix, qat=args.qat,
                 amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
