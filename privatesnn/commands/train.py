@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, lr=args.lr, kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
                 rate_reg=args.rate_reg, anchor=args.anchor, anchor_levels=args.anchor_levels,
                 label_smoothing=args.label_smoothing,
-                feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp, bido=_pair(args.bido), leak=args.leak,
-                reset=args.reset, surrogate_alpha=args.surrogate_alpha, augment=not args.no_augment, cutmix=args.cutmix, qat=args.qat,
-                amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
+                feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp,
+                bido=_pair(args.bido), leak=args.leak, reset=args.reset, surrogate_alpha=args.surrogate_alpha,
+                augment=not args.no_augment, cutmix=args.cutmix, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
              args.json)
