@@ -244,6 +244,8 @@ def main() -> None:
                         "low_latency = the whole low-T path): their results from the last accuracy.json are kept")
     args = p.parse_args()
     if args.summary_only:
+        if not (RESULTS / "accuracy.json").exists():
+            raise SystemExit(f"--summary-only: {RESULTS / 'accuracy.json'} is missing; run the bench first")
         results = read_json(RESULTS / "accuracy.json")
         for case in results["cases"].values():
             case["agreement_fit"] = agreement_fit(case)
