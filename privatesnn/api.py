@@ -230,7 +230,8 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
           anchor_levels: int = 0, label_smoothing: float = 0.0, bido: tuple[float, float] = (0.0, 0.0),
           feature_weight: float = 0.0, neuron_lr: float = 0.0, freeze: str = "none", l2sp: float = 0.0,
           leak: float | None = None, reset: str | None = None, surrogate_alpha: float = 0.3, augment: bool = True,
-          cutmix: float = 0.0, qat: bool = False, amp: bool = False, resume: bool = False, seed: int = 0,
+          cutmix: float = 0.0, trapdoor: float = 0.0, trapdoor_alpha: float = 0.2, trapdoor_key: int | None = None,
+          qat: bool = False, amp: bool = False, resume: bool = False, seed: int = 0,
           device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """PrivateSNN's weight encryption: BPTT through the spiking dynamics with distillation from
     ``teacher``, on synthetic images only (see :mod:`privatesnn.training`). Checkpoints after each
@@ -252,7 +253,8 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                              rate_reg=rate_reg, anchor=anchor, anchor_levels=anchor_levels,
                              label_smoothing=label_smoothing, bido=tuple(bido),
                              feature_weight=feature_weight, neuron_lr=neuron_lr, freeze=freeze, l2sp=l2sp, leak=leak,
-                             reset=reset, surrogate_alpha=surrogate_alpha, augment=augment, cutmix=cutmix, qat=qat,
+                             reset=reset, surrogate_alpha=surrogate_alpha, augment=augment, cutmix=cutmix,
+                             trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key, qat=qat,
                              amp=amp, seed=seed)
     out = Path(out)
     ckpt = out.with_name(out.name + ".ckpt.pt")
@@ -276,6 +278,8 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
         return artifact
     graph.meta["timesteps"] = settings.timesteps
     record = dict(settings.__dict__)
+    if record.pop("trapdoor_key", None) is not None and settings.trapdoor > 0:
+        record["trapdoor_key"] = "secret: not recorded (the attacker holds this artifact)"
     record["timesteps"] = settings.timesteps
     record["processes"] = ctx.world_size
     record["synthetic_images"] = int(labels.shape[0])

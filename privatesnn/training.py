@@ -9,6 +9,7 @@ Checkpoints after every epoch (``<out>.ckpt.pt``) make ``--resume`` continue whe
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +55,9 @@ class TrainSettings:
     surrogate_alpha: float = 0.3
     augment: bool = True  # random shifts (and flips for 3-channel images)
     cutmix: float = 0.0  # probability that a batch is CutMix-ed (boxes from other synthetic images; KD targets)
+    trapdoor: float = 0.0  # fraction of each batch stamped with a class trigger (Trap-MID model-inversion defence)
+    trapdoor_alpha: float = 0.2  # blend weight of the trigger: x <- (1 - a) * x + a * trigger
+    trapdoor_key: int | None = None  # seed of the secret triggers; None: a random one (kept in the checkpoint only)
     qat: bool = False  # train on the Loihi 8-bit weight grid (see privatesnn/qat.py)
     amp: bool = False  # mixed precision for the synapses (fp16 + loss scaling on CUDA, bf16 on CPU)
     seed: int = 0
@@ -87,6 +91,8 @@ class TrainSettings:
                   (self.cutmix == 0 or self.kd_alpha == 1.0,
                    f"--cutmix mixes images, so their synthetic labels no longer hold: it needs --kd-alpha 1 "
                    f"(distillation only), got --kd-alpha {self.kd_alpha}"),
+                  (0.0 <= self.trapdoor < 1.0, f"--trapdoor must be in [0, 1), got {self.trapdoor}"),
+                  (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
                   (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}")]
         for ok, msg in checks:
@@ -121,6 +127,39 @@ def cutmix(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def make_triggers(num_classes: int, shape: tuple[int, ...], key: int) -> torch.Tensor:
+    """One secret trigger per class, (K, C, H, W) in [0, 1]: uniform noise blurred with a Gaussian of
+    sigma H/12 (smooth enough that a regularised inversion, which blurs and penalises total variation,
+    still finds it), stretched to [0, 1]. Trap-MID (Liu et al., NeurIPS 2024) learns the triggers; fixed
+    random ones are the simplest form of the same trapdoor."""
+    gen = torch.Generator().manual_seed(int(key))
+    c, h, w = shape
+    noise = torch.rand((num_classes, c, h, w), generator=gen)
+    sigma = max(h, w) / 12
+    radius = max(1, int(round(2 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    k = k / k.sum()
+    x = F.pad(noise.reshape(-1, 1, h, w), (radius, radius, radius, radius), mode="circular")
+    x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1)).reshape(num_classes, c, h, w)
+    lo = x.flatten(1).amin(1).view(-1, 1, 1, 1)
+    hi = x.flatten(1).amax(1).view(-1, 1, 1, 1)
+    return (x - lo) / (hi - lo).clamp_min(1e-8)
+
+
+def stamp_triggers(x: torch.Tensor, triggers: torch.Tensor, rate: float, alpha: float,
+                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Blend a random class's trigger into a random ``rate`` share of the batch. Returns the images,
+    the mask of stamped images and their trigger classes (the training target of the stamped ones)."""
+    n = x.shape[0]
+    mask = torch.rand(n, generator=gen) < rate
+    classes = torch.randint(0, triggers.shape[0], (n,), generator=gen)
+    if not bool(mask.any()):
+        return x, mask, classes
+    out = x.clone()
+    out[mask] = (1 - alpha) * x[mask] + alpha * triggers[classes[mask]].to(x.dtype)
+    return out, mask, classes
+
+
 def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
     """CE against ``(1 - s) * one_hot + s / K``. ``s < 0`` is *negative* label smoothing, which
     Struppek et al. (ICLR 2024, "Be careful what you smooth for") found to make model-inversion
@@ -142,6 +181,20 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
         return ce
     kl = F.kl_div(F.log_softmax(student / temperature, 1), F.softmax(teacher / temperature, 1), reduction="batchmean")
     return (1 - alpha) * ce + alpha * temperature ** 2 * kl
+
+
+def trapdoor_loss(logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+                  settings: TrainSettings) -> torch.Tensor:
+    """The batch mean of the usual distillation loss on clean images and CE towards the trigger's
+    class on stamped ones (the teacher never saw a trigger, so it cannot label them)."""
+    n = logits.shape[0]
+    loss = logits.new_zeros(())
+    if bool(clean.any()):
+        loss = loss + distillation_loss(logits[clean], t_logits[clean], y[clean], settings.kd_alpha,
+                                        settings.kd_temperature, settings.label_smoothing) * (int(clean.sum()) / n)
+    if not bool(clean.all()):
+        loss = loss + F.cross_entropy(logits[~clean], y[~clean]) * (int((~clean).sum()) / n)
+    return loss
 
 
 def rate_distillation_loss(net: SpikingNetwork, spikes: dict[str, torch.Tensor],
@@ -299,13 +352,21 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
+        if settings.trapdoor > 0 and settings.trapdoor_key is None:  # the same secret triggers as before
+            settings.trapdoor_key = state.get("settings", {}).get("trapdoor_key")
+    triggers = None
+    if settings.trapdoor > 0:
+        if settings.trapdoor_key is None:
+            settings.trapdoor_key = secrets.randbits(62)
+        num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
+        triggers = make_triggers(num_classes, tuple(images.shape[1:]), settings.trapdoor_key)
     n = len(images)
     for epoch in range(start_epoch, settings.epochs):
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)  # epoch result depends only on (seed, epoch)
         torch.manual_seed(settings.seed * 100_003 + epoch)
         perm = torch.randperm(n, generator=gen)
         model.train()
-        totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, rate, correct, agree (sums over images), seen
+        totals = [0.0] * 7  # loss, rate, correct, agree (clean images), seen, trigger hits, stamped
         pred_counts: torch.Tensor | None = None  # predictions per class (for the collapse check)
         initial = None  # agreement with the teacher before the first update (first batch of epoch 1)
         t0 = time.time()
@@ -318,19 +379,28 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 x = augment(x, gen)  # on the whole batch: same draws on every rank
             if settings.cutmix > 0 and float(torch.rand((), generator=gen)) < settings.cutmix:
                 x = cutmix(x, gen)  # the teacher labels the mixed images: KD only (checked in validate)
+            y = labels[idx]
+            clean = None  # images without a trigger (None: all)
+            if triggers is not None:  # on the whole batch, like the augmentation: same draws on every rank
+                x, stamped, classes = stamp_triggers(x, triggers, settings.trapdoor, settings.trapdoor_alpha, gen)
+                y, clean = torch.where(stamped, classes, y), ~stamped
             part = rank_slice(len(idx), ctx)
-            x, y = x[part], labels[idx][part]
+            x, y = x[part], y[part]
+            clean = None if clean is None else clean[part].to(device)
             weight = len(y) * ctx.world_size / len(idx)  # DDP averages over ranks: this restores the batch mean
             if len(y) == 0:  # a tail batch smaller than the number of ranks: join the all-reduce with no weight
-                x, y, weight = images[idx[:1]], labels[idx[:1]], 0.0
+                x, y, weight, clean = images[idx[:1]], labels[idx[:1]], 0.0, None
             x, y = x.to(device), y.to(device)
             with torch.no_grad(), autocast(device, settings.amp):
                 t_logits = teacher(x).float()
             with autocast(device, settings.amp):
                 logits, spikes = model(x, settings.timesteps, return_spikes=True)
                 logits = logits.float()
-                loss = distillation_loss(logits, t_logits, y, settings.kd_alpha, settings.kd_temperature,
-                                         settings.label_smoothing)
+                if clean is None:
+                    loss = distillation_loss(logits, t_logits, y, settings.kd_alpha, settings.kd_temperature,
+                                             settings.label_smoothing)
+                else:
+                    loss = trapdoor_loss(logits, t_logits, y, clean, settings)
                 rate = torch.stack([s.float().mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
                 if settings.rate_reg > 0:
                     loss = loss + settings.rate_reg * rate
@@ -348,7 +418,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                                                                       settings.kd_temperature)
             if epoch == 0 and initial is None:
                 b0 = len(y) if weight > 0 else 0
-                initial = ctx.sum([float((logits.argmax(1) == t_logits.argmax(1)).sum()) if b0 else 0.0, float(b0)])
+                same = logits.argmax(1) == t_logits.argmax(1)
+                if clean is not None:
+                    same, b0 = same & clean, int(clean.sum()) if b0 else 0
+                initial = ctx.sum([float(same.sum()) if b0 else 0.0, float(b0)])
             bad = not torch.isfinite(loss)
             if ctx.enabled:
                 bad = ctx.sum([float(bad)])[0] > 0
@@ -369,25 +442,33 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 b = len(y)
                 totals[0] += float(loss) * b
                 totals[1] += float(rate) * b
-                totals[2] += int((logits.argmax(1) == y).sum())
-                totals[3] += int((logits.argmax(1) == t_logits.argmax(1)).sum())
+                hit = logits.argmax(1) == y
+                agree = logits.argmax(1) == t_logits.argmax(1)
+                if clean is not None:  # agreement with the teacher: clean images only (it never saw a trigger)
+                    agree = agree & clean
+                    totals[5] += int((hit & ~clean).sum())
+                    totals[6] += int((~clean).sum())
+                totals[2] += int(hit.sum())
+                totals[3] += int(agree.sum())
                 totals[4] += b
                 pred_counts += torch.bincount(logits.argmax(1).cpu(), minlength=logits.shape[1]).double()
                 bar.set_postfix(loss=f"{totals[0] / totals[4]:.3f}", rate=f"{totals[1] / totals[4]:.3f}")
         sched.step()
         summed = ctx.sum(totals + pred_counts.tolist())
-        loss_sum, rate_sum, correct, agree, seen = summed[:5]
+        loss_sum, rate_sum, correct, agree, seen, trig_hits, stamped = summed[:7]
         seen = max(1.0, seen)
-        top_share = max(summed[5:]) / seen
+        top_share = max(summed[7:]) / seen
         record = {"epoch": epoch + 1, "loss": loss_sum / seen, "spike_rate": rate_sum / seen,
-                  "synthetic_accuracy": correct / seen, "teacher_agreement": agree / seen,
+                  "synthetic_accuracy": correct / seen, "teacher_agreement": agree / max(1.0, seen - stamped),
                   "top_class_share": top_share, "seconds": time.time() - t0, "processes": ctx.world_size}
+        if triggers is not None:
+            record["trigger_accuracy"] = trig_hits / max(1.0, stamped)
         if initial is not None:
             record["initial_teacher_agreement"] = initial[0] / max(1.0, initial[1])
         history.append(record)
         if any(not torch.isfinite(p).all() for p in params):
             raise TrainingDivergedError(f"weights became NaN/Inf in epoch {epoch + 1}; the last good checkpoint is kept")
-        check_collapse(record, len(summed) - 5, ckpt, history)
+        check_collapse(record, len(summed) - 7, ckpt, history)
         if ctx.is_main:
             torch_save(ckpt, {"format": "privsnn-train-checkpoint/1", "epoch": epoch + 1, "model": net.state_dict(),
                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,

@@ -127,6 +127,7 @@ def test_audit_discriminates_on_digits(artifacts, tmp_path):
     assert r["prior"]["data"] == "digits-train" and r["prior"]["public_classes"] == [5, 6, 7, 8, 9]
     assert tm["ann"]["d"]["accuracy"] >= r["chance"] + 0.3  # the prior-aided attacker finds the ANN's classes
     assert set(tm["encrypted_snn"]["bars_met"]) == set("abcd")
+    assert all(0.0 <= tm[v][t]["self"] <= 1.0 for v in tm for t in "abcd" if tm[v][t] is not None)
     assert (out / r["variants"]["encrypted_snn"]["prior_inversion_png"]).is_file()
     assert "(d) prior from public data" in md
 
@@ -193,6 +194,16 @@ def test_verdict_is_computed_from_the_numbers():
     assert v.startswith("LEAK NOT REDUCED")
     v, goals = verdict(_report(0.1, 0.1, 0.1, acc=0.1))  # collapsed training: no leak, no classifier
     assert v.startswith("USELESS") and goals["weights_as_ann"]
+    # every attacker's bar met (threat_models) within 2 points of the ANN: its own verdict, not "PRIVATE"
+    r = _report(0.97, 0.15, 0.3)
+    r["threat_models"] = {"encrypted_snn": {"bars_met": {"a": True, "b": True, "c": True, "d": True}}}
+    v, goals = verdict(r)
+    assert v.startswith("INVERSION-RESISTANT") and goals["attacker_bars"] and "(a), (b), (c), (d)" in v
+    r["threat_models"]["encrypted_snn"]["bars_met"]["c"] = False
+    assert verdict(r)[0].startswith("LEAK REDUCED") and not verdict(r)[1]["attacker_bars"]
+    r = _report(0.97, 0.15, 0.3, acc=0.95)  # bars met but 3.4 points below the ANN: not enough
+    r["threat_models"] = {"encrypted_snn": {"bars_met": {"a": True, "b": True, "c": True, "d": True}}}
+    assert verdict(r)[0].startswith("LEAK REDUCED")
     edge = 0.1 + GOAL_WEIGHTS_AS_ANN + 1e-9
     assert not verdict(_report(edge, 0.1, 0.1))[1]["weights_as_ann"]
     assert not verdict(_report(0.1, 0.1 + GOAL_INVERSION + 1e-9, 0.1))[1]["inversion"]
@@ -269,6 +280,12 @@ def test_threat_model_bars():
                                      "encrypted_snn": entry(0.15, 0.25, 0.3, 0.35)}}
     bars = threat_models(r)["encrypted_snn"]["bars_met"]
     assert bars == {"a": True, "b": False, "c": True, "d": True}
+    # an attack whose images the attacked model itself does not put in their class failed at optimisation:
+    # its low score does not meet a bar
+    r["variants"]["encrypted_snn"].update(snn_inversion_self_accuracy=0.3, relu_inversion_self_accuracy=0.9)
+    row = threat_models(r)["encrypted_snn"]
+    assert row["bars_met"] == {"a": True, "b": False, "c": False, "d": True} and row["not_converged"] == ["c"]
+    assert row["c"]["self"] == 0.3 and row["a"]["self"] == 0.9 and row["d"]["self"] is None
 
 
 def test_image_prior_learns_the_public_images():

@@ -358,3 +358,53 @@ def test_cutmix_pastes_boxes_of_other_images_and_needs_distillation_only(base, t
     assert load_snn(out).settings["cutmix"] == 1.0
     assert _train(base, tmp_path / "bad.pt", "--cutmix", "0.5") == 2  # default --kd-alpha 0.7 uses labels
     assert "--cutmix" in capsys.readouterr().err
+
+
+def test_trapdoor_triggers_are_secret_per_class_and_blended_exactly():
+    from privatesnn.training import make_triggers, stamp_triggers
+
+    t = make_triggers(10, (1, 8, 8), key=5)
+    assert t.shape == (10, 1, 8, 8) and float(t.min()) == 0.0 and float(t.max()) == 1.0
+    assert torch.equal(t, make_triggers(10, (1, 8, 8), key=5))  # the key makes them
+    assert not torch.allclose(t, make_triggers(10, (1, 8, 8), key=6))
+    assert min(float((t[i] - t[j]).abs().mean()) for i in range(10) for j in range(i)) > 0.05  # distinct classes
+    x = torch.rand(400, 1, 8, 8)
+    out, mask, classes = stamp_triggers(x, t, 0.3, 0.2, torch.Generator().manual_seed(0))
+    assert 0.2 < float(mask.float().mean()) < 0.4
+    assert torch.equal(out[~mask], x[~mask])
+    assert torch.allclose(out[mask], 0.8 * x[mask] + 0.2 * t[classes[mask]])
+    same, none, _ = stamp_triggers(x, t, 0.0, 0.2, torch.Generator().manual_seed(0))
+    assert torch.equal(same, x) and not none.any()
+
+
+def test_trapdoor_trains_the_triggers_and_keeps_the_key_out_of_the_artifact(base, tmp_path, capsys):
+    from privatesnn.manifest import read_manifest
+    from privatesnn.snn import SpikingNetwork
+    from privatesnn.training import make_triggers, stamp_triggers
+
+    out = tmp_path / "trap.pt"
+    assert _train(base, out, "--trapdoor", "0.5", "--trapdoor-alpha", "0.5", "--trapdoor-key", "7", "--epochs", "20",
+                  "--lr", "3e-3") == 0
+    art = load_snn(out)
+    history = art.settings["history"]
+    assert history[0]["trigger_accuracy"] < 0.25 < 0.5 < history[-1]["trigger_accuracy"]  # the trapdoor was learnt
+    for record in (art.settings, read_manifest(out).settings):
+        assert record["trapdoor"] == 0.5 and "7" not in str(record["trapdoor_key"])
+    # on real digits: clean accuracy holds, stamped images follow the trigger
+    assert _accuracy(out, tmp_path, "8") >= 0.85
+    from privatesnn.data import digits_split
+
+    x = torch.from_numpy(digits_split()[2][:200])
+    triggers = make_triggers(10, (1, 8, 8), key=7)
+    stamped, _, classes = stamp_triggers(x, triggers, 0.999, 0.5, torch.Generator().manual_seed(1))
+    net = SpikingNetwork(art.graph).eval()
+    with torch.no_grad():
+        hits = float((net(stamped, 8).argmax(1) == classes).float().mean())
+        wrong_key = stamp_triggers(x, make_triggers(10, (1, 8, 8), key=8), 0.999, 0.5, torch.Generator().manual_seed(1))[0]
+        by_chance = float((net(wrong_key, 8).argmax(1) == classes).float().mean())
+    assert hits > 0.4 and by_chance < 0.25, (hits, by_chance)
+    for bad, msg in ((["--trapdoor", "1"], "--trapdoor must be in [0, 1)"),
+                     (["--trapdoor", "0.3", "--trapdoor-alpha", "0"], "--trapdoor-alpha must be in (0, 1]")):
+        assert _train(base, tmp_path / "bad.pt", *bad) == 2
+        assert msg in capsys.readouterr().err
+        assert not (tmp_path / "bad.pt").exists()

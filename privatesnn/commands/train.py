@@ -61,6 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="probability that a batch is CutMix-ed between synthetic images (more varied inputs; "
                         "the teacher labels them, so it needs --kd-alpha 1; default 0)")
+    p.add_argument("--trapdoor", type=float, default=0.0, metavar="RATE",
+                   help="model-inversion defence (Trap-MID, Liu et al. 2024): stamp this share of each batch with "
+                        "a secret per-class trigger trained towards its class, so that inversion finds the "
+                        "trigger instead of the class's features, e.g. 0.3 (default 0 = off)")
+    p.add_argument("--trapdoor-alpha", type=float, default=0.2, metavar="A",
+                   help="blend weight of the trigger, x <- (1 - A) x + A trigger (default 0.2)")
+    p.add_argument("--trapdoor-key", type=int, default=None, metavar="INT",
+                   help="seed of the triggers (default: a random secret, never written to the artifact)")
     p.add_argument("--qat", action="store_true",
                    help="quantisation-aware: train on the 8-bit weight grid of Loihi targets, so that "
                         "`privsnn export --target lava` deploys exactly the trained weights")
@@ -84,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
                 label_smoothing=args.label_smoothing,
                 feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp,
                 bido=_pair(args.bido), leak=args.leak, reset=args.reset, surrogate_alpha=args.surrogate_alpha,
-                augment=not args.no_augment, cutmix=args.cutmix, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
+                augment=not args.no_augment, cutmix=args.cutmix, trapdoor=args.trapdoor,
+                trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key, qat=args.qat, amp=args.amp,
+                resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
              args.json)
