@@ -192,11 +192,15 @@ def plot_tradeoff(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.4))
     kept = [(i, r) for i, r in enumerate(rows, 1) if r["accuracy"] > r["chance"] + 0.05]  # drop collapsed runs
     left_out = [str(i) for i, r in enumerate(rows, 1) if r["accuracy"] <= r["chance"] + 0.05]
-    for (tm, key, name), marker in zip(THREATS, ("x", "o", "^", "s")):
-        pts = [(100 * r["accuracy"], 100 * r[key], 100 * (r.get(f"{key}_se") or 0)) for _, r in kept if r.get(key) is not None]
-        if pts:
-            xs, ys, es = zip(*pts)
-            ax.errorbar(xs, ys, yerr=es, fmt=marker, label=name, alpha=0.8, capsize=2)
+    for (tm, key, name), marker, color in zip(THREATS, ("x", "o", "^", "s"), ("C0", "C1", "C2", "C3")):
+        for converged in (True, False):  # hollow markers: the attack did not reach its goal on the victim
+            pts = [(100 * r["accuracy"], 100 * r[key], 100 * (r.get(f"{key}_se") or 0)) for _, r in kept
+                   if r.get(key) is not None
+                   and (tm not in ((r.get("threat_models") or {}).get("not_converged") or [])) == converged]
+            if pts:
+                xs, ys, es = zip(*pts)
+                ax.errorbar(xs, ys, yerr=es, fmt=marker, color=color, alpha=0.8, capsize=2,
+                            label=name if converged else None, mfc=None if converged else "none")
     for i, r in kept:  # row numbers of the table in privacy.md
         ax.annotate(str(i), (100 * r["accuracy"], 100 * r["inversion_accuracy"]), fontsize=6, xytext=(3, -7),
                     textcoords="offset points")
@@ -209,7 +213,8 @@ def plot_tradeoff(rows: list[dict], path: Path) -> Path:
     ax.axvline(100 * rows[0]["ann_accuracy"] - 2, color="r", ls="--", lw=0.8, label="accuracy bar: ANN - 2 points")
     ax.set_xlabel("encrypted SNN accuracy on real digits test (%)")
     ax.set_ylabel("attack accuracy of inverted images (%)")
-    ax.set_title("digits: each defence's accuracy vs each attacker (numbers: rows of privacy.md)"
+    ax.set_title("digits: each defence's accuracy vs each attacker (numbers: rows of privacy.md)\n"
+                 "hollow markers: the attack did not converge on the victim (does not count)"
                  + (f"\nnot shown (SNN at chance): {', '.join(left_out)}" if left_out else ""), fontsize=8)
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)

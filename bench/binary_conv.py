@@ -1,0 +1,96 @@
+"""Can a convolution that knows its input is binary (spikes) beat oneDNN's dense one on a CPU?
+
+Probe behind the simulation-speed note in the README: privsnn's SNN spends ~73% of its time in
+dense convolutions, so beating SpikingJelly by 2x needs cheaper convolutions, not a cheaper neuron
+loop. This measures one torch-level candidate against the dense channels-last convolution for the
+ResNet-20 layer shapes (a chunk of 256 image-timesteps, ~10% spikes): the **lookup-table
+convolution**, which packs each group of b input channels' spikes into a b-bit code, precomputes
+every group's 2^b partial sums of the weights once, and sums one table row per (kernel offset,
+group) with ``F.embedding_bag`` (8x fewer additions than multiply-adds at b = 8). Not a test;
+writes bench/results/binary_conv.json.
+
+    python bench/binary_conv.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import set_threads, write_results  # noqa: E402
+
+# (in channels, out channels, input size, stride): ResNet-20's convolutions on spikes
+SHAPES = [(16, 16, 32, 1), (16, 32, 32, 2), (32, 32, 16, 1), (32, 64, 16, 2), (64, 64, 8, 1)]
+
+
+def lookup_table(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """(kh*kw*groups*2^bits, Co): row (k, g, p) = the sum of the weights of offset k, group g whose bit is set in p."""
+    co, ci, kh, kw = weight.shape
+    patterns = ((torch.arange(2 ** bits)[:, None] >> torch.arange(bits)) & 1).float()
+    w = weight.permute(2, 3, 1, 0).reshape(kh * kw, ci // bits, bits, co)
+    return torch.einsum("pb,kgbc->kgpc", patterns, w).reshape(-1, co).contiguous()
+
+
+def lut_conv(x: torch.Tensor, table: torch.Tensor, kernel: int, stride: int, pad: int, bits: int) -> torch.Tensor:
+    """A binary (N, C, H, W) channels-last input convolved through ``table`` (see lookup_table)."""
+    n, c, h, w = x.shape
+    g = c // bits
+    codes = (x.permute(0, 2, 3, 1).reshape(n, h, w, g, bits) @ (2.0 ** torch.arange(bits))).long()
+    codes = F.pad(codes.permute(0, 3, 1, 2), (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # code 0: no spike
+    ho, wo = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
+    parts = []
+    for k in range(kernel * kernel):
+        i, j = divmod(k, kernel)
+        window = codes[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+        parts.append(window + (k * g + torch.arange(g)) * 2 ** bits)
+    idx = torch.stack(parts, dim=3).reshape(-1, kernel * kernel * g)
+    return F.embedding_bag(idx, table, mode="sum").view(n, ho, wo, -1).permute(0, 3, 1, 2)
+
+
+def seconds(fn, repeats: int) -> float:
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=256, help="image-timesteps per call (streaming's chunk)")
+    p.add_argument("--rate", type=float, default=0.1, help="spike density of the input")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    set_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    print(f"{'layer':<22}{'dense ms':>10}{'LUT b=4 ms':>12}{'LUT b=8 ms':>12}{'best speed-up':>15}{'max |diff|':>12}")
+    for ci, co, size, stride in SHAPES:
+        x = (torch.rand(args.batch, ci, size, size) < args.rate).float().contiguous(memory_format=torch.channels_last)
+        w = torch.randn(co, ci, 3, 3) * 0.1
+        wc = w.contiguous(memory_format=torch.channels_last)
+        dense = seconds(lambda: F.conv2d(x, wc, None, stride, 1), args.repeats)
+        ref = F.conv2d(x, wc, None, stride, 1)
+        row = {"in": ci, "out": co, "size": size, "stride": stride, "dense_s": dense}
+        for bits in (4, 8):
+            table = lookup_table(w, bits)
+            row[f"lut{bits}_s"] = seconds(lambda: lut_conv(x, table, 3, stride, 1, bits), args.repeats)
+            row[f"lut{bits}_max_abs_diff"] = float((lut_conv(x, table, 3, stride, 1, bits) - ref).abs().max())
+        row["best_speedup"] = dense / min(row["lut4_s"], row["lut8_s"])
+        rows.append(row)
+        print(f"{ci}->{co} {size}x{size} s{stride}".ljust(22) + f"{1e3 * dense:>10.1f}{1e3 * row['lut4_s']:>12.1f}"
+              f"{1e3 * row['lut8_s']:>12.1f}{row['best_speedup']:>14.2f}x{row['lut8_max_abs_diff']:>12.1e}")
+    write_results("binary_conv.json", {"command": " ".join(["bench/binary_conv.py", *sys.argv[1:]]),
+                                       "threads": args.threads, "batch": args.batch, "rate": args.rate,
+                                       "torch": torch.__version__, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
