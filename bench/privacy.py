@@ -137,6 +137,8 @@ def audit_or_reuse(snn: Path, out: Path, extra: list, device: str, fresh: bool, 
     """The audit of ``snn``, reusing ``out/privacy.json`` when it is newer than the SNN, of the same
     file name, and its inversion settings match ``expect`` (unless ``fresh``)."""
     done = out / "privacy.json"
+    if not Path(snn).is_file():
+        raise SystemExit(f"bench/privacy.py: no SNN artifact at {snn}")
     if not fresh and done.exists() and done.stat().st_mtime > Path(snn).stat().st_mtime:
         r = read_json(done)
         settings = r.get("inversion_settings", {})
