@@ -11,6 +11,8 @@ not attack: digits' training split for digits 5-9, CIFAR-10's train4000 images o
     python bench/privacy.py                         # digits + defences + CIFAR-10 (~90 min, 2 CPU cores)
     python bench/privacy.py --cases digits          # digits and its defences only (~45 min)
     python bench/privacy.py --cases cifar10 --cifar-per-class 2 --cifar-iterations 60   # a quicker CIFAR run
+    python bench/privacy.py --cases cifar10 --cifar-snn S.pt --cifar-defence S_trapdoor.pt --cifar-inversion-t 8
+                                                    # an SNN and the same recipe with a defence, side by side
 
 Artifacts (synthetic set, converted and encrypted SNN per case, audit folders with the PNG grids)
 are kept under runs/bench/privacy/<case>/ and reused on later runs (--fresh rebuilds them). They
