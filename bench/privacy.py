@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, ROOT, privsnn, read_json,  # noqa: E402
                     relative_paths, set_threads, shared_available, write_results)
 
+from privatesnn.privacy.audit import MAX_ACCURACY_DROP  # noqa: E402
+
 WORK = ROOT / "runs" / "bench" / "privacy"
 KEYS = ("accuracy", "weights_as_ann_accuracy", "weights_as_ann_mode", "weights_as_ann_modes", "inversion_accuracy",
         "snn_inversion_accuracy", "weight_cosine_mean", "timesteps", "relu_inversion_accuracy",
@@ -170,7 +172,7 @@ def tradeoff_digits(build_info: dict, per_class: int, iterations: int, fresh: bo
         conv = r["variants"].get("converted_snn", {})
         tms = r.get("threat_models", {}).get("encrypted_snn") or {}
         if (tms.get("bars_met") and all(tms["bars_met"].values())
-                and r["ann_accuracy"] - e["accuracy"] <= 0.02 + 1e-9):  # keep the grids of a defence that holds
+                and r["ann_accuracy"] - e["accuracy"] <= MAX_ACCURACY_DROP + 1e-9):  # keep the grids of a defence that holds
             for kind in ("snn_inversion", "prior_inversion"):
                 if e.get(f"{kind}_png") and (audit_dir / e[f"{kind}_png"]).exists():
                     shutil.copyfile(audit_dir / e[f"{kind}_png"], RESULTS / f"privacy_digits_defence_{tag}_{kind}.png")
@@ -268,7 +270,7 @@ def markdown(results: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for i, r in enumerate(rows, 1):
             bars = r.get("threat_models", {}) or {}
-            within = r["ann_accuracy"] - r["accuracy"] <= 0.02 + 1e-9
+            within = r["ann_accuracy"] - r["accuracy"] <= MAX_ACCURACY_DROP + 1e-9
             met = ", ".join(k for k, v in (bars.get("bars_met") or {}).items() if v) or "none"
             met += "; accuracy" + (" within 2 points" if within else " not within 2 points")
             failed = bars.get("not_converged") or []

@@ -93,6 +93,8 @@ class TrainSettings:
                    f"(distillation only), got --kd-alpha {self.kd_alpha}"),
                   (0.0 <= self.trapdoor < 1.0, f"--trapdoor must be in [0, 1), got {self.trapdoor}"),
                   (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
+                  (self.trapdoor_key is None or 0 <= self.trapdoor_key < 2 ** 63,
+                   f"--trapdoor-key must be in [0, 2**63), got {self.trapdoor_key}"),
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
                   (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}")]
         for ok, msg in checks:

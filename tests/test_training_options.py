@@ -404,7 +404,8 @@ def test_trapdoor_trains_the_triggers_and_keeps_the_key_out_of_the_artifact(base
         by_chance = float((net(wrong_key, 8).argmax(1) == classes).float().mean())
     assert hits > 0.4 and by_chance < 0.25, (hits, by_chance)
     for bad, msg in ((["--trapdoor", "1"], "--trapdoor must be in [0, 1)"),
-                     (["--trapdoor", "0.3", "--trapdoor-alpha", "0"], "--trapdoor-alpha must be in (0, 1]")):
+                     (["--trapdoor", "0.3", "--trapdoor-alpha", "0"], "--trapdoor-alpha must be in (0, 1]"),
+                     (["--trapdoor", "0.3", "--trapdoor-key", str(2 ** 70)], "--trapdoor-key must be in [0, 2**63)")):
         assert _train(base, tmp_path / "bad.pt", *bad) == 2
         assert msg in capsys.readouterr().err
         assert not (tmp_path / "bad.pt").exists()
