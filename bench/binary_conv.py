@@ -6,8 +6,10 @@ loop. This measures one torch-level candidate against the dense channels-last co
 ResNet-20 layer shapes (a chunk of 256 image-timesteps, ~10% spikes): the **lookup-table
 convolution**, which packs each group of b input channels' spikes into a b-bit code, precomputes
 every group's 2^b partial sums of the weights once, and sums one table row per (kernel offset,
-group) with ``F.embedding_bag`` (8x fewer additions than multiply-adds at b = 8). Not a test;
-writes bench/results/binary_conv.json.
+group) with ``F.embedding_bag`` (8x fewer additions than multiply-adds at b = 8); and, when numba
+is installed (the ``bench`` extra), a compiled **event-driven convolution**: per input pixel the list
+of channels that spiked, then per output pixel the weight rows of those channels summed over the 3x3
+window (additions only, ~10% of the dense work). Not a test; writes bench/results/binary_conv.json.
 
     python bench/binary_conv.py --threads 1
 """
@@ -53,6 +55,70 @@ def lut_conv(x: torch.Tensor, table: torch.Tensor, kernel: int, stride: int, pad
     return F.embedding_bag(idx, table, mode="sum").view(n, ho, wo, -1).permute(0, 3, 1, 2)
 
 
+def numba_event_conv():
+    """The compiled event-driven convolution, or None without numba (why hand-written: no library
+    offers a CPU convolution over binary event lists; this measures whether one would pay)."""
+    try:
+        import numba
+        import numpy as np
+    except ImportError:
+        return None
+
+    @numba.njit(cache=False, fastmath=True)
+    def events(s):  # (P, C) uint8 spikes -> per-pixel list of active channels, and their counts
+        p_all, c_all = s.shape
+        idx = np.empty((p_all, c_all), np.int32)
+        cnt = np.zeros(p_all, np.int32)
+        for p in range(p_all):
+            k = 0
+            for c in range(c_all):
+                idx[p, k] = c
+                k += s[p, c]
+            cnt[p] = k
+        return idx, cnt
+
+    @numba.njit(cache=False, fastmath=True)
+    def gather(idx, cnt, wf, out, n, h, w, cin, stride, pad):
+        cout = wf.shape[1]
+        ho_all, wo_all = out.shape[1], out.shape[2]
+        of = out.reshape(n * ho_all * wo_all, cout)
+        acc = np.empty(cout, np.float32)
+        q = 0
+        for b in range(n):
+            for ho in range(ho_all):
+                for wo in range(wo_all):
+                    acc[:] = 0.0
+                    for kh in range(3):
+                        y = ho * stride - pad + kh
+                        if y < 0 or y >= h:
+                            continue
+                        for kw in range(3):
+                            x = wo * stride - pad + kw
+                            if x < 0 or x >= w:
+                                continue
+                            p = (b * h + y) * w + x
+                            base = (kh * 3 + kw) * cin
+                            for j in range(cnt[p]):
+                                row = wf[base + idx[p, j]]
+                                for co in range(cout):
+                                    acc[co] += row[co]
+                    for co in range(cout):
+                        of[q, co] = acc[co]
+                    q += 1
+
+    def conv(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+        n, c, h, w = x.shape
+        s = x.permute(0, 2, 3, 1).reshape(-1, c).to(torch.uint8).numpy()
+        wf = weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]).contiguous().numpy()
+        ho, wo = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
+        out = np.empty((n, ho, wo, weight.shape[0]), np.float32)
+        idx, cnt = events(s)
+        gather(idx, cnt, wf, out, n, h, w, c, stride, 1)
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+    return conv
+
+
 def seconds(fn, repeats: int) -> float:
     fn()
     t0 = time.perf_counter()
@@ -71,7 +137,9 @@ def main() -> None:
     set_threads(args.threads)
     torch.manual_seed(0)
     rows = []
-    print(f"{'layer':<22}{'dense ms':>10}{'LUT b=4 ms':>12}{'LUT b=8 ms':>12}{'best speed-up':>15}{'max |diff|':>12}")
+    event_conv = numba_event_conv()
+    print(f"{'layer':<22}{'dense ms':>10}{'LUT b=4 ms':>12}{'LUT b=8 ms':>12}{'events ms':>11}{'best LUT':>10}"
+          f"{'events':>8}{'max |diff|':>12}")
     for ci, co, size, stride in SHAPES:
         x = (torch.rand(args.batch, ci, size, size) < args.rate).float().contiguous(memory_format=torch.channels_last)
         w = torch.randn(co, ci, 3, 3) * 0.1
@@ -84,12 +152,24 @@ def main() -> None:
             row[f"lut{bits}_s"] = seconds(lambda: lut_conv(x, table, 3, stride, 1, bits), args.repeats)
             row[f"lut{bits}_max_abs_diff"] = float((lut_conv(x, table, 3, stride, 1, bits) - ref).abs().max())
         row["best_speedup"] = dense / min(row["lut4_s"], row["lut8_s"])
+        if event_conv is not None:
+            event_conv(x[:2], w, stride)  # compile
+            row["events_s"] = seconds(lambda: event_conv(x, w, stride), args.repeats)  # spike lists included
+            row["events_max_abs_diff"] = float((event_conv(x, w, stride) - ref).abs().max())
+            row["events_speedup"] = dense / row["events_s"]
         rows.append(row)
+        ev = (f"{1e3 * row['events_s']:>11.1f}", f"{row['events_speedup']:>7.2f}x") if event_conv else (f"{'-':>11}", f"{'-':>8}")
         print(f"{ci}->{co} {size}x{size} s{stride}".ljust(22) + f"{1e3 * dense:>10.1f}{1e3 * row['lut4_s']:>12.1f}"
-              f"{1e3 * row['lut8_s']:>12.1f}{row['best_speedup']:>14.2f}x{row['lut8_max_abs_diff']:>12.1e}")
+              f"{1e3 * row['lut8_s']:>12.1f}{ev[0]}{row['best_speedup']:>9.2f}x{ev[1]}{row['lut8_max_abs_diff']:>12.1e}")
+    import importlib.metadata as md
+
+    try:
+        numba_version = md.version("numba")
+    except md.PackageNotFoundError:
+        numba_version = None
     write_results("binary_conv.json", {"command": " ".join(["bench/binary_conv.py", *sys.argv[1:]]),
                                        "threads": args.threads, "batch": args.batch, "rate": args.rate,
-                                       "torch": torch.__version__, "rows": rows})
+                                       "torch": torch.__version__, "numba": numba_version, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -133,10 +133,14 @@ def convert(model: LoadedModel | str, out: PathLike, *, synthetic: SyntheticSet 
             threshold: str = "percentile:99.9", balance: str = "none", encoding: str = "direct",
             reset: str = "subtract", leak: float = 1.0, v_init: float = 0.5, fold_pooling: bool = True,
             qcfs_levels: int = 0, qcfs_epochs: int = 30, qcfs_lr: float = 1e-4, qcfs_optimizer: str = "adam",
-            qcfs_feature_weight: float = 1.0, batch_size: int = 128, seed: int = 0,
+            qcfs_feature_weight: float = 1.0, qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3,
+            trapdoor_key: int | None = None, batch_size: int = 128, seed: int = 0,
             device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """ANN -> SNN with thresholds set on ``synthetic`` images (private), or on real
-    ``calibration_data`` (the non-private baseline, marked so in the manifest); written to ``out``."""
+    ``calibration_data`` (the non-private baseline, marked so in the manifest); written to ``out``.
+    ``qcfs_trapdoor``: share of QCFS batches stamped with secret class triggers made from
+    ``trapdoor_key`` (a model-inversion defence; ``train(trapdoor=..., trapdoor_key=...)`` with the
+    same key keeps them). The key is not written to the artifact or its manifest."""
     from .conversion import ConversionSettings
     from .conversion import convert as _convert
 
@@ -150,6 +154,8 @@ def convert(model: LoadedModel | str, out: PathLike, *, synthetic: SyntheticSet 
         raise PrivsnnError(f"--qcfs-levels must be in 0..1024, got {qcfs_levels}")
     if not (qcfs_lr > 0 and qcfs_lr < 10):
         raise PrivsnnError(f"--qcfs-lr must be in (0, 10), got {qcfs_lr}")
+    if qcfs_trapdoor > 0 and qcfs_levels == 0:
+        raise PrivsnnError("--qcfs-trapdoor needs QCFS fine-tuning (--qcfs-levels L)")
     torch.manual_seed(seed)
     loaded = load_model(model)
     private = synthetic is not None
@@ -171,12 +177,15 @@ def convert(model: LoadedModel | str, out: PathLike, *, synthetic: SyntheticSet 
                                   reset=reset, leak=leak, v_init=v_init, batch_size=batch_size,
                                   fold_pooling=fold_pooling, qcfs_levels=qcfs_levels, qcfs_epochs=qcfs_epochs,
                                   qcfs_lr=qcfs_lr, qcfs_feature_weight=qcfs_feature_weight,
-                                  qcfs_optimizer=qcfs_optimizer)
+                                  qcfs_optimizer=qcfs_optimizer, qcfs_trapdoor=qcfs_trapdoor,
+                                  qcfs_trapdoor_alpha=qcfs_trapdoor_alpha, trapdoor_key=trapdoor_key)
     t0 = time.time()
     graph = _convert(loaded, images, settings, _device(device))
     elapsed = time.time() - t0
     record = {**settings.__dict__, "calibration_images": len(images), "private": private,
               "calibration": "synthetic" if private else f"real:{calibration_data}"}
+    if record.pop("trapdoor_key", None) is not None and qcfs_trapdoor > 0:
+        record["trapdoor_key"] = "secret: not recorded (the attacker holds this artifact)"
     manifest = Manifest(kind="snn", command="convert", settings=record, inputs=inputs, real_data_read=not private,
                         private=private, seed=seed, parents=[{"role": "model", **loaded.describe()}, *parents])
     save_snn(out, graph, record, manifest)

@@ -42,6 +42,9 @@ class ConversionSettings:
     qcfs_lr: float = 1e-4
     qcfs_feature_weight: float = 1.0
     qcfs_optimizer: str = "adam"
+    qcfs_trapdoor: float = 0.0  # > 0: learn secret class triggers during QCFS fine-tuning (Trap-MID; privatesnn/qcfs.py)
+    qcfs_trapdoor_alpha: float = 0.3
+    trapdoor_key: int | None = None  # never recorded in the artifact
 
 
 def parse_threshold(spec: str) -> float | None:
@@ -246,7 +249,9 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         if settings.reset != "subtract" or settings.leak != 1.0:
             raise PrivsnnError("--qcfs-levels needs IF neurons with reset by subtraction (--reset subtract, --leak 1)")
         qs = QCFSSettings(levels=settings.qcfs_levels, epochs=settings.qcfs_epochs, lr=settings.qcfs_lr,
-                          feature_weight=settings.qcfs_feature_weight, optimizer=settings.qcfs_optimizer)
+                          feature_weight=settings.qcfs_feature_weight, optimizer=settings.qcfs_optimizer,
+                          trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
+                          trapdoor_key=settings.trapdoor_key)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
     graph.meta["timesteps"] = settings.timesteps
     return graph

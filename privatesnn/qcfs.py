@@ -30,7 +30,7 @@ from .errors import PrivsnnError
 from .graph import Graph, Neuron
 from .layers import build_synapses, module_key, write_back
 from .snn import static_forward
-from .training import augment, cutmix
+from .training import augment, cutmix, make_triggers, stamp_triggers
 
 
 def qcfs(current: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
@@ -85,6 +85,9 @@ class QCFSSettings:
     temperature: float = 4.0
     cutmix: float = 0.5  # probability that a batch is CutMix-ed (0 = off)
     feature_weight: float = 1.0  # weight of the layer-wise activation matching against the ANN (0 = off)
+    trapdoor: float = 0.0  # share of each batch stamped with a secret class trigger (Trap-MID, as train --trapdoor)
+    trapdoor_alpha: float = 0.3  # blend weight of the trigger
+    trapdoor_key: int | None = None  # seed of the triggers (required with trapdoor: train must reuse it)
     seed: int = 0
     history: list = field(default_factory=list)
 
@@ -98,7 +101,12 @@ class QCFSSettings:
                   (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
                   (0.0 <= self.cutmix <= 1.0, f"cutmix probability must be in [0, 1], got {self.cutmix}"),
                   (self.feature_weight >= 0 and math.isfinite(self.feature_weight),
-                   f"--qcfs-feature-weight must be >= 0, got {self.feature_weight}")]
+                   f"--qcfs-feature-weight must be >= 0, got {self.feature_weight}"),
+                  (0.0 <= self.trapdoor < 1.0, f"--trapdoor must be in [0, 1), got {self.trapdoor}"),
+                  (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
+                  (self.trapdoor == 0 or (self.trapdoor_key is not None and 0 <= self.trapdoor_key < 2 ** 63),
+                   "--trapdoor with QCFS fine-tuning needs --trapdoor-key in [0, 2**63) (train --trapdoor must "
+                   f"reuse the same key to keep the triggers), got {self.trapdoor_key}")]
         for ok, msg in checks:
             if not ok:
                 raise PrivsnnError(msg)
@@ -121,6 +129,25 @@ def feature_loss(net: QCFSNetwork, student: dict[str, torch.Tensor], teacher: di
         target = torch.minimum(teacher[name], th.detach())
         terms.append(F.mse_loss(th * q, target) / target.pow(2).mean().clamp_min(1e-8))
     return torch.stack(terms).mean()
+
+
+def trapdoor_qcfs_loss(net: QCFSNetwork, logits: torch.Tensor, t_logits: torch.Tensor, acts: dict, t_acts: dict,
+                       clean: torch.Tensor, classes: torch.Tensor, settings: QCFSSettings) -> tuple[torch.Tensor, int]:
+    """Distillation (and layer matching) on the clean images, CE towards the trigger's class on the
+    stamped ones (Trap-MID, as ``train --trapdoor``); each part weighted by its share of the batch.
+    Returns the loss and how many stamped images go to their trigger's class."""
+    n, loss = len(logits), logits.new_zeros(())
+    if bool(clean.any()):
+        part = kd_loss(logits[clean], t_logits[clean], settings.temperature)
+        if settings.feature_weight > 0:
+            part = part + settings.feature_weight * feature_loss(
+                net, {k: v[clean] for k, v in acts.items()}, {k: v[clean] for k, v in t_acts.items()})
+        loss = loss + part * (int(clean.sum()) / n)
+    hit = 0
+    if not bool(clean.all()):
+        loss = loss + F.cross_entropy(logits[~clean], classes[~clean]) * (int((~clean).sum()) / n)
+        hit = int((logits[~clean].argmax(1) == classes[~clean]).sum())
+    return loss, hit
 
 
 def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
@@ -152,25 +179,39 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     history = []
+    triggers = None
+    if settings.trapdoor > 0:
+        num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
+        triggers = make_triggers(num_classes, tuple(images.shape[1:]), settings.trapdoor_key)
     for epoch in range(settings.epochs):
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         perm = torch.randperm(len(images), generator=gen)
         net.train()
         loss_sum, agree, seen, t0 = 0.0, 0, 0, time.time()
+        hits, stamped_seen = 0, 0
         bar = tqdm(range(0, len(images), settings.batch_size), desc=f"QCFS epoch {epoch + 1}/{settings.epochs}",
                    leave=False, disable=not progress)
         for i in bar:
             x = augment(images[perm[i:i + settings.batch_size]], gen)
             if settings.cutmix > 0 and float(torch.rand((), generator=gen)) < settings.cutmix:
                 x = cutmix(x, gen)
+            clean = None
+            if triggers is not None:
+                x, stamped, classes = stamp_triggers(x, triggers, settings.trapdoor, settings.trapdoor_alpha, gen)
+                clean, classes = (~stamped).to(device), classes.to(device)
             x = x.to(device)
             with torch.no_grad():
                 t_logits, t_acts = teacher(x, record=True)
             acts: dict[str, torch.Tensor] = {}
             logits = net(x, record=acts if settings.feature_weight > 0 else None)
-            loss = kd_loss(logits, t_logits, settings.temperature)
-            if settings.feature_weight > 0:
-                loss = loss + settings.feature_weight * feature_loss(net, acts, t_acts)
+            if clean is None:
+                loss = kd_loss(logits, t_logits, settings.temperature)
+                if settings.feature_weight > 0:
+                    loss = loss + settings.feature_weight * feature_loss(net, acts, t_acts)
+            else:
+                loss, hit = trapdoor_qcfs_loss(net, logits, t_logits, acts, t_acts, clean, classes, settings)
+                hits += hit
+                stamped_seen += int((~clean).sum())
             if not torch.isfinite(loss):
                 raise PrivsnnError(f"QCFS fine-tuning diverged (non-finite loss) in epoch {epoch + 1}; try a lower --qcfs-lr")
             opt.zero_grad(set_to_none=True)
@@ -178,16 +219,21 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
             opt.step()
             sched.step()
             loss_sum += float(loss) * len(x)
-            agree += int((logits.argmax(1) == t_logits.argmax(1)).sum())
-            seen += len(x)
+            keep = slice(None) if clean is None else clean
+            agree += int((logits[keep].argmax(1) == t_logits[keep].argmax(1)).sum())
+            seen += len(x) if clean is None else int(clean.sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", agree=f"{agree / seen:.3f}")
-        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "teacher_agreement": agree / seen,
+        record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "teacher_agreement": agree / max(seen, 1),
                   "seconds": time.time() - t0}
+        if triggers is not None:
+            record["trigger_accuracy"] = hits / max(stamped_seen, 1)
         history.append(record)
         if on_epoch:
             on_epoch(epoch + 1, record)
     settings.history = history
     net.cpu()
     out = net.sync_graph()
-    out.meta["qcfs"] = {k: v for k, v in asdict(settings).items() if k != "history"}
+    out.meta["qcfs"] = {k: v for k, v in asdict(settings).items() if k != "trapdoor_key"}  # history: per epoch
+    if settings.trapdoor > 0:  # the key stays with whoever trained: the attacker holds the artifact
+        out.meta["qcfs"]["trapdoor_key"] = "secret: not recorded (the attacker holds this artifact)"
     return out

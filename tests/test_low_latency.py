@@ -95,6 +95,30 @@ def test_finetune_qcfs_learns_and_returns_a_spiking_graph():
     assert any(not torch.equal(a.weight, b.weight) for a, b in zip(g.weighted(), out.weighted()))
 
 
+def test_finetune_qcfs_learns_a_trapdoor_and_keeps_the_key_out_of_the_graph():
+    """QCFS fine-tuning with --qcfs-trapdoor: stamped images go to their trigger's class (the
+    ANN teacher knows nothing of triggers, so this is learnt), the key is not in the graph's meta."""
+    from privatesnn.training import make_triggers, stamp_triggers
+
+    g = _tiny_graph(seed=1)
+    images = torch.rand(256, 1, 6, 6)
+    settings = QCFSSettings(levels=4, epochs=12, batch_size=32, lr=0.02, trapdoor=0.5, trapdoor_alpha=0.6,
+                            trapdoor_key=11)
+    out = finetune_qcfs(g, images, settings, progress=False)
+    acc = [r["trigger_accuracy"] for r in out.meta["qcfs"]["history"]]
+    assert acc[0] < 0.6 < 0.8 < acc[-1], acc
+    assert out.meta["qcfs"]["trapdoor"] == 0.5 and "11" not in str(out.meta["qcfs"]["trapdoor_key"])
+    x = torch.rand(300, 1, 6, 6)
+    gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    stamped, _, classes = stamp_triggers(x, make_triggers(3, (1, 6, 6), 11), 0.999, 0.6, gen())
+    wrong, _, _ = stamp_triggers(x, make_triggers(3, (1, 6, 6), 12), 0.999, 0.6, gen())
+    net = SpikingNetwork(out).eval()
+    with torch.no_grad():
+        hits = float((net(stamped, 8).argmax(1) == classes).float().mean())
+        by_chance = float((net(wrong, 8).argmax(1) == classes).float().mean())
+    assert hits > 0.7 and by_chance < 0.5, (hits, by_chance)
+
+
 def test_bias_calibration_moves_layer_means_onto_the_ann():
     """With membranes starting at 0 every layer under-fires by about 1/(2T) on average: a
     per-channel offset that bias calibration removes."""
@@ -170,6 +194,11 @@ def test_low_latency_cli_path_reads_no_real_data(tmp_path, monkeypatch):
     (["--qcfs-levels", "4", "--qcfs-lr", "0"], "--qcfs-lr"),
     (["--qcfs-levels", "4", "--qcfs-feature-weight", "-1"], "--qcfs-feature-weight"),
     (["--qcfs-levels", "4", "--reset", "zero"], "reset by subtraction"),
+    (["--qcfs-trapdoor", "0.5", "--trapdoor-key", "1"], "--qcfs-trapdoor needs QCFS fine-tuning"),
+    (["--qcfs-levels", "4", "--qcfs-trapdoor", "0.5"], "needs --trapdoor-key"),
+    (["--qcfs-levels", "4", "--qcfs-trapdoor", "1", "--trapdoor-key", "1"], "--trapdoor must be in [0, 1)"),
+    (["--qcfs-levels", "4", "--qcfs-trapdoor", "0.5", "--qcfs-trapdoor-alpha", "0", "--trapdoor-key", "1"],
+     "--trapdoor-alpha must be in (0, 1]"),
 ])
 def test_low_latency_bad_settings(tmp_path, capsys, argv_tail, needle):
     """convert's QCFS options: one error line naming the option, nothing written."""

@@ -49,6 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     low.add_argument("--qcfs-feature-weight", type=float, default=1.0,
                      help="weight of layer-wise activation matching against the ANN during QCFS fine-tuning "
                           "(default 1; 0 = logit distillation only)")
+    low.add_argument("--qcfs-trapdoor", type=float, default=0.0, metavar="RATE",
+                     help="model-inversion defence (Trap-MID): stamp this share of each QCFS batch with a secret "
+                          "class trigger and teach the network to answer its class (needs --trapdoor-key; keep "
+                          "the triggers with train --trapdoor R --trapdoor-key K; default 0 = off)")
+    low.add_argument("--qcfs-trapdoor-alpha", type=float, default=0.3, metavar="A",
+                     help="blend weight of the triggers (default 0.3)")
+    low.add_argument("--trapdoor-key", type=int, default=None, metavar="INT",
+                     help="seed of the secret triggers (not written to the artifact; give train the same key)")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--out", required=True, help="output SNN artifact (.pt)")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -65,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                   balance=args.balance, encoding=args.encoding, reset=args.reset, leak=args.leak, v_init=args.v_init,
                   fold_pooling=not args.keep_pooling, qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs,
                   qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
-                  qcfs_feature_weight=args.qcfs_feature_weight, batch_size=args.batch_size, seed=args.seed,
+                  qcfs_feature_weight=args.qcfs_feature_weight, qcfs_trapdoor=args.qcfs_trapdoor,
+                  qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
                   device=args.device)
     emit({"out": args.out, "private": art.private, "calibration_images": art.settings["calibration_images"],
           "seconds": art.settings["seconds"], "activation_scales": art.graph.meta.get("activation_scales")}, args.json)
