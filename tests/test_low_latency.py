@@ -189,6 +189,23 @@ def test_low_latency_cli_path_reads_no_real_data(tmp_path, monkeypatch):
     assert res["agreement"]["16"] >= 0.5
 
 
+def test_convert_qcfs_trapdoor_keeps_the_key_out_of_the_artifact_and_manifest(tmp_path):
+    from privatesnn.artifact import load_snn
+
+    assert main(["synthesize", "--model", "digits", "--num", "64", "--batch-size", "64", "--iterations", "5",
+                 "--out", str(tmp_path / "s.npz")]) == 0
+    out = tmp_path / "snn.pt"
+    assert main(["convert", "--model", "digits", "--synthetic", str(tmp_path / "s.npz"), "--qcfs-levels", "4",
+                 "--qcfs-epochs", "2", "--qcfs-trapdoor", "0.5", "--trapdoor-key", "9876543", "--out", str(out)]) == 0
+    m = read_manifest(out)
+    assert m.settings["qcfs_trapdoor"] == 0.5 and m.real_data_read is False
+    art = load_snn(out)
+    assert len(art.graph.meta["qcfs"]["history"]) == 2 and "trigger_accuracy" in art.graph.meta["qcfs"]["history"][0]
+    for text in (json.dumps(m.settings), json.dumps(art.settings, default=str), json.dumps(art.graph.meta, default=str),
+                 out.with_name(out.name + ".manifest.json").read_text()):
+        assert "9876543" not in text
+
+
 @pytest.mark.parametrize("argv_tail, needle", [
     (["--qcfs-levels", "-1"], "--qcfs-levels"),
     (["--qcfs-levels", "4", "--qcfs-lr", "0"], "--qcfs-lr"),
