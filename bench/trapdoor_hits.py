@@ -10,7 +10,6 @@ the audit (`privsnn attack`) never sees it. Not a test; prints one line and writ
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,10 +17,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import CIFAR_TEST, set_threads  # noqa: E402
+from common import CIFAR_TEST, relative_paths, set_threads  # noqa: E402
 
 from privatesnn.artifact import load_snn  # noqa: E402
 from privatesnn.data import load_data  # noqa: E402
+from privatesnn.io_utils import write_json  # noqa: E402
 from privatesnn.snn import SpikingNetwork  # noqa: E402
 from privatesnn.training import make_triggers, stamp_triggers  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> None:
     print(f"{res['snn']} ({res['mode']}, {len(x)} images): clean {100 * res['clean_accuracy']:.1f}%, trigger hits "
           f"{100 * res['trigger_hits']:.1f}% (wrong key {100 * res['wrong_key_hits']:.1f}%, chance {100 / k:.0f}%)")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_json(args.json, relative_paths(res))  # temp file, then rename
 
 
 if __name__ == "__main__":

@@ -185,7 +185,9 @@ def convert(model: LoadedModel | str, out: PathLike, *, synthetic: SyntheticSet 
     record = {**settings.__dict__, "calibration_images": len(images), "private": private,
               "calibration": "synthetic" if private else f"real:{calibration_data}"}
     if record.pop("trapdoor_key", None) is not None and qcfs_trapdoor > 0:
-        record["trapdoor_key"] = "secret: not recorded (the attacker holds this artifact)"
+        from .training import SECRET_NOT_RECORDED
+
+        record["trapdoor_key"] = SECRET_NOT_RECORDED
     manifest = Manifest(kind="snn", command="convert", settings=record, inputs=inputs, real_data_read=not private,
                         private=private, seed=seed, parents=[{"role": "model", **loaded.describe()}, *parents])
     save_snn(out, graph, record, manifest)
@@ -247,7 +249,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
     epoch to ``<out>.ckpt.pt``; ``resume=True`` continues from it. Under torchrun, rank 0 writes."""
     from . import distributed
     from .io_utils import remove_stale_temps
-    from .training import TrainSettings, train_snn
+    from .training import SECRET_NOT_RECORDED, TrainSettings, train_snn
 
     ctx, dev = distributed.setup(_device(device))
     artifact, snn_path = _snn(snn), _snn_path(snn)
@@ -288,7 +290,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
     graph.meta["timesteps"] = settings.timesteps
     record = dict(settings.__dict__)
     if record.pop("trapdoor_key", None) is not None and settings.trapdoor > 0:
-        record["trapdoor_key"] = "secret: not recorded (the attacker holds this artifact)"
+        record["trapdoor_key"] = SECRET_NOT_RECORDED
     record["timesteps"] = settings.timesteps
     record["processes"] = ctx.world_size
     record["synthetic_images"] = int(labels.shape[0])

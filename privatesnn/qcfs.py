@@ -30,7 +30,7 @@ from .errors import PrivsnnError
 from .graph import Graph, Neuron
 from .layers import build_synapses, module_key, write_back
 from .snn import static_forward
-from .training import augment, cutmix, make_triggers, stamp_triggers
+from .training import SECRET_NOT_RECORDED, augment, cutmix, make_triggers, mix_trapdoor_loss, stamp_triggers
 
 
 def qcfs(current: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
@@ -134,20 +134,17 @@ def feature_loss(net: QCFSNetwork, student: dict[str, torch.Tensor], teacher: di
 def trapdoor_qcfs_loss(net: QCFSNetwork, logits: torch.Tensor, t_logits: torch.Tensor, acts: dict, t_acts: dict,
                        clean: torch.Tensor, classes: torch.Tensor, settings: QCFSSettings) -> tuple[torch.Tensor, int]:
     """Distillation (and layer matching) on the clean images, CE towards the trigger's class on the
-    stamped ones (Trap-MID, as ``train --trapdoor``); each part weighted by its share of the batch.
-    Returns the loss and how many stamped images go to their trigger's class."""
-    n, loss = len(logits), logits.new_zeros(())
-    if bool(clean.any()):
-        part = kd_loss(logits[clean], t_logits[clean], settings.temperature)
+    stamped ones (Trap-MID, as ``train --trapdoor``). Returns the loss and how many stamped images
+    go to their trigger's class."""
+    def clean_loss(m: torch.Tensor) -> torch.Tensor:
+        part = kd_loss(logits[m], t_logits[m], settings.temperature)
         if settings.feature_weight > 0:
             part = part + settings.feature_weight * feature_loss(
-                net, {k: v[clean] for k, v in acts.items()}, {k: v[clean] for k, v in t_acts.items()})
-        loss = loss + part * (int(clean.sum()) / n)
-    hit = 0
-    if not bool(clean.all()):
-        loss = loss + F.cross_entropy(logits[~clean], classes[~clean]) * (int((~clean).sum()) / n)
-        hit = int((logits[~clean].argmax(1) == classes[~clean]).sum())
-    return loss, hit
+                net, {k: v[m] for k, v in acts.items()}, {k: v[m] for k, v in t_acts.items()})
+        return part
+
+    hit = int((logits[~clean].argmax(1) == classes[~clean]).sum())
+    return mix_trapdoor_loss(logits, classes, clean, clean_loss), hit
 
 
 def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
@@ -187,7 +184,7 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         perm = torch.randperm(len(images), generator=gen)
         net.train()
-        loss_sum, agree, seen, t0 = 0.0, 0, 0, time.time()
+        loss_sum, total, agree, seen, t0 = 0.0, 0, 0, 0, time.time()  # seen: clean images (agreement)
         hits, stamped_seen = 0, 0
         bar = tqdm(range(0, len(images), settings.batch_size), desc=f"QCFS epoch {epoch + 1}/{settings.epochs}",
                    leave=False, disable=not progress)
@@ -219,11 +216,12 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
             opt.step()
             sched.step()
             loss_sum += float(loss) * len(x)
+            total += len(x)
             keep = slice(None) if clean is None else clean
             agree += int((logits[keep].argmax(1) == t_logits[keep].argmax(1)).sum())
             seen += len(x) if clean is None else int(clean.sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", agree=f"{agree / seen:.3f}")
-        record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "teacher_agreement": agree / max(seen, 1),
+            bar.set_postfix(loss=f"{loss_sum / total:.3f}", agree=f"{agree / max(seen, 1):.3f}")
+        record = {"epoch": epoch + 1, "loss": loss_sum / total, "teacher_agreement": agree / max(seen, 1),
                   "seconds": time.time() - t0}
         if triggers is not None:
             record["trigger_accuracy"] = hits / max(stamped_seen, 1)
@@ -235,5 +233,5 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
     out = net.sync_graph()
     out.meta["qcfs"] = {k: v for k, v in asdict(settings).items() if k != "trapdoor_key"}  # history: per epoch
     if settings.trapdoor > 0:  # the key stays with whoever trained: the attacker holds the artifact
-        out.meta["qcfs"]["trapdoor_key"] = "secret: not recorded (the attacker holds this artifact)"
+        out.meta["qcfs"]["trapdoor_key"] = SECRET_NOT_RECORDED
     return out

@@ -185,18 +185,29 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
     return (1 - alpha) * ce + alpha * temperature ** 2 * kl
 
 
-def trapdoor_loss(logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
-                  settings: TrainSettings) -> torch.Tensor:
-    """The batch mean of the usual distillation loss on clean images and CE towards the trigger's
-    class on stamped ones (the teacher never saw a trigger, so it cannot label them)."""
+# What the artifact and manifest say in place of a trapdoor key (whoever holds the artifact is the attacker).
+SECRET_NOT_RECORDED = "secret: not recorded (the attacker holds this artifact)"
+
+
+def mix_trapdoor_loss(logits: torch.Tensor, classes: torch.Tensor, clean: torch.Tensor,
+                      clean_loss: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The batch mean of ``clean_loss(clean)`` (the usual loss, on the clean images) and CE towards
+    the trigger's class (``classes``) on the stamped ones, each weighted by its share of the batch
+    (the teacher never saw a trigger, so it cannot label them)."""
     n = logits.shape[0]
     loss = logits.new_zeros(())
     if bool(clean.any()):
-        loss = loss + distillation_loss(logits[clean], t_logits[clean], y[clean], settings.kd_alpha,
-                                        settings.kd_temperature, settings.label_smoothing) * (int(clean.sum()) / n)
+        loss = loss + clean_loss(clean) * (int(clean.sum()) / n)
     if not bool(clean.all()):
-        loss = loss + F.cross_entropy(logits[~clean], y[~clean]) * (int((~clean).sum()) / n)
+        loss = loss + F.cross_entropy(logits[~clean], classes[~clean]) * (int((~clean).sum()) / n)
     return loss
+
+
+def trapdoor_loss(logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+                  settings: TrainSettings) -> torch.Tensor:
+    """Distillation on clean images, CE towards the trigger's class (``y``) on stamped ones."""
+    return mix_trapdoor_loss(logits, y, clean, lambda m: distillation_loss(
+        logits[m], t_logits[m], y[m], settings.kd_alpha, settings.kd_temperature, settings.label_smoothing))
 
 
 def rate_distillation_loss(net: SpikingNetwork, spikes: dict[str, torch.Tensor],
