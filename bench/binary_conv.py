@@ -9,7 +9,10 @@ every group's 2^b partial sums of the weights once, and sums one table row per (
 group) with ``F.embedding_bag`` (8x fewer additions than multiply-adds at b = 8); and, when numba
 is installed (the ``bench`` extra), a compiled **event-driven convolution**: per input pixel the list
 of channels that spiked, then per output pixel the weight rows of those channels summed over the 3x3
-window (additions only, ~10% of the dense work). Not a test; writes bench/results/binary_conv.json.
+window (additions only, ~10% of the dense work). Also the **int8 convolution** the chip model uses
+(``hw_targets/int8_conv.py``: oneDNN's quantised convolution, uint8 spikes x int8 weights, exact
+integer sums) on 8-bit weights, where this CPU and torch build make it exact.
+Not a test; writes bench/results/binary_conv.json.
 
     python bench/binary_conv.py --threads 1
 """
@@ -138,6 +141,10 @@ def main() -> None:
     torch.manual_seed(0)
     rows = []
     event_conv = numba_event_conv()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from privatesnn.hw_targets.int8_conv import Int8Conv, int8_conv_exact
+
+    int8 = int8_conv_exact()
     print(f"{'layer':<22}{'dense ms':>10}{'LUT b=4 ms':>12}{'LUT b=8 ms':>12}{'events ms':>11}{'best LUT':>10}"
           f"{'events':>8}{'max |diff|':>12}")
     for ci, co, size, stride in SHAPES:
@@ -157,10 +164,21 @@ def main() -> None:
             row["events_s"] = seconds(lambda: event_conv(x, w, stride), args.repeats)  # spike lists included
             row["events_max_abs_diff"] = float((event_conv(x, w, stride) - ref).abs().max())
             row["events_speedup"] = dense / row["events_s"]
+        if int8:  # 8-bit mantissas times a power of two: the chip model's weights
+            mant = torch.randint(-128, 128, (co, ci, 3, 3))
+            wq = (mant.float() / 64).contiguous(memory_format=torch.channels_last)
+            conv8 = Int8Conv(mant, 1 / 64, (stride, stride), (1, 1))
+            x8 = x.to(torch.uint8)
+            row["dense_8bit_weights_s"] = seconds(lambda: F.conv2d(x, wq, None, stride, 1), args.repeats)
+            row["int8_s"] = seconds(lambda: conv8(x8), args.repeats)
+            row["int8_exact"] = bool(torch.equal(conv8(x8), F.conv2d(x, wq, None, stride, 1)))
+            row["int8_speedup"] = row["dense_8bit_weights_s"] / row["int8_s"]
         rows.append(row)
         ev = (f"{1e3 * row['events_s']:>11.1f}", f"{row['events_speedup']:>7.2f}x") if event_conv else (f"{'-':>11}", f"{'-':>8}")
         print(f"{ci}->{co} {size}x{size} s{stride}".ljust(22) + f"{1e3 * dense:>10.1f}{1e3 * row['lut4_s']:>12.1f}"
-              f"{1e3 * row['lut8_s']:>12.1f}{ev[0]}{row['best_speedup']:>9.2f}x{ev[1]}{row['lut8_max_abs_diff']:>12.1e}")
+              f"{1e3 * row['lut8_s']:>12.1f}{ev[0]}{row['best_speedup']:>9.2f}x{ev[1]}{row['lut8_max_abs_diff']:>12.1e}"
+              + (f"   int8 {1e3 * row['int8_s']:.1f} ms ({row['int8_speedup']:.2f}x, exact {row['int8_exact']})"
+                 if int8 else ""))
     import importlib.metadata as md
 
     try:
@@ -169,7 +187,8 @@ def main() -> None:
         numba_version = None
     write_results("binary_conv.json", {"command": " ".join(["bench/binary_conv.py", *sys.argv[1:]]),
                                        "threads": args.threads, "batch": args.batch, "rate": args.rate,
-                                       "torch": torch.__version__, "numba": numba_version, "rows": rows})
+                                       "torch": torch.__version__, "numba": numba_version, "int8_exact_on_this_cpu": int8,
+                                       "rows": rows})
 
 
 if __name__ == "__main__":

@@ -8,8 +8,12 @@ the tools timed one after the other (best of --repeats):
   * SpikingJelly 0.0.0.0.14 (the optional `bench` extra, Python 3.10: `pip install -e .[bench]`):
     its `ann2snn.Converter` (mode "99.9%") on the same checkpoint, run step by step as its
     documentation does, at the same batch sizes;
-  * the integer chip model (`simulate --engine reference`) vs Lava's fixed_pt processes, seconds
-    per image (Lava on --lava-images images; skipped without the lava extra).
+  * the integer chip model (`simulate --engine reference`: the deployed network, 8-bit weights,
+    bit-exact with Lava's fixed_pt processes) at the same batch sizes, image-timesteps/s, with its
+    convolutions on the CPU's int8 units (where exact, see hw_targets/int8_conv.py) and, for
+    reference, in float32;
+  * the chip model vs Lava's fixed_pt processes, seconds per image (Lava on --lava-images images;
+    skipped without the lava extra).
 "default batch" is 100 for both (privsnn evaluate's default; the batch SpikingJelly's examples
 evaluate with); "best batch" is each tool's fastest batch of the sweep. Ratios come from this run.
 
@@ -108,16 +112,14 @@ def time_spikingjelly(snn, x, T: int, batch: int, repeats: int) -> float:
     return _best_of(run, repeats)
 
 
-def chip_vs_lava(graph, x, T: int, lava_images: int) -> dict:
+def chip_vs_lava(fixed, x, lava_images: int) -> dict:
     """Seconds per image of the integer chip model (batch 100) and of Lava fixed_pt, and whether
     their integer outputs agree on the images Lava ran."""
     import numpy as np
 
-    from privatesnn.hw_targets.loihi import build_plan, quantize_plan
     from privatesnn.lava_extra import lava_available
     from privatesnn.simulation import run_chip_model
 
-    fixed = quantize_plan(build_plan(graph, T))
     chip = run_chip_model(fixed, x, 100, progress=False)
     out = {"images": len(x), "chip_model_seconds_per_image": chip.seconds / len(x)}
     if lava_available() and lava_images > 0:
@@ -178,32 +180,58 @@ def main() -> None:
         calib_path = SHARED / "cifar10" / "train4000_x.npy"
         calib = torch.from_numpy(np.load(calib_path)[:512]).permute(0, 3, 1, 2).float() / 255
         sj = spikingjelly_resnet20(RESNET20, calib, t(mean).view(1, 3, 1, 1), t(std).view(1, 3, 1, 1))
+    from privatesnn.hw_targets.int8_conv import int8_conv_exact
+    from privatesnn.hw_targets.loihi import build_plan, quantize_plan
+    from privatesnn.simulation import run_chip_model
+
+    fixed = quantize_plan(build_plan(graph, T))
+    int8 = int8_conv_exact()
     for b in batches:
         s = _best_of(lambda: [net.logits_over_time(x[i:i + b], [T]) for i in range(0, n, b)], args.repeats)
         row = {"batch": b, "privsnn_image_timesteps_per_s": n * T / s}
+        for key, use_int8 in (("chip_int8", True), ("chip_float32", False)):
+            if use_int8 and not int8:
+                continue
+            s = _best_of(lambda: run_chip_model(fixed, x, b, progress=False, int8=use_int8), args.repeats)
+            row[f"{key}_image_timesteps_per_s"] = n * T / s
         if sj is not None:
             row["spikingjelly_image_timesteps_per_s"] = n * T / time_spikingjelly(sj, x, T, b, args.repeats)
             row["ratio"] = row["privsnn_image_timesteps_per_s"] / row["spikingjelly_image_timesteps_per_s"]
+            if int8:
+                row["chip_int8_ratio"] = row["chip_int8_image_timesteps_per_s"] / row["spikingjelly_image_timesteps_per_s"]
         rows.append(row)
         print(f"batch {b:>4}: privsnn {row['privsnn_image_timesteps_per_s']:7.0f}"
+              + (f"  chip model int8 {row['chip_int8_image_timesteps_per_s']:7.0f}" if int8 else "")
+              + f"  chip model float32 {row['chip_float32_image_timesteps_per_s']:7.0f}"
               + (f"  SpikingJelly {row['spikingjelly_image_timesteps_per_s']:7.0f}  ratio {row['ratio']:.2f}x"
+                 + (f" (chip int8 {row['chip_int8_ratio']:.2f}x)" if int8 else "")
                  if sj is not None else "") + "  image-timesteps/s", flush=True)
     best_p = max(rows, key=lambda r: r["privsnn_image_timesteps_per_s"])
     default = next(r for r in rows if r["batch"] == args.default_batch)
     summary = {"default_batch": args.default_batch,
                "privsnn_default": default["privsnn_image_timesteps_per_s"],
-               "privsnn_best": best_p["privsnn_image_timesteps_per_s"], "privsnn_best_batch": best_p["batch"]}
+               "privsnn_best": best_p["privsnn_image_timesteps_per_s"], "privsnn_best_batch": best_p["batch"],
+               "chip_int8_exact_on_this_cpu": int8}
+    chip_key = "chip_int8_image_timesteps_per_s" if int8 else "chip_float32_image_timesteps_per_s"
+    best_c = max(rows, key=lambda r: r[chip_key])
+    summary.update(chip_engine="int8" if int8 else "float32", chip_default=default[chip_key],
+                   chip_best=best_c[chip_key], chip_best_batch=best_c["batch"])
     if sj is not None:
         best_s = max(rows, key=lambda r: r["spikingjelly_image_timesteps_per_s"])
         summary.update(spikingjelly_default=default["spikingjelly_image_timesteps_per_s"],
                        spikingjelly_best=best_s["spikingjelly_image_timesteps_per_s"],
                        spikingjelly_best_batch=best_s["batch"],
                        ratio_at_default_batch=default["ratio"],
-                       ratio_best_vs_best=summary["privsnn_best"] / best_s["spikingjelly_image_timesteps_per_s"])
+                       ratio_best_vs_best=summary["privsnn_best"] / best_s["spikingjelly_image_timesteps_per_s"],
+                       chip_ratio_at_default_batch=default[chip_key] / default["spikingjelly_image_timesteps_per_s"],
+                       chip_ratio_best_vs_best=best_c[chip_key] / best_s["spikingjelly_image_timesteps_per_s"])
         print(f"privsnn / SpikingJelly: {summary['ratio_at_default_batch']:.2f}x at the default batch "
               f"({args.default_batch}), {summary['ratio_best_vs_best']:.2f}x best vs best "
               f"(batches {best_p['batch']} / {best_s['batch']})", flush=True)
-    chip = chip_vs_lava(graph, x[:100], T, args.lava_images)
+        print(f"chip model ({summary['chip_engine']}) / SpikingJelly: {summary['chip_ratio_at_default_batch']:.2f}x at "
+              f"the default batch, {summary['chip_ratio_best_vs_best']:.2f}x best vs best (batches "
+              f"{best_c['batch']} / {best_s['batch']})", flush=True)
+    chip = chip_vs_lava(fixed, x[:100], args.lava_images)
     print(f"chip model: {chip['chip_model_seconds_per_image'] * 1000:.0f} ms/image"
           + (f"; Lava fixed_pt {chip['lava_seconds_per_image']:.2f} s/image ({chip['speedup']:.0f}x), "
              f"bit-exact {chip['bit_exact']}" if "speedup" in chip else f"; Lava {chip.get('lava')}"), flush=True)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .fixed_point import DECAY_MAX, UV_MAX, FixedPlan, QTerm
+from .int8_conv import Int8Conv, int8_conv_exact
 
 F32_EXACT = 1 << 24  # integers below this add exactly in float32
 
@@ -122,9 +123,10 @@ class _FastTerm:
     groups: int
     bound: int  # max over output neurons of sum |integer weight| (a bound on |a_out| for 0/1 spikes)
     clamp: bool  # Lava Conv's 24-bit signed clamp can change the value
+    int8: Int8Conv | None = None  # the same convolution on the CPU's int8 units (exact; see int8_conv)
 
 
-def _fast_term(q: QTerm) -> _FastTerm:
+def _fast_term(q: QTerm, int8: bool = False) -> _FastTerm:
     t = q.term
     w = torch.from_numpy(q.int_weight if t.kind == "conv" else (2 * q.mant.astype(np.int64)) << q.exp)
     bound = int(w.abs().flatten(1).sum(1).max()) if w.numel() else 0
@@ -136,13 +138,19 @@ def _fast_term(q: QTerm) -> _FastTerm:
         if diagonal:
             return _FastTerm(t.src, "diag", torch.diagonal(w[:, :, 0, 0]).to(dtype), (1, 1), (0, 0), 1, bound,
                              bound >= (1 << 23))
+        # |a_out| <= bound < 2^24 (float32 chosen): the int8 units' result is exact
+        fast = Int8Conv(torch.from_numpy(q.mant), 2.0 ** (q.exp + 1), t.stride, t.padding, t.groups) \
+            if int8 and dtype == torch.float32 else None
         return _FastTerm(t.src, "conv", w.to(dtype).contiguous(memory_format=torch.channels_last), tuple(t.stride),
-                         tuple(t.padding), t.groups, bound, bound >= (1 << 23))
+                         tuple(t.padding), t.groups, bound, bound >= (1 << 23), fast)
     return _FastTerm(t.src, "dense", w.to(dtype), (1, 1), (0, 0), 1, bound, False)
 
 
-def _apply(term: _FastTerm, s: torch.Tensor) -> torch.Tensor:
-    """Exact a_out of one term (float32/float64 holding integers) for 0/1 spikes ``s``."""
+def _apply(term: _FastTerm, s: torch.Tensor, s_u8: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact a_out of one term (float32/float64 holding integers) for 0/1 spikes ``s`` (``s_u8``: the
+    same spikes as uint8, for a term with an int8 convolution)."""
+    if term.int8 is not None:
+        return term.int8(s_u8 if s_u8 is not None else s.to(torch.uint8))
     s = s.to(term.weight.dtype)
     if term.kind == "conv":
         return F.conv2d(s, term.weight, None, term.stride, term.padding, 1, term.groups)
@@ -160,13 +168,17 @@ class ChipModel:
     in-place passes. float32 where exact: currents below 2^23 (no wrap-around), membranes clamped to
     24 bits (|v + u| < 2^24 is exact; a larger sum rounds but still clamps to the same bound), a
     decay of 0 or 4095 (a power-of-two division); float64 otherwise (far below 2^53), and int64 with
-    Lava's wrap-arounds where the bounds say a wrap can happen."""
+    Lava's wrap-arounds where the bounds say a wrap can happen. Convolutions of spikes run on the
+    CPU's int8 units where that is exact (``int8``: None = where :func:`int8_conv_exact` says so)."""
 
-    def __init__(self, fixed: FixedPlan):
+    def __init__(self, fixed: FixedPlan, int8: bool | None = None):
         self.fixed = fixed
         self.plan = fixed.plan
-        self.terms = {name: [_fast_term(q) for q in ql.terms] for name, ql in fixed.layers.items()}
+        int8 = int8_conv_exact() if int8 is None else bool(int8)
+        self.terms = {name: [_fast_term(q, int8) for q in ql.terms] for name, ql in fixed.layers.items()}
         self.out_terms = [_fast_term(q) for q in fixed.output.terms]
+        # layers whose spikes an int8 convolution reads (kept as uint8 too, converted once per step)
+        self.int8_sources = {t.src for terms in self.terms.values() for t in terms if t.int8 is not None}
         if any(t.kind != "dense" for t in self.out_terms):
             raise NotImplementedError("the chip model reads out dense layers only (the plan's readout is dense)")
         self.exact_f32 = {}  # a_in summed in float32 is exact and needs no wrap-around
@@ -200,17 +212,21 @@ class ChipModel:
             spikes[name] = torch.zeros(shape, dtype=torch.float32).contiguous(memory_format=fmt)
             th[name] = float(ql.vth << 6)
         fired = {name: torch.empty_like(v[name]) for name in plan.layers}
-        counts = {name: torch.zeros(n, dtype=torch.int64) for name in plan.layers} if return_spikes else None
+        spikes_u8 = {name: spikes[name].to(torch.uint8) for name in self.int8_sources}
+        # per-neuron spike counts (exact in float32 below 2^24 steps), reduced per image at the end
+        counts = {name: torch.zeros_like(spikes[name]) for name in plan.layers} if return_spikes else None
         spike_sums = {t.src: torch.zeros_like(spikes[t.src], dtype=torch.float64) for t in self.out_terms}
         for _ in range(T):
             for name, layer in plan.layers.items():
                 vv, dv = v[name], fixed.layers[name].dv
-                if dv:  # sign(v) * ((|v| * (4096 - dv)) >> 12), exact in float64
-                    vv.mul_(4096 - dv).div_(4096).trunc_()
+                if dv:  # sign(v) * ((|v| * (4096 - dv)) >> 12), exact in float64 (a no-op product skipped)
+                    if dv != DECAY_MAX:
+                        vv.mul_(4096 - dv)
+                    vv.div_(4096, rounding_mode="trunc")
                 if self.exact_f32[name]:
-                    vv.add_(self._current_f32(name, spikes, n), alpha=64)
+                    vv.add_(self._current_f32(name, spikes, spikes_u8, n), alpha=64)
                 else:
-                    vv.add_(_wrap24(self._current_int(name, spikes, n) << 6))
+                    vv.add_(_wrap24(self._current_int(name, spikes, spikes_u8, n) << 6))
                 vv.add_(bias[name]).clamp_(-UV_MAX, UV_MAX)
                 s = torch.gt(vv, th[name], out=fired[name])  # float64 out: a fast same-dtype kernel
                 if layer.reset == "subtract":
@@ -218,29 +234,33 @@ class ChipModel:
                 else:
                     vv.sub_(vv * s)  # v * (1 - s), exactly
                 spikes[name] = s if s.dtype == torch.float32 else s.to(torch.float32)
+                if name in spikes_u8:
+                    spikes_u8[name] = spikes[name].to(torch.uint8)
                 if counts is not None:
-                    counts[name] += s.reshape(n, -1).sum(1).to(torch.int64)
+                    counts[name].add_(spikes[name])
             for src, total in spike_sums.items():
                 total.add_(spikes[src])
         acc = torch.zeros(n, plan.output.size, dtype=torch.int64)
         for term in self.out_terms:  # a linear readout: W applied once to the summed spikes is exact
             acc += torch.round(spike_sums[term.src].reshape(n, -1) @ term.weight.double().t()).to(torch.int64)
         acc += torch.from_numpy(fixed.out_bias_int).view(1, -1) * T
-        return (acc, counts) if return_spikes else acc
+        if not return_spikes:
+            return acc
+        return acc, {name: c.double().sum(dim=tuple(range(1, c.dim()))).to(torch.int64) for name, c in counts.items()}
 
-    def _current_f32(self, name: str, spikes: dict, n: int) -> torch.Tensor:
+    def _current_f32(self, name: str, spikes: dict, spikes_u8: dict, n: int) -> torch.Tensor:
         """a_in of one layer, float32 holding exact integers."""
         total = None
         for t in self.terms[name]:
-            y = _apply(t, spikes[t.src]).reshape(n, *self.plan.layers[name].shape)
+            y = _apply(t, spikes[t.src], spikes_u8.get(t.src)).reshape(n, *self.plan.layers[name].shape)
             total = y if total is None else total.add_(y)
         return total if total is not None else torch.zeros((n, *self.plan.layers[name].shape))
 
-    def _current_int(self, name: str, spikes: dict, n: int) -> torch.Tensor:
+    def _current_int(self, name: str, spikes: dict, spikes_u8: dict, n: int) -> torch.Tensor:
         """a_in of one layer in int64, with Lava Conv's 24-bit clamp per term where it can act."""
         total = torch.zeros((n, *self.plan.layers[name].shape), dtype=torch.int64)
         for t in self.terms[name]:
-            y = torch.round(_apply(t, spikes[t.src])).to(torch.int64).reshape(total.shape)
+            y = torch.round(_apply(t, spikes[t.src], spikes_u8.get(t.src))).to(torch.int64).reshape(total.shape)
             total = total + (_clamp24(y) if t.clamp else y)
         return total
 

@@ -104,14 +104,14 @@ class ChipRun:
 
 
 def run_chip_model(fixed, x: torch.Tensor, batch_size: int = 100, progress: bool = True,
-                   desc: str = "chip model") -> ChipRun:
+                   desc: str = "chip model", int8: bool | None = None) -> ChipRun:
     """Run the fast integer chip model (:class:`privatesnn.hw_targets.chip_model.ChipModel`) over
-    ``x`` in batches."""
+    ``x`` in batches (``int8``: convolutions on the CPU's int8 units; None = where exact)."""
     from .hw_targets.chip_model import ChipModel
 
     if batch_size <= 0:
         raise PrivsnnError(f"batch size must be > 0, got {batch_size}")
-    model = ChipModel(fixed)
+    model = ChipModel(fixed, int8=int8)
     sums, counts = [], {name: [] for name in fixed.plan.layers}
     t0 = time.perf_counter()
     for i in tqdm(range(0, len(x), batch_size), desc=desc, leave=False, disable=not progress):
@@ -208,6 +208,9 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
         log(f"chip model (Lava fixed_pt arithmetic): {n} images x T={T} ...", file=sys.stderr)
         chip = run_chip_model(fixed, data.x, batch_size)
         runs.append(compare("reference", chip.predictions, chip.seconds, chip.spikes_per_layer))
+        from .hw_targets.int8_conv import int8_conv_exact
+
+        runs[-1]["convolutions"] = "int8 (exact)" if int8_conv_exact() else "float32 (exact)"
         k = min(check_lava, n)
         if k and lava_available():
             log(f"cross-check: the first {k} images through Lava fixed_pt ...", file=sys.stderr)

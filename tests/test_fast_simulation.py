@@ -14,7 +14,9 @@ import torch
 
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
-from privatesnn.hw_targets.loihi import build_plan, quantize_plan, reference_fixed, reference_fixed_simple
+from privatesnn.hw_targets.chip_model import ChipModel
+from privatesnn.hw_targets.int8_conv import Int8Conv, int8_conv_exact
+from privatesnn.hw_targets.loihi import build_plan, quantize_plan, reference_fixed_simple
 from privatesnn.models import load_model
 from privatesnn.models.registry import create_model
 from privatesnn.snn import SpikingNetwork
@@ -81,20 +83,48 @@ def _tiny():
     return _tiny_graph()
 
 
+@pytest.mark.parametrize("int8", [False, True], ids=["float-conv", "int8-conv"])
 @pytest.mark.parametrize("name, leak, reset", [("resnet20", 1.0, "subtract"), ("digits_cnn", 0.9, "zero")])
-def test_fast_chip_model_is_bit_exact_with_its_specification(name, leak, reset, tmp_path):
+def test_fast_chip_model_is_bit_exact_with_its_specification(name, leak, reset, int8, tmp_path):
     """Integer output sums and spike counts of the fast chip model equal the step-by-step int64
-    specification (which tests/test_lava.py checks against Lava), for IF and leaky neurons, both resets."""
+    specification (which tests/test_lava.py checks against Lava), for IF and leaky neurons, both resets,
+    with its convolutions in float32 and on the CPU's int8 units."""
+    if int8 and not int8_conv_exact():
+        pytest.skip("this CPU / torch build has no exact oneDNN int8 convolution")
     graph, loaded = _registry_graph(name, tmp_path)
     for n in graph.neurons():
         n.leak, n.reset = leak, reset
     fixed = quantize_plan(build_plan(graph, 6))
     x = torch.rand(5, *loaded.input_shape, generator=torch.Generator().manual_seed(4))
     slow, slow_counts = reference_fixed_simple(fixed, x, return_spikes=True)
-    fast, fast_counts = reference_fixed(fixed, x, return_spikes=True)
+    model = ChipModel(fixed, int8=int8)
+    assert any(t.int8 is not None for terms in model.terms.values() for t in terms) == int8
+    fast, fast_counts = model.run(x, return_spikes=True)
     assert int(sum(c.sum() for c in slow_counts.values())) > 0
     assert torch.equal(slow, fast)
     assert all(torch.equal(slow_counts[k], fast_counts[k]) for k in slow_counts)
+
+
+def test_int8_convolution_is_exact_or_refused():
+    """The int8 spike convolution equals float64 for 8-bit mantissas (extremes included) times a power
+    of two, strided and grouped; `PRIVSNN_CHIP_INT8=0` turns it off."""
+    if not int8_conv_exact():
+        pytest.skip("this CPU / torch build has no exact oneDNN int8 convolution")
+    gen = torch.Generator().manual_seed(5)
+    for stride, groups in ((1, 1), (2, 1), (1, 2)):
+        mant = torch.randint(-128, 128, (8, 6 // groups, 3, 3), generator=gen)
+        mant[0, 0] = -128
+        s = (torch.rand(3, 6, 11, 11, generator=gen) < 0.5).to(torch.uint8)
+        got = Int8Conv(mant, 2.0 ** 5, (stride, stride), (1, 1), groups)(s)
+        want = torch.nn.functional.conv2d(s.double(), mant.double() * 32, None, stride, 1, 1, groups)
+        assert got.dtype == torch.float32 and torch.equal(got.double(), want)
+    int8_conv_exact.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PRIVSNN_CHIP_INT8", "0")
+            assert int8_conv_exact() is False
+    finally:
+        int8_conv_exact.cache_clear()
 
 
 def test_simulate_reference_engine(tmp_path, capsys):
@@ -113,6 +143,7 @@ def test_simulate_reference_engine(tmp_path, capsys):
     assert rc == 0
     r = json.loads(out.read_text())
     assert r["engine"] == "reference" and r["n"] == 30 and r["tag"] == "reference"
+    assert r["runs"][0]["convolutions"] == ("int8 (exact)" if int8_conv_exact() else "float32 (exact)")
     assert r["agreement"] >= 0.9 and r["accuracy"] >= 0.8
     if lava_available():
         assert r["lava_cross_check"]["images"] == 3 and r["lava_cross_check"]["bit_exact"] is True
