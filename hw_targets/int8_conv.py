@@ -25,10 +25,13 @@ import torch.nn.functional as F
 
 class Int8Conv:
     """One convolution with weight ``mant * scale`` (``mant`` int8 values, ``scale`` a power of two)
-    applied to 0/1 spikes; returns float32 channels-last currents."""
+    applied to 0/1 spikes, plus an optional per-channel integer ``bias``; returns float32
+    channels-last currents."""
 
-    def __init__(self, mant: torch.Tensor, scale: float, stride, padding, groups: int = 1):
+    def __init__(self, mant: torch.Tensor, scale: float, stride, padding, groups: int = 1,
+                 bias: torch.Tensor | None = None):
         self.stride, self.padding, self.groups = [int(v) for v in stride], [int(v) for v in padding], int(groups)
+        self.bias = None if bias is None else bias.to(torch.float32).contiguous()
         co = mant.shape[0]
         self.scales = torch.full((co,), float(scale), dtype=torch.float32)
         self.zero_points = torch.zeros(co, dtype=torch.int64)
@@ -38,7 +41,7 @@ class Int8Conv:
     def __call__(self, spikes: torch.Tensor) -> torch.Tensor:
         """``spikes``: (N, C, H, W) uint8 0/1 (channels-last is fastest)."""
         x = spikes.contiguous(memory_format=torch.channels_last)
-        return torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, self.packed, self.scales, self.zero_points, None,
+        return torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, self.packed, self.scales, self.zero_points, self.bias,
                                                   self.stride, self.padding, [1, 1], self.groups, 1.0, 0,
                                                   torch.float32, "none", [], "")
 
@@ -55,8 +58,9 @@ def int8_conv_exact() -> bool:
         mant[1] = -128  # the extremes: a 16-bit-saturating kernel would get these wrong
         s = (torch.rand(8, 24, 9, 9, generator=gen) < 0.7).to(torch.uint8)
         s[0] = 1
-        got = Int8Conv(mant, 4.0, (1, 1), (1, 1))(s)
-        want = F.conv2d(s.double(), mant.double() * 4.0, None, 1, 1)
+        bias = torch.randint(-(1 << 19), 1 << 19, (32,), generator=gen).double()
+        got = Int8Conv(mant, 4.0, (1, 1), (1, 1), bias=bias)(s)
+        want = F.conv2d(s.double(), mant.double() * 4.0, bias, 1, 1)
         return got.dtype == torch.float32 and torch.equal(got.double(), want)
     except Exception:  # noqa: BLE001 -- any failure of the probe (op missing, other signature, CPU) means: float32
         return False

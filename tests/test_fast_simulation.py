@@ -99,6 +99,7 @@ def test_fast_chip_model_is_bit_exact_with_its_specification(name, leak, reset, 
     slow, slow_counts = reference_fixed_simple(fixed, x, return_spikes=True)
     model = ChipModel(fixed, int8=int8)
     assert any(t.int8 is not None for terms in model.terms.values() for t in terms) == int8
+    assert bool(model.folded) == int8  # the << 6 and the bias folded into the int8 convolutions
     fast, fast_counts = model.run(x, return_spikes=True)
     assert int(sum(c.sum() for c in slow_counts.values())) > 0
     assert torch.equal(slow, fast)
