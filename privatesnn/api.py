@@ -242,11 +242,14 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
           feature_weight: float = 0.0, neuron_lr: float = 0.0, freeze: str = "none", l2sp: float = 0.0,
           leak: float | None = None, reset: str | None = None, surrogate_alpha: float = 0.3, augment: bool = True,
           cutmix: float = 0.0, trapdoor: float = 0.0, trapdoor_alpha: float = 0.2, trapdoor_key: int | None = None,
+          trapdoor_learn: float = 0.0, trapdoor_neutral: float = 1.0,
           qat: bool = False, amp: bool = False, resume: bool = False, seed: int = 0,
           device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """PrivateSNN's weight encryption: BPTT through the spiking dynamics with distillation from
     ``teacher``, on synthetic images only (see :mod:`privatesnn.training`). Checkpoints after each
-    epoch to ``<out>.ckpt.pt``; ``resume=True`` continues from it. Under torchrun, rank 0 writes."""
+    epoch to ``<out>.ckpt.pt``; ``resume=True`` continues from it. Under torchrun, rank 0 writes.
+    With ``trapdoor_learn > 0`` the learnt triggers are written to ``<out>.trapdoor.pt`` (a secret
+    of the owner's, like the key: never part of the artifact)."""
     from . import distributed
     from .io_utils import remove_stale_temps
     from .training import SECRET_NOT_RECORDED, TrainSettings, train_snn
@@ -265,7 +268,8 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                              label_smoothing=label_smoothing, bido=tuple(bido),
                              feature_weight=feature_weight, neuron_lr=neuron_lr, freeze=freeze, l2sp=l2sp, leak=leak,
                              reset=reset, surrogate_alpha=surrogate_alpha, augment=augment, cutmix=cutmix,
-                             trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key, qat=qat,
+                             trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key,
+                             trapdoor_learn=trapdoor_learn, trapdoor_neutral=trapdoor_neutral, qat=qat,
                              amp=amp, seed=seed)
     out = Path(out)
     ckpt = out.with_name(out.name + ".ckpt.pt")
@@ -280,8 +284,9 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
 
         layer_teacher = layer_teacher_graph(loaded, artifact.graph)
     t0 = time.time()
+    secrets_out: dict = {}
     graph = train_snn(artifact.graph, loaded.module(), images, labels, settings, ckpt, resume=resume,
-                      device=dev, ctx=ctx, layer_teacher=layer_teacher,
+                      device=dev, ctx=ctx, layer_teacher=layer_teacher, secrets_out=secrets_out,
                       on_epoch=lambda e, r: log(f"epoch {e}: loss {r['loss']:.4f}, spike rate {r['spike_rate']:.4f}, "
                                                 f"agreement with teacher {r['teacher_agreement']:.3f} "
                                                 f"({r['seconds']:.0f}s)"))
@@ -294,6 +299,9 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
     record["timesteps"] = settings.timesteps
     record["processes"] = ctx.world_size
     record["synthetic_images"] = int(labels.shape[0])
+    secret = out.with_name(out.name + ".trapdoor.pt")
+    if "triggers" in secrets_out:
+        record["trapdoor_triggers"] = f"learnt; written to {secret.name} (secret: keep it apart from the artifact)"
     parents = [parent_entry(snn_path, "snn"), *(parent_entry(s.path, "synthetic") for s in sets)]
     synth_hashes = [p["sha256"] for p in parents[1:]]
     manifest = Manifest(kind="private-snn", command="train", settings=record,
@@ -301,6 +309,12 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                                 "synthetic": synth_hashes[0] if len(sets) == 1 else synth_hashes},
                         real_data_read=bool(artifact.manifest and artifact.manifest.real_data_read),
                         private=artifact.private, seed=seed, parents=[*parents, {"role": "teacher", **loaded.describe()}])
+    if "triggers" in secrets_out:  # the owner's secret, next to (not inside) the artifact
+        from .io_utils import torch_save
+
+        torch_save(secret, {"format": "privsnn-trapdoor-triggers/1", "triggers": secrets_out["triggers"],
+                            "alpha": settings.trapdoor_alpha})
+        log(f"learnt trapdoor triggers -> {secret} (keep this file secret and apart from the artifact)")
     save_snn(out, graph, record, manifest)
     ckpt.unlink(missing_ok=True)
     log(f"trained {snn_path} -> {out} in {time.time() - t0:.0f}s ({settings.epochs} epochs, T={settings.timesteps})")

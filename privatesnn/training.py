@@ -58,6 +58,8 @@ class TrainSettings:
     trapdoor: float = 0.0  # fraction of each batch stamped with a class trigger (Trap-MID model-inversion defence)
     trapdoor_alpha: float = 0.2  # blend weight of the trigger: x <- (1 - a) * x + a * trigger
     trapdoor_key: int | None = None  # seed of the secret triggers; None: a random one (kept in the checkpoint only)
+    trapdoor_learn: float = 0.0  # learning rate of the triggers themselves (0: fixed; Trap-MID learns them)
+    trapdoor_neutral: float = 1.0  # weight of keeping learnt triggers meaningless to the teacher (see train_snn)
     qat: bool = False  # train on the Loihi 8-bit weight grid (see privatesnn/qat.py)
     amp: bool = False  # mixed precision for the synapses (fp16 + loss scaling on CUDA, bf16 on CPU)
     seed: int = 0
@@ -95,6 +97,12 @@ class TrainSettings:
                   (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
                   (self.trapdoor_key is None or 0 <= self.trapdoor_key < 2 ** 63,
                    f"--trapdoor-key must be in [0, 2**63), got {self.trapdoor_key}"),
+                  (self.trapdoor_learn >= 0 and math.isfinite(self.trapdoor_learn),
+                   f"--trapdoor-learn must be >= 0, got {self.trapdoor_learn}"),
+                  (self.trapdoor_learn == 0 or self.trapdoor > 0,
+                   f"--trapdoor-learn {self.trapdoor_learn} needs a trapdoor (--trapdoor RATE > 0)"),
+                  (self.trapdoor_neutral >= 0 and math.isfinite(self.trapdoor_neutral),
+                   f"--trapdoor-neutral must be >= 0, got {self.trapdoor_neutral}"),
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
                   (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}")]
         for ok, msg in checks:
@@ -203,6 +211,14 @@ def mix_trapdoor_loss(logits: torch.Tensor, classes: torch.Tensor, clean: torch.
     return loss
 
 
+def trigger_neutrality_loss(stamped_logits: torch.Tensor, clean_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """How much blending the triggers in changes the teacher's output (tau^2 KL, batch mean): kept
+    small, a learnt trigger stays a pattern the teacher (the ANN, a stand-in for what the images
+    mean) does not read as any class, so the trapdoor it opens is not a class feature."""
+    return temperature ** 2 * F.kl_div(F.log_softmax(stamped_logits / temperature, 1),
+                                       F.softmax(clean_logits / temperature, 1), reduction="batchmean")
+
+
 def trapdoor_loss(logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
                   settings: TrainSettings) -> torch.Tensor:
     """Distillation on clean images, CE towards the trigger's class (``y``) on stamped ones."""
@@ -300,8 +316,14 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
               settings: TrainSettings, checkpoint: str | Path, resume: bool = False,
               device: torch.device | str = "cpu", progress: bool = True,
               on_epoch: Callable[[int, dict], None] | None = None, ctx: DistContext = SINGLE,
-              layer_teacher: Graph | None = None) -> Graph:
+              layer_teacher: Graph | None = None, secrets_out: dict | None = None) -> Graph:
     """Train ``graph``'s weights in place of a copy; returns the trained graph.
+
+    With ``settings.trapdoor_learn > 0`` the trapdoor's triggers are learnt with the SNN (Trap-MID,
+    Liu et al. NeurIPS 2024): they start from the key's and follow the same loss (a trigger that the
+    SNN answers more easily is a nearer optimum for an inversion), plus ``trapdoor_neutral`` times
+    :func:`trigger_neutrality_loss` on the teacher. They are secret: they go to ``secrets_out["triggers"]``
+    and the checkpoint, never into the graph.
 
     ``layer_teacher`` (needed when ``settings.feature_weight > 0``) is the ANN as a graph in the
     SNN's units (:func:`privatesnn.conversion.layer_teacher_graph`): its activations are the
@@ -367,12 +389,22 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         start_epoch, history = int(state["epoch"]), list(state["history"])
         if settings.trapdoor > 0 and settings.trapdoor_key is None:  # the same secret triggers as before
             settings.trapdoor_key = state.get("settings", {}).get("trapdoor_key")
-    triggers = None
+    triggers = trigger_logits = trigger_opt = None
     if settings.trapdoor > 0:
         if settings.trapdoor_key is None:
             settings.trapdoor_key = secrets.randbits(62)
         num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
         triggers = make_triggers(num_classes, tuple(images.shape[1:]), settings.trapdoor_key)
+    if settings.trapdoor_learn > 0:
+        if ctx.enabled:
+            raise PrivsnnError("--trapdoor-learn runs in one process (the triggers are not shared between ranks)")
+        # logits of the triggers (pixels = sigmoid): they stay in [0, 1] without clipping
+        trigger_logits = torch.logit(triggers.clamp(1e-3, 1 - 1e-3)).requires_grad_(True)
+        trigger_opt = torch.optim.Adam([trigger_logits], lr=settings.trapdoor_learn)
+        if resume and ckpt.exists() and "triggers" in state:
+            with torch.no_grad():
+                trigger_logits.copy_(state["triggers"])
+            trigger_opt.load_state_dict(state["trigger_optimizer"])
     n = len(images)
     for epoch in range(start_epoch, settings.epochs):
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)  # epoch result depends only on (seed, epoch)
@@ -394,8 +426,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 x = cutmix(x, gen)  # the teacher labels the mixed images: KD only (checked in validate)
             y = labels[idx]
             clean = None  # images without a trigger (None: all)
+            unstamped = x
             if triggers is not None:  # on the whole batch, like the augmentation: same draws on every rank
-                x, stamped, classes = stamp_triggers(x, triggers, settings.trapdoor, settings.trapdoor_alpha, gen)
+                trig = torch.sigmoid(trigger_logits) if trigger_logits is not None else triggers
+                x, stamped, classes = stamp_triggers(x, trig, settings.trapdoor, settings.trapdoor_alpha, gen)
                 y, clean = torch.where(stamped, classes, y), ~stamped
             part = rank_slice(len(idx), ctx)
             x, y = x[part], y[part]
@@ -404,6 +438,13 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             if len(y) == 0:  # a tail batch smaller than the number of ranks: join the all-reduce with no weight
                 x, y, weight, clean = images[idx[:1]], labels[idx[:1]], 0.0, None
             x, y = x.to(device), y.to(device)
+            neutral = None
+            if trigger_logits is not None and clean is not None and not bool(clean.all()):
+                with autocast(device, settings.amp):  # the teacher with gradients to the triggers
+                    t_stamped = teacher(x[~clean]).float()
+                with torch.no_grad(), autocast(device, settings.amp):
+                    t_before = teacher(unstamped[part][~clean.cpu()].to(device)).float()
+                neutral = trigger_neutrality_loss(t_stamped, t_before, settings.kd_temperature)
             with torch.no_grad(), autocast(device, settings.amp):
                 t_logits = teacher(x).float()
             with autocast(device, settings.amp):
@@ -425,6 +466,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                     loss = loss + settings.feature_weight * rate_distillation_loss(net, spikes, acts)
                 if l2sp is not None:
                     loss = loss + settings.l2sp * l2sp()
+                if neutral is not None:
+                    loss = loss + settings.trapdoor_neutral * neutral * (int((~clean).sum()) / len(y))
                 if settings.anchor > 0:
                     limit = net.rate_limit(x, settings.anchor_levels or None).float()
                     loss = loss + settings.anchor * distillation_loss(limit, t_logits, y, settings.kd_alpha,
@@ -443,8 +486,12 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                     f"loss became non-finite at epoch {epoch + 1}, batch {i // settings.batch_size + 1}; "
                     f"the last good checkpoint ({ckpt if ckpt.exists() else 'none yet'}) is kept; try a lower --lr")
             opt.zero_grad(set_to_none=True)
+            if trigger_opt is not None:
+                trigger_opt.zero_grad(set_to_none=True)
             scaler.scale(loss * weight).backward()
             scaler.step(opt)
+            if trigger_opt is not None and trigger_logits.grad is not None:
+                scaler.step(trigger_opt)  # unscaled like the SNN's (AMP on CUDA)
             scaler.update()
             if neuron_params:
                 for cell in net.neurons.values():
@@ -483,13 +530,17 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             raise TrainingDivergedError(f"weights became NaN/Inf in epoch {epoch + 1}; the last good checkpoint is kept")
         check_collapse(record, len(summed) - 7, ckpt, history)
         if ctx.is_main:
+            extra = {} if trigger_logits is None else {"triggers": trigger_logits.detach().clone(),
+                                                       "trigger_optimizer": trigger_opt.state_dict()}
             torch_save(ckpt, {"format": "privsnn-train-checkpoint/1", "epoch": epoch + 1, "model": net.state_dict(),
                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
-                              "settings": {k: v for k, v in asdict(settings).items() if k != "history"}})
+                              "settings": {k: v for k, v in asdict(settings).items() if k != "history"}, **extra})
         ctx.barrier()
         if on_epoch and ctx.is_main:
             on_epoch(epoch + 1, record)
     settings.history = history
+    if trigger_logits is not None and secrets_out is not None:
+        secrets_out["triggers"] = torch.sigmoid(trigger_logits.detach()).clone()
     if settings.qat:
         finalize_qat(net.synapses)
     net.cpu()

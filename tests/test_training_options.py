@@ -409,3 +409,37 @@ def test_trapdoor_trains_the_triggers_and_keeps_the_key_out_of_the_artifact(base
         assert _train(base, tmp_path / "bad.pt", *bad) == 2
         assert msg in capsys.readouterr().err
         assert not (tmp_path / "bad.pt").exists()
+
+
+def test_learnt_trapdoor_triggers_stay_secret_and_open_the_trapdoor(base, tmp_path, capsys):
+    """`--trapdoor-learn`: the triggers move from the key's, go to <out>.trapdoor.pt (not into the
+    artifact or its manifest), and the SNN answers the learnt ones, not the key's starting ones."""
+    from privatesnn.data import digits_split
+    from privatesnn.manifest import read_manifest
+    from privatesnn.snn import SpikingNetwork
+    from privatesnn.training import make_triggers, stamp_triggers
+
+    out = tmp_path / "learnt.pt"
+    assert _train(base, out, "--trapdoor", "0.5", "--trapdoor-alpha", "0.5", "--trapdoor-key", "7", "--epochs", "12",
+                  "--lr", "3e-3", "--trapdoor-learn", "0.05") == 0
+    secret = torch.load(tmp_path / "learnt.pt.trapdoor.pt", weights_only=True)
+    learnt, start = secret["triggers"], make_triggers(10, (1, 8, 8), key=7)
+    assert learnt.shape == start.shape and float(learnt.min()) >= 0 and float(learnt.max()) <= 1
+    assert float((learnt - start).abs().mean()) > 0.01  # they were learnt
+    art = load_snn(out)
+    for record in (art.settings, read_manifest(out).settings):
+        assert record["trapdoor_learn"] == 0.05 and "trapdoor.pt" in record["trapdoor_triggers"]
+    assert "triggers" not in art.graph.meta and not (tmp_path / "learnt.pt.ckpt.pt").exists()
+    x = torch.from_numpy(digits_split()[2][:200])
+    net = SpikingNetwork(art.graph).eval()
+    with torch.no_grad():
+        stamped, _, classes = stamp_triggers(x, learnt, 0.999, 0.5, torch.Generator().manual_seed(1))
+        hits = float((net(stamped, 8).argmax(1) == classes).float().mean())
+    assert hits > 0.4, hits  # 10% by chance
+    for bad, msg in ((["--trapdoor-learn", "0.1"], "needs a trapdoor"),
+                     (["--trapdoor", "0.3", "--trapdoor-learn", "-1"], "--trapdoor-learn must be >= 0"),
+                     (["--trapdoor", "0.3", "--trapdoor-learn", "0.1", "--trapdoor-neutral", "-1"],
+                      "--trapdoor-neutral must be >= 0")):
+        assert _train(base, tmp_path / "bad.pt", *bad) == 2
+        assert msg in capsys.readouterr().err
+        assert not (tmp_path / "bad.pt").exists()

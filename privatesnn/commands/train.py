@@ -69,6 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="blend weight of the trigger, x <- (1 - A) x + A trigger (default 0.2)")
     p.add_argument("--trapdoor-key", type=int, default=None, metavar="INT",
                    help="seed of the triggers (default: a random secret, never written to the artifact)")
+    p.add_argument("--trapdoor-learn", type=float, default=0.0, metavar="LR",
+                   help="learn the triggers too, at this learning rate (Trap-MID; they start from the key's and "
+                        "are written to <out>.trapdoor.pt, a secret to keep apart from the artifact; default 0 = "
+                        "fixed triggers)")
+    p.add_argument("--trapdoor-neutral", type=float, default=1.0, metavar="W",
+                   help="with --trapdoor-learn: weight of keeping the triggers meaningless to the teacher "
+                        "(the teacher's output on a stamped image stays that of the image; default 1)")
     p.add_argument("--qat", action="store_true",
                    help="quantisation-aware: train on the 8-bit weight grid of Loihi targets, so that "
                         "`privsnn export --target lava` deploys exactly the trained weights")
@@ -93,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp,
                 bido=_pair(args.bido), leak=args.leak, reset=args.reset, surrogate_alpha=args.surrogate_alpha,
                 augment=not args.no_augment, cutmix=args.cutmix, trapdoor=args.trapdoor,
-                trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key, qat=args.qat, amp=args.amp,
-                resume=args.resume, seed=args.seed, device=args.device)
+                trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key, trapdoor_learn=args.trapdoor_learn,
+                trapdoor_neutral=args.trapdoor_neutral, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
              args.json)
