@@ -3,7 +3,7 @@
 Probe behind the simulation-speed note in the README: privsnn's SNN spends ~73% of its time in
 dense convolutions, so beating SpikingJelly by 2x needs cheaper convolutions, not a cheaper neuron
 loop. This measures one torch-level candidate against the dense channels-last convolution for the
-ResNet-20 layer shapes (a chunk of 256 image-timesteps, ~10% spikes): the **lookup-table
+ResNet-20 layer shapes (256 image-timesteps per call, ~10% spikes): the **lookup-table
 convolution**, which packs each group of b input channels' spikes into a b-bit code, precomputes
 every group's 2^b partial sums of the weights once, and sums one table row per (kernel offset,
 group) with ``F.embedding_bag`` (8x fewer additions than multiply-adds at b = 8); and, when numba
@@ -133,7 +133,7 @@ def seconds(fn, repeats: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch", type=int, default=256, help="image-timesteps per call (streaming's chunk)")
+    p.add_argument("--batch", type=int, default=256, help="image-timesteps per call")
     p.add_argument("--rate", type=float, default=0.1, help="spike density of the input")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()

@@ -29,9 +29,11 @@ from .layers import module_key
 _FRESH = (Add, Conv, Linear, Neuron)
 
 # Image-timesteps per convolution call: small enough that a ResNet-20 layer's chunk stays in the
-# caches, large enough for oneDNN to run at full speed (measured on one core: 128-384 are within
-# noise of each other; the whole T x N at batch 100 ran 2x slower).
-DEFAULT_CHUNK_BATCH = 256
+# caches, large enough for oneDNN to run at full speed (`bench/chunk_size.py`, one core, ResNet-20,
+# T = 32: on an AVX-512 EPYC 40-50 were among the fastest in two sweeps, 1680-1780 image-timesteps/s,
+# while 250 ran 1410-1710; on an earlier AVX2 machine 128-384 were within noise and the whole T x N
+# at batch 100 ran 2x slower).
+DEFAULT_CHUNK_BATCH = 50
 
 
 # Images per simulation on a CPU: `logits_over_time` splits larger direct-coded batches (one core,

@@ -72,7 +72,8 @@ def test_logits_over_time_uses_the_streaming_path_and_matches_forward(tmp_path):
 
 
 def test_choose_chunk():
-    assert choose_chunk(100, 32) == 2 and choose_chunk(5, 32) == 32 and choose_chunk(1000, 32) == 1
+    assert choose_chunk(25, 32) == 2 and choose_chunk(5, 32) == 10 and choose_chunk(1000, 32) == 1
+    assert choose_chunk(5, 32, chunk_batch=256) == 32
     with pytest.raises(ValueError, match="chunk must be > 0"):
         run_streaming(SpikingNetwork(_tiny()), torch.rand(1, 1, 6, 6), 4, chunk=-1)
 
