@@ -11,7 +11,9 @@ Two implementations of one semantics:
   is (checked once per term; float64 otherwise). Lava's 24-bit wrap-arounds are applied only where
   the same static bounds say they can trigger; the membrane is int32 where its bound fits, int64
   otherwise; 1x1 diagonal terms (relays, residual shortcuts) are per-channel products; the output
-  readout, a linear map, is applied once to the summed spikes. Convolutions run channels-last.
+  readout, a linear map, is applied once to the summed spikes. Convolutions run channels-last,
+  on the CPU's int8 units where that is exact (:mod:`.int8_conv`: the 8-bit weight mantissas times
+  uint8 spikes, int32 sums), with the ``<< 6`` and a per-channel bias folded into them.
 
 ``tests/test_lava.py`` checks ``reference_fixed`` bit-exact against real Lava runs and against
 ``reference_fixed_simple``; ``privsnn simulate --engine reference`` runs it on whole test sets and
