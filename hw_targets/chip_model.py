@@ -233,7 +233,8 @@ class ChipModel:
             shape = (n, *layer.shape)
             fmt = torch.channels_last if len(shape) == 4 else torch.contiguous_format
             vdt = self.v_dtype[name]
-            bias[name] = (b.to(torch.int64) << ql.bias_exp).to(vdt).contiguous(memory_format=fmt)
+            if name not in self.folded:  # a folded layer's bias is added by its first convolution
+                bias[name] = (b.to(torch.int64) << ql.bias_exp).to(vdt).contiguous(memory_format=fmt)
             v[name] = torch.full(shape, float(ql.v0), dtype=vdt).contiguous(memory_format=fmt)
             spikes[name] = torch.zeros(shape, dtype=torch.float32).contiguous(memory_format=fmt)
             th[name] = float(ql.vth << 6)
