@@ -1,7 +1,8 @@
 """Simulation speed, privsnn vs SpikingJelly, in one run (not a test; writes bench/results/speed.json).
 
 Same model (the shared ResNet-20), same T, same images, same torch and thread count, one process,
-the tools timed one after the other (best of --repeats):
+the tools timed in turns at each batch size (one run of each per round, best of --repeats rounds,
+so a slow spell of the machine hits all of them):
   * the ANN (images/s);
   * privsnn's SNN (`SpikingNetwork.logits_over_time`, what `evaluate` runs; image-timesteps/s) at
     each batch size of --batch-sizes;
@@ -11,7 +12,8 @@ the tools timed one after the other (best of --repeats):
   * the integer chip model (`simulate --engine reference`: the deployed network, 8-bit weights,
     bit-exact with Lava's fixed_pt processes) at the same batch sizes, image-timesteps/s, with its
     convolutions on the CPU's int8 units (where exact, see hw_targets/int8_conv.py) and, for
-    reference, in float32;
+    reference, in float32; its neuron update is the fused C kernel where that builds
+    (hw_targets/fused_lif.py), and, for reference, the torch passes it replaces (int8 convolutions);
   * the chip model vs Lava's fixed_pt processes, seconds per image (Lava on --lava-images images;
     skipped without the lava extra).
 "default batch" is 100 for both (privsnn evaluate's default; the batch SpikingJelly's examples
@@ -46,6 +48,16 @@ def _best_of(fn, repeats: int) -> float:
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _best_of_interleaved(fns: dict, repeats: int) -> dict:
+    """Best seconds of each of ``fns``, timed in turns (one run of each per round): a slow spell of a
+    shared machine then hits every tool alike instead of the one whose turn it was."""
+    best = {key: float("inf") for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            best[key] = min(best[key], _best_of(fn, 1))
     return best
 
 
@@ -98,7 +110,8 @@ def spikingjelly_resnet20(checkpoint: Path, calib, mean, std):
     return ann2snn.Converter(mode="99.9%", dataloader=dl)(m).eval()
 
 
-def time_spikingjelly(snn, x, T: int, batch: int, repeats: int) -> float:
+def spikingjelly_run(snn, x, T: int, batch: int):
+    """One SpikingJelly pass over ``x`` (to be timed)."""
     import torch
     from spikingjelly.activation_based import functional
 
@@ -109,7 +122,7 @@ def time_spikingjelly(snn, x, T: int, batch: int, repeats: int) -> float:
                 acc = 0
                 for _ in range(T):
                     acc = acc + snn(x[i:i + batch])
-    return _best_of(run, repeats)
+    return run
 
 
 def chip_vs_lava(fixed, x, lava_images: int) -> dict:
@@ -187,15 +200,17 @@ def main() -> None:
     fixed = quantize_plan(build_plan(graph, T))
     int8 = int8_conv_exact()
     for b in batches:
-        s = _best_of(lambda: [net.logits_over_time(x[i:i + b], [T]) for i in range(0, n, b)], args.repeats)
-        row = {"batch": b, "privsnn_image_timesteps_per_s": n * T / s}
-        for key, use_int8 in (("chip_int8", True), ("chip_float32", False)):
-            if use_int8 and not int8:
-                continue
-            s = _best_of(lambda: run_chip_model(fixed, x, b, progress=False, int8=use_int8), args.repeats)
-            row[f"{key}_image_timesteps_per_s"] = n * T / s
+        fns = {"privsnn": lambda: [net.logits_over_time(x[i:i + b], [T]) for i in range(0, n, b)]}
+        for key, use_int8, fused in (("chip_int8", True, None), ("chip_float32", False, None),
+                                     ("chip_int8_torch_update", True, False)):
+            if not use_int8 or int8:
+                fns[key] = lambda use_int8=use_int8, fused=fused: run_chip_model(fixed, x, b, progress=False,
+                                                                                int8=use_int8, fused=fused)
         if sj is not None:
-            row["spikingjelly_image_timesteps_per_s"] = n * T / time_spikingjelly(sj, x, T, b, args.repeats)
+            fns["spikingjelly"] = spikingjelly_run(sj, x, T, b)
+        seconds = _best_of_interleaved(fns, args.repeats)
+        row = {"batch": b, **{f"{key}_image_timesteps_per_s": n * T / s for key, s in seconds.items()}}
+        if sj is not None:
             row["ratio"] = row["privsnn_image_timesteps_per_s"] / row["spikingjelly_image_timesteps_per_s"]
             if int8:
                 row["chip_int8_ratio"] = row["chip_int8_image_timesteps_per_s"] / row["spikingjelly_image_timesteps_per_s"]
@@ -203,6 +218,8 @@ def main() -> None:
         print(f"batch {b:>4}: privsnn {row['privsnn_image_timesteps_per_s']:7.0f}"
               + (f"  chip model int8 {row['chip_int8_image_timesteps_per_s']:7.0f}" if int8 else "")
               + f"  chip model float32 {row['chip_float32_image_timesteps_per_s']:7.0f}"
+              + (f"  chip model int8 + torch neuron passes {row['chip_int8_torch_update_image_timesteps_per_s']:7.0f}"
+                 if int8 else "")
               + (f"  SpikingJelly {row['spikingjelly_image_timesteps_per_s']:7.0f}  ratio {row['ratio']:.2f}x"
                  + (f" (chip int8 {row['chip_int8_ratio']:.2f}x)" if int8 else "")
                  if sj is not None else "") + "  image-timesteps/s", flush=True)
@@ -214,7 +231,10 @@ def main() -> None:
                "chip_int8_exact_on_this_cpu": int8}
     chip_key = "chip_int8_image_timesteps_per_s" if int8 else "chip_float32_image_timesteps_per_s"
     best_c = max(rows, key=lambda r: r[chip_key])
-    summary.update(chip_engine="int8" if int8 else "float32", chip_default=default[chip_key],
+    from privatesnn.hw_targets.fused_lif import fused_lif_available
+
+    summary.update(chip_engine="int8" if int8 else "float32", chip_fused_neuron_update=fused_lif_available(),
+                   chip_default=default[chip_key],
                    chip_best=best_c[chip_key], chip_best_batch=best_c["batch"])
     if sj is not None:
         best_s = max(rows, key=lambda r: r["spikingjelly_image_timesteps_per_s"])

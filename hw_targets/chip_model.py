@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .fixed_point import DECAY_MAX, UV_MAX, FixedPlan, QTerm
+from .fused_lif import FusedLayerStep, fused_lif_available, per_neuron, same_layout
 from .int8_conv import Int8Conv, int8_conv_exact
 
 F32_EXACT = 1 << 24  # integers below this add exactly in float32
@@ -178,9 +179,11 @@ class ChipModel:
     24 bits (|v + u| < 2^24 is exact; a larger sum rounds but still clamps to the same bound), a
     decay of 0 or 4095 (a power-of-two division); float64 otherwise (far below 2^53), and int64 with
     Lava's wrap-arounds where the bounds say a wrap can happen. Convolutions of spikes run on the
-    CPU's int8 units where that is exact (``int8``: None = where :func:`int8_conv_exact` says so)."""
+    CPU's int8 units where that is exact (``int8``: None = where :func:`int8_conv_exact` says so);
+    the neuron update of the layers without wrap-arounds runs as one fused pass (:mod:`.fused_lif`;
+    ``fused``: None = where that kernel builds and passes its probe)."""
 
-    def __init__(self, fixed: FixedPlan, int8: bool | None = None):
+    def __init__(self, fixed: FixedPlan, int8: bool | None = None, fused: bool | None = None):
         self.fixed = fixed
         self.plan = fixed.plan
         int8 = int8_conv_exact() if int8 is None else bool(int8)
@@ -199,6 +202,21 @@ class ChipModel:
         self.v_dtype = {name: torch.float32 if self.exact_f32[name] and fixed.layers[name].dv in (0, DECAY_MAX)
                         else torch.float64 for name in self.terms}
         self.folded = {name: f for name in self.terms if (f := self._fold(name)) is not None}
+        fused = fused_lif_available() if fused is None else bool(fused) and fused_lif_available()
+        # the layers updated by the fused kernel: their first diagonal term (a relay's input or a
+        # residual shortcut) is read by the kernel itself, the other terms summed into one current
+        self.fused = {name: next((i for i, t in enumerate(terms) if t.kind == "diag"), None)
+                      for name, terms in self.terms.items() if fused and self.exact_f32[name]}
+        # the layers whose spikes something reads as float32 (a term not on the int8 units, the readout)
+        self.float_sources = {t.src for terms in self.terms.values() for t in terms if t.int8 is None} \
+            | {t.src for t in self.out_terms}
+
+    def kernels(self) -> dict:
+        """Which implementations run (for reports): the convolutions and the neuron update."""
+        int8 = any(t.int8 is not None for terms in self.terms.values() for t in terms)
+        return {"convolutions": "int8 (exact)" if int8 else "float32 (exact)",
+                "neuron_update": f"fused C kernel ({len(self.fused)} of {len(self.terms)} layers)" if self.fused
+                else "torch passes"}
 
     def _fold(self, name: str):
         """For a layer whose first term is an int8 convolution and whose bias is one value per channel:
@@ -243,11 +261,18 @@ class ChipModel:
         # numpy views (memory order) for the float -> uint8 cast: numpy's is ~3x faster than torch 2.3's
         cast = {name: (_memory_order_numpy(fired[name]), _memory_order_numpy(spikes_u8[name]))
                 for name in self.int8_sources}
-        # per-neuron spike counts (exact in float32 below 2^24 steps), reduced per image at the end
-        counts = {name: torch.zeros_like(spikes[name]) for name in plan.layers} if return_spikes else None
+        # spike counts: per image (int64) where the fused kernel counts them; per neuron elsewhere (exact
+        # in float32 below 2^24 steps; a per-step sum over a channels-last tensor would copy it), reduced
+        # per image at the end
+        counts = {name: torch.zeros(n, dtype=torch.int64) if name in self.fused else torch.zeros_like(spikes[name])
+                  for name in plan.layers} if return_spikes else None
         spike_sums = {t.src: torch.zeros_like(spikes[t.src], dtype=torch.float64) for t in self.out_terms}
+        steps = self._fused_steps(v, bias, th, spikes, spikes_u8, counts)
         for _ in range(T):
             for name, layer in plan.layers.items():
+                if name in steps:
+                    self._fused_update(name, steps[name], spikes, spikes_u8, n)
+                    continue
                 vv, dv = v[name], fixed.layers[name].dv
                 if dv:  # sign(v) * ((|v| * (4096 - dv)) >> 12), exact in float64 (a no-op product skipped)
                     if dv != DECAY_MAX:
@@ -280,7 +305,46 @@ class ChipModel:
         acc += torch.from_numpy(fixed.out_bias_int).view(1, -1) * T
         if not return_spikes:
             return acc
-        return acc, {name: c.double().sum(dim=tuple(range(1, c.dim()))).to(torch.int64) for name, c in counts.items()}
+        return acc, {name: c if c.dim() == 1 else c.double().sum(dim=tuple(range(1, c.dim()))).to(torch.int64)
+                     for name, c in counts.items()}
+
+    def _fused_steps(self, v: dict, bias: dict, th: dict, spikes: dict, spikes_u8: dict, counts: dict | None) -> dict:
+        """The fused kernel bound to each fused layer's membranes, bias and outputs for one run. A diagonal
+        term's weights are laid out per neuron (times 64 in a folded layer, whose current is unscaled)."""
+        steps = {}
+        for name, diag in self.fused.items():
+            folded = name in self.folded
+            dw = None
+            if diag is not None:
+                w = self.terms[name][diag].weight
+                dw = per_neuron((w * 64 if folded else w).to(torch.float32), v[name])
+            steps[name] = FusedLayerStep(
+                v[name], self.fixed.layers[name].dv, dw, 1.0 if folded else 64.0, None if folded else bias[name],
+                UV_MAX, th[name], self.plan.layers[name].reset == "subtract",
+                s_f32=spikes[name] if name in self.float_sources else None, s_u8=spikes_u8.get(name),
+                counts=counts[name] if counts is not None else None)
+        return steps
+
+    def _fused_update(self, name: str, step: FusedLayerStep, spikes: dict, spikes_u8: dict, n: int) -> None:
+        """One layer's timestep with the fused kernel: the input current without the diagonal term (which
+        the kernel adds), then decay, input, bias, clamp, threshold, reset and spike outputs in one pass."""
+        layer, diag = self.plan.layers[name], self.fused[name]
+        terms = self.terms[name]
+        if name in self.folded:
+            conv, rest = self.folded[name]
+            y = conv(spikes_u8[terms[0].src]).reshape(n, *layer.shape)
+            for i, (t, _) in enumerate(rest, start=1):
+                if i != diag:
+                    y.add_(_apply(t, spikes[t.src], spikes_u8.get(t.src)).reshape(y.shape), alpha=64)
+        else:
+            y = None
+            for i, t in enumerate(terms):
+                if i != diag:
+                    a = _apply(t, spikes[t.src], spikes_u8.get(t.src)).reshape(n, *layer.shape)
+                    y = a if y is None else y.add_(a)
+        if y is not None and not same_layout(y, step.v):
+            y = y.contiguous(memory_format=torch.contiguous_format if step.v.is_contiguous() else torch.channels_last)
+        step(y, spikes[terms[diag].src] if diag is not None else None)
 
     def _current_f32(self, name: str, spikes: dict, spikes_u8: dict, n: int) -> torch.Tensor:
         """a_in of one layer, float32 holding exact integers."""

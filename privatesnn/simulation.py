@@ -97,6 +97,7 @@ class ChipRun:
     sums: np.ndarray  # (N, K) int64: output currents summed over T, bias included
     spikes_per_layer: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> spikes per image
     seconds: float = 0.0
+    kernels: dict = field(default_factory=dict)  # which convolution / neuron-update code ran
 
     @property
     def predictions(self) -> torch.Tensor:
@@ -104,14 +105,15 @@ class ChipRun:
 
 
 def run_chip_model(fixed, x: torch.Tensor, batch_size: int = 100, progress: bool = True,
-                   desc: str = "chip model", int8: bool | None = None) -> ChipRun:
+                   desc: str = "chip model", int8: bool | None = None, fused: bool | None = None) -> ChipRun:
     """Run the fast integer chip model (:class:`privatesnn.hw_targets.chip_model.ChipModel`) over
-    ``x`` in batches (``int8``: convolutions on the CPU's int8 units; None = where exact)."""
+    ``x`` in batches (``int8``: convolutions on the CPU's int8 units; ``fused``: the neuron update as
+    one C kernel; None = where available and exact)."""
     from .hw_targets.chip_model import ChipModel
 
     if batch_size <= 0:
         raise PrivsnnError(f"batch size must be > 0, got {batch_size}")
-    model = ChipModel(fixed, int8=int8)
+    model = ChipModel(fixed, int8=int8, fused=fused)
     sums, counts = [], {name: [] for name in fixed.plan.layers}
     t0 = time.perf_counter()
     for i in tqdm(range(0, len(x), batch_size), desc=desc, leave=False, disable=not progress):
@@ -119,7 +121,8 @@ def run_chip_model(fixed, x: torch.Tensor, batch_size: int = 100, progress: bool
         sums.append(acc.numpy())
         for name in counts:
             counts[name].append(c[name].numpy())
-    return ChipRun(np.concatenate(sums), {k: np.concatenate(v) for k, v in counts.items()}, time.perf_counter() - t0)
+    return ChipRun(np.concatenate(sums), {k: np.concatenate(v) for k, v in counts.items()}, time.perf_counter() - t0,
+                   model.kernels())
 
 
 def cross_check_lava(plan, fixed, x: torch.Tensor, chip: ChipRun, chunk: int = 100,
@@ -208,9 +211,7 @@ def simulate_deployed(artifact: str | Path, data: str, *, engine: str = "lava", 
         log(f"chip model (Lava fixed_pt arithmetic): {n} images x T={T} ...", file=sys.stderr)
         chip = run_chip_model(fixed, data.x, batch_size)
         runs.append(compare("reference", chip.predictions, chip.seconds, chip.spikes_per_layer))
-        from .hw_targets.int8_conv import int8_conv_exact
-
-        runs[-1]["convolutions"] = "int8 (exact)" if int8_conv_exact() else "float32 (exact)"
+        runs[-1].update(chip.kernels)
         k = min(check_lava, n)
         if k and lava_available():
             log(f"cross-check: the first {k} images through Lava fixed_pt ...", file=sys.stderr)

@@ -9,7 +9,8 @@ channels-last layout (oneDNN's fast path on CPUs; about 2x faster than NCHW for 
 layers on one core). A direct-coded input and every synaptic layer that only depends on it are
 computed once per batch, not once per chunk.
 
-The arithmetic per neuron is that of ``SpikingNeuron`` (same operations, same order), and
+The arithmetic per neuron is that of ``SpikingNeuron`` (same operations, same order; one fused C
+pass per layer and chunk where :mod:`.neuron_kernel` builds, the torch passes otherwise), and
 ``SpikingNetwork.run`` runs its convolutions channels-last on the CPU too (per-sample results do
 not depend on the batch size, the layout does), so the spikes are identical:
 ``tests/test_fast_simulation.py`` checks every spike of every layer.
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from .graph import Add, Conv, Input, Linear, MaxPool, Neuron
 from .layers import module_key
+from .neuron_kernel import neuron_chunk
 
 # Nodes whose output in a chunk is a newly allocated tensor (not a view of another node's output).
 _FRESH = (Add, Conv, Linear, Neuron)
@@ -82,9 +84,19 @@ def _empty_steps(like: torch.Tensor, tc: int) -> torch.Tensor:
 
 def _neuron_chunk(cell, currents: torch.Tensor, v: torch.Tensor, tc: int) -> torch.Tensor:
     """``tc`` steps of the IF/LIF dynamics of ``cell`` in place on ``v`` (as SpikingNeuron's inference
-    loop); ``currents`` is (tc or 1, N, ...). Returns spikes (tc, N, ...)."""
-    th = cell.threshold
+    loop); ``currents`` is (tc or 1, N, ...). Returns spikes (tc, N, ...). One fused C pass where the
+    kernel runs (:mod:`.neuron_kernel`, identical results), else the torch passes."""
     out = _empty_steps(v, tc)
+    if neuron_chunk(cell, currents, v, tc, out):
+        return out
+    return _neuron_chunk_torch(cell, currents, v, tc, out)
+
+
+def _neuron_chunk_torch(cell, currents: torch.Tensor, v: torch.Tensor, tc: int,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_neuron_chunk` in torch passes (the fallback, and the kernel's reference)."""
+    th = cell.threshold
+    out = _empty_steps(v, tc) if out is None else out
     for t in range(tc):
         if cell.leak != 1.0:
             v.mul_(cell.leak)

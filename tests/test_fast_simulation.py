@@ -15,6 +15,9 @@ import torch
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
 from privatesnn.hw_targets.chip_model import ChipModel
+from privatesnn.native import clear_caches, private_folder
+from privatesnn.neuron_kernel import fused_neurons_available, neuron_chunk
+from privatesnn.hw_targets.fused_lif import fused_lif_available, lif_step, lif_step_torch, per_neuron
 from privatesnn.hw_targets.int8_conv import Int8Conv, int8_conv_exact
 from privatesnn.hw_targets.loihi import build_plan, quantize_plan, reference_fixed_simple
 from privatesnn.models import load_model
@@ -84,22 +87,27 @@ def _tiny():
     return _tiny_graph()
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["torch-update", "fused-update"])
 @pytest.mark.parametrize("int8", [False, True], ids=["float-conv", "int8-conv"])
 @pytest.mark.parametrize("name, leak, reset", [("resnet20", 1.0, "subtract"), ("digits_cnn", 0.9, "zero")])
-def test_fast_chip_model_is_bit_exact_with_its_specification(name, leak, reset, int8, tmp_path):
+def test_fast_chip_model_is_bit_exact_with_its_specification(name, leak, reset, int8, fused, tmp_path):
     """Integer output sums and spike counts of the fast chip model equal the step-by-step int64
     specification (which tests/test_lava.py checks against Lava), for IF and leaky neurons, both resets,
-    with its convolutions in float32 and on the CPU's int8 units."""
+    with its convolutions in float32 and on the CPU's int8 units, its neuron update in torch passes and
+    in the fused C kernel."""
     if int8 and not int8_conv_exact():
         pytest.skip("this CPU / torch build has no exact oneDNN int8 convolution")
+    if fused and not fused_lif_available():
+        pytest.skip("no C compiler here to build the fused neuron update (the chip model keeps its torch passes)")
     graph, loaded = _registry_graph(name, tmp_path)
     for n in graph.neurons():
         n.leak, n.reset = leak, reset
     fixed = quantize_plan(build_plan(graph, 6))
     x = torch.rand(5, *loaded.input_shape, generator=torch.Generator().manual_seed(4))
     slow, slow_counts = reference_fixed_simple(fixed, x, return_spikes=True)
-    model = ChipModel(fixed, int8=int8)
+    model = ChipModel(fixed, int8=int8, fused=fused)
     assert any(t.int8 is not None for terms in model.terms.values() for t in terms) == int8
+    assert bool(model.fused) == fused
     assert bool(model.folded) == int8  # the << 6 and the bias folded into the int8 convolutions
     fast, fast_counts = model.run(x, return_spikes=True)
     assert int(sum(c.sum() for c in slow_counts.values())) > 0
@@ -129,6 +137,116 @@ def test_int8_convolution_is_exact_or_refused():
         int8_conv_exact.cache_clear()
 
 
+needs_fused = pytest.mark.skipif(not fused_lif_available(), reason="no C compiler here to build the fused kernel")
+
+
+@needs_fused
+@pytest.mark.parametrize("real, decay", [(torch.float32, 0), (torch.float32, 4095), (torch.float64, 0),
+                                         (torch.float64, 1000), (torch.float64, 4095)])
+@pytest.mark.parametrize("inputs", ["current", "diagonal", "current+diagonal", "host-bias"])
+@pytest.mark.parametrize("layout", ["channels-last", "dense-2d"])
+def test_fused_neuron_update_equals_the_torch_passes(real, decay, inputs, layout):
+    """The C kernel gives the torch passes' membranes, spikes (float32 and uint8) and per-image counts
+    bit for bit: both float types, no / full / partial decay, both resets, each kind of input, images
+    larger than one kernel tile, channels-last and flat layouts, membranes at the clamp."""
+    gen = torch.Generator().manual_seed(decay + len(inputs))
+    shape = (3, 16, 20, 20) if layout == "channels-last" else (4, 300)
+    fmt = torch.channels_last if layout == "channels-last" else torch.contiguous_format
+
+    def t(x):
+        return x.contiguous(memory_format=fmt)
+
+    v0 = t(torch.randint(-(1 << 23), 1 << 23, shape, generator=gen).to(real))
+    v0[0, :3] = (1 << 23) - 1  # at the bound
+    y = t(torch.randint(-(1 << 16), 1 << 16, shape, generator=gen).float()) if "current" in inputs else None
+    ds = t((torch.rand(shape, generator=gen) < 0.4).float()) if "diagonal" in inputs else None
+    dw = per_neuron(torch.randint(-4096, 4096, (shape[1],), generator=gen).float(), v0) if ds is not None else None
+    bias = t(torch.randint(-(1 << 20), 1 << 20, (shape[0] if inputs == "host-bias" else 1, *shape[1:]),
+                           generator=gen).to(real))
+    for subtract in (True, False):
+        results = []
+        for step in (lif_step_torch, lif_step):
+            v = v0.clone()
+            s_f32, s_u8 = t(torch.full(shape, 7.0)), t(torch.full(shape, 7, dtype=torch.uint8))
+            counts = torch.arange(shape[0], dtype=torch.int64)
+            step(v, decay, y, ds, dw, 64.0 if inputs != "current" else 1.0, bias, float((1 << 23) - 1),
+                 float(50 << 6), subtract, s_f32, s_u8, counts)
+            results.append((v, s_f32, s_u8, counts))
+        (v_t, f_t, u_t, c_t), (v_c, f_c, u_c, c_c) = results
+        assert 0 < int(u_t.sum()) < u_t.numel()
+        assert torch.equal(v_t, v_c) and torch.equal(f_t, f_c) and torch.equal(u_t, u_c) and torch.equal(c_t, c_c)
+
+
+@needs_fused
+def test_fused_neuron_update_refuses_mismatched_arrays():
+    v = torch.zeros(2, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="y is"):
+        lif_step(v, 0, torch.zeros(2, 4, 3, 3), None, None, 1.0, None, 100.0, 10.0, True)  # NCHW, not NHWC
+    with pytest.raises(ValueError, match="counts must be int64"):
+        lif_step(v, 0, None, None, None, 1.0, None, 100.0, 10.0, True, counts=torch.zeros(2))
+    with pytest.raises(ValueError, match="needs both"):
+        lif_step(v, 0, None, torch.zeros_like(v), None, 1.0, None, 100.0, 10.0, True)
+
+
+def test_fused_kernel_is_loaded_only_from_a_private_folder(tmp_path):
+    """A shared library is code: the kernel is built and loaded only in a folder of this user that
+    nobody else can write to."""
+    mine = tmp_path / "cache"
+    assert private_folder(mine) and (mine.stat().st_mode & 0o777) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert not private_folder(shared)
+
+
+def test_fused_kernel_off_switch_and_no_compiler_fall_back_to_the_torch_passes(monkeypatch, tmp_path):
+    """`PRIVSNN_FUSED=0` and a machine without a C compiler give the torch passes (same sums)."""
+    graph, loaded = _registry_graph("digits_cnn", tmp_path)
+    fixed = quantize_plan(build_plan(graph, 4))
+    x = torch.rand(3, *loaded.input_shape, generator=torch.Generator().manual_seed(1))
+    want = reference_fixed_simple(fixed, x)
+    try:
+        for env, value in (("PRIVSNN_FUSED", "0"), ("CC", str(tmp_path / "no-such-compiler"))):
+            monkeypatch.setenv("PRIVSNN_CACHE_DIR", str(tmp_path / "cache"))
+            monkeypatch.setenv(env, value)
+            clear_caches()
+            assert not fused_lif_available()
+            model = ChipModel(fixed)
+            assert model.fused == {} and model.kernels()["neuron_update"] == "torch passes"
+            assert torch.equal(model.run(x), want)
+            monkeypatch.delenv(env)
+    finally:
+        monkeypatch.undo()
+        clear_caches()
+
+
+@pytest.mark.skipif(not fused_neurons_available(), reason="no C compiler here to build the fused kernel")
+@pytest.mark.parametrize("leak, reset", [(1.0, "subtract"), (0.9, "subtract"), (1.0, "zero"), (0.8, "zero")])
+@pytest.mark.parametrize("layout, steps", [("channels-last", 4), ("channels-last", 1), ("flat", 4)])
+def test_fused_float_neurons_equal_the_torch_passes(leak, reset, layout, steps):
+    """The float SNN's fused neuron kernel gives the torch passes' spikes and membranes bit for bit (a
+    threshold float32 cannot hold, constant and per-step currents, more neurons than one tile), and
+    declines tensors it cannot run (the torch passes then run)."""
+    from privatesnn.neurons import SpikingNeuron
+    from privatesnn.streaming import _empty_steps, _neuron_chunk, _neuron_chunk_torch
+
+    gen = torch.Generator().manual_seed(steps)
+    cell = SpikingNeuron(0.4142, leak, reset)
+    shape = (5, 16, 12, 12) if layout == "channels-last" else (7, 700)
+    v0 = torch.rand(shape, generator=gen)
+    if layout == "channels-last":
+        v0 = v0.contiguous(memory_format=torch.channels_last)
+    cur = _empty_steps(v0, steps).copy_(torch.randn((steps, *shape), generator=gen) * 0.3)
+    a, b = v0.clone(), v0.clone()
+    want = _neuron_chunk_torch(cell, cur, a, 4)
+    out = _empty_steps(b, 4)
+    assert neuron_chunk(cell, cur, b, 4, out)
+    assert torch.equal(want, out) and torch.equal(a, b) and 0 < int(want.sum()) < want.numel()
+    assert torch.equal(_neuron_chunk(cell, cur, v0.clone(), 4), want)
+    if layout == "channels-last":  # currents in another layout than the membrane: declined
+        assert not neuron_chunk(cell, cur.contiguous(), v0.clone(), 4, _empty_steps(v0, 4))
+
+
 def test_simulate_reference_engine(tmp_path, capsys):
     """`simulate --engine reference` on digits: the chip model's accuracy and agreement, and the Lava
     cross-check (bit-exact where Lava is installed, a stated skip where it is not)."""
@@ -146,6 +264,7 @@ def test_simulate_reference_engine(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["engine"] == "reference" and r["n"] == 30 and r["tag"] == "reference"
     assert r["runs"][0]["convolutions"] == ("int8 (exact)" if int8_conv_exact() else "float32 (exact)")
+    assert r["runs"][0]["neuron_update"].startswith("fused C kernel" if fused_lif_available() else "torch passes")
     assert r["agreement"] >= 0.9 and r["accuracy"] >= 0.8
     if lava_available():
         assert r["lava_cross_check"]["images"] == 3 and r["lava_cross_check"]["bit_exact"] is True

@@ -39,7 +39,7 @@ def test_package_list_names_every_package_folder():
             rel = init.parent.relative_to(ROOT / folder).parts
             found.add(".".join((package, *rel)))
     assert set(st["packages"]) == found
-    assert st["package-data"]["privatesnn.hw_targets"] == ["*.json"]
+    assert st["package-data"]["privatesnn.hw_targets"] == ["*.json", "*.c"]
 
 
 def test_lava_is_an_extra_for_python_310_only():
@@ -100,6 +100,7 @@ def test_wheel_installs_one_namespace(tmp_path):
     assert {n.split("/")[0] for n in names} == {"privatesnn", wheel.name.split("-py")[0] + ".dist-info"}
     for f in ("privatesnn/exporters/netx.py", "privatesnn/exporters/nir_export.py", "privatesnn/hw_targets/loihi.py",
               "privatesnn/hw_targets/lava_sim.py", "privatesnn/hw_targets/energy_models.json",
+              "privatesnn/hw_targets/fused_lif.c", "privatesnn/neuron_kernel.c",
               "privatesnn/data/digits_cnn.pt", "privatesnn/lava_extra.py"):
         assert f in names, f
     requires = [ln.split(":", 1)[1].strip() for ln in meta.splitlines() if ln.startswith("Requires-Dist:")]
