@@ -28,7 +28,7 @@ from common import RESNET20, SHARED, set_threads  # noqa: E402
 from privatesnn.artifact import load_snn  # noqa: E402
 from privatesnn.layers import module_key  # noqa: E402
 from privatesnn.models import load_model  # noqa: E402
-from privatesnn.neurons import SpikingNeuron, neuron_step  # noqa: E402
+from privatesnn.neurons import SpikingNeuron  # noqa: E402
 from privatesnn.snn import SpikingNetwork  # noqa: E402
 from privatesnn.synthesis.store import load_synthetic  # noqa: E402
 from privatesnn.training import augment, distillation_loss  # noqa: E402
@@ -41,6 +41,7 @@ p.add_argument("--epochs", type=int, default=3)
 p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--neuron-lr", type=float, default=1e-2)
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images (default: all)")
 p.add_argument("--out", required=True)
 args = p.parse_args()
 set_threads(args.threads)
@@ -57,18 +58,17 @@ for node in graph.neurons():
         cell.v_init_fraction = nn.Parameter(torch.full(shape, float(cell.v_init)))
 
 
-def fwd(self, currents, timesteps):  # the trainable path, also for inference (per-channel v0 tensor)
-    th, v0 = self.log_threshold.exp(), self.v_init_fraction
-    v = torch.zeros_like(currents[0]) + v0 * th
-    out = []
-    for t in range(timesteps):
-        i = currents[t] if currents.shape[0] > 1 else currents[0]
-        z, v = neuron_step(i, v, th, self.leak, self.reset, self.surrogate, self.alpha)
-        out.append(z)
-    return torch.stack(out)
+_trainable_forward = SpikingNeuron.forward
 
 
-SpikingNeuron.forward = fwd
+def _inference_with_tensor_v0(self, currents, timesteps):
+    """Evaluation through the trainable path, which broadcasts a per-channel initial membrane (the
+    inference path holds one float per layer); detached, so no graph outlives a layer."""
+    with torch.enable_grad():
+        return _trainable_forward(self, currents, timesteps).detach()
+
+
+SpikingNeuron._forward_inference = _inference_with_tensor_v0
 M = dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
 teacher = load_model(f"resnet20:{RESNET20}", **M).module().eval()
 synth = load_synthetic(args.synthetic)
@@ -79,6 +79,7 @@ opt = torch.optim.Adam([{"params": [p for p in net.parameters() if id(p) not in 
 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
 x_test = torch.from_numpy(np.load(SHARED / "cifar10" / "test_x.npy")).permute(0, 3, 1, 2).float() / 255
 y_test = torch.from_numpy(np.load(SHARED / "cifar10" / "test_y.npy")).long()
+x_test, y_test = x_test[:args.limit], y_test[:args.limit]
 
 
 def evaluate():
