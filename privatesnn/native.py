@@ -49,9 +49,13 @@ def _cpu_key() -> str:
         return platform.processor() or platform.machine()
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> list[Path]:
+    """Where a built kernel may live: the user's cache, then a private folder in the temp directory."""
     env = os.environ.get("PRIVSNN_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "privsnn"
+    home = Path(os.path.expanduser("~"))
+    user = os.getuid() if hasattr(os, "getuid") else os.getpid()
+    first = [Path(env)] if env else [home / ".cache" / "privsnn"] if home.is_absolute() else []
+    return first + [Path(tempfile.gettempdir()) / f"privsnn-{user}"]
 
 
 def private_folder(folder: Path) -> bool:
@@ -95,8 +99,7 @@ def load_kernel(source: Path) -> ctypes.CDLL | None:
     source = Path(source)
     key = hashlib.sha256(source.read_bytes() + " ".join(FLAGS).encode() + _cpu_key().encode()
                          + os.environ.get("CC", "cc").encode()).hexdigest()[:16]
-    user = os.getuid() if hasattr(os, "getuid") else os.getpid()
-    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"privsnn-{user}"):
+    for folder in _cache_dirs():
         path = folder / f"{source.stem}-{key}.so"
         try:
             if not private_folder(folder):
