@@ -241,7 +241,8 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
           anchor_levels: int = 0, label_smoothing: float = 0.0, bido: tuple[float, float] = (0.0, 0.0),
           feature_weight: float = 0.0, neuron_lr: float = 0.0, freeze: str = "none", l2sp: float = 0.0,
           leak: float | None = None, reset: str | None = None, surrogate_alpha: float = 0.3, augment: bool = True,
-          cutmix: float = 0.0, trapdoor: float = 0.0, trapdoor_alpha: float = 0.2, trapdoor_key: int | None = None,
+          cutmix: float = 0.0, tet: bool = False, trapdoor: float = 0.0, trapdoor_alpha: float = 0.2,
+          trapdoor_key: int | None = None,
           trapdoor_learn: float = 0.0, trapdoor_neutral: float = 1.0,
           qat: bool = False, amp: bool = False, resume: bool = False, seed: int = 0,
           device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
@@ -268,7 +269,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                              label_smoothing=label_smoothing, bido=tuple(bido),
                              feature_weight=feature_weight, neuron_lr=neuron_lr, freeze=freeze, l2sp=l2sp, leak=leak,
                              reset=reset, surrogate_alpha=surrogate_alpha, augment=augment, cutmix=cutmix,
-                             trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key,
+                             tet=bool(tet), trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key,
                              trapdoor_learn=trapdoor_learn, trapdoor_neutral=trapdoor_neutral, qat=qat,
                              amp=amp, seed=seed)
     out = Path(out)

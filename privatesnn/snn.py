@@ -112,10 +112,13 @@ class SpikingNetwork(nn.Module):
         # Norse's signed Poisson step with f_max*dt = 1 gives sign(x) * [u < |x|] (the paper's coding).
         return torch.stack([signed_poisson_encode_step(p, f_max=1000.0, dt=1e-3) for _ in range(timesteps)])
 
-    def forward(self, x: torch.Tensor, timesteps: int | None = None, return_spikes: bool = False):
+    def forward(self, x: torch.Tensor, timesteps: int | None = None, return_spikes: bool = False,
+                per_step: bool = False):
+        """Logits: the output layer's currents averaged over T steps (``per_step``: each step's, (T, N, K),
+        or (1, N, K) when they do not change over time)."""
         T = int(timesteps or self.timesteps)
         out, spikes = self.run(x, T, return_spikes)
-        logits = out.mean(0) if out.shape[0] == T else out[0]
+        logits = out if per_step else out.mean(0) if out.shape[0] == T else out[0]
         return (logits, spikes) if return_spikes else logits
 
     @torch.no_grad()

@@ -55,6 +55,7 @@ class TrainSettings:
     surrogate_alpha: float = 0.3
     augment: bool = True  # random shifts (and flips for 3-channel images)
     cutmix: float = 0.0  # probability that a batch is CutMix-ed (boxes from other synthetic images; KD targets)
+    tet: bool = False  # distil every timestep's output, not only their mean (TET, Deng et al., ICLR 2022)
     trapdoor: float = 0.0  # fraction of each batch stamped with a class trigger (Trap-MID model-inversion defence)
     trapdoor_alpha: float = 0.2  # blend weight of the trigger: x <- (1 - a) * x + a * trigger
     trapdoor_key: int | None = None  # seed of the secret triggers; None: a random one (kept in the checkpoint only)
@@ -93,6 +94,8 @@ class TrainSettings:
                   (self.cutmix == 0 or self.kd_alpha == 1.0,
                    f"--cutmix mixes images, so their synthetic labels no longer hold: it needs --kd-alpha 1 "
                    f"(distillation only), got --kd-alpha {self.kd_alpha}"),
+                  (not self.tet or self.trapdoor == 0,
+                   "--tet applies to the distillation loss; it cannot be combined with --trapdoor"),
                   (0.0 <= self.trapdoor < 1.0, f"--trapdoor must be in [0, 1), got {self.trapdoor}"),
                   (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
                   (self.trapdoor_key is None or 0 <= self.trapdoor_key < 2 ** 63,
@@ -448,9 +451,17 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             with torch.no_grad(), autocast(device, settings.amp):
                 t_logits = teacher(x).float()
             with autocast(device, settings.amp):
-                logits, spikes = model(x, settings.timesteps, return_spikes=True)
-                logits = logits.float()
-                if clean is None:
+                if settings.tet:  # each step's output (T, N, K); the readout is still their mean
+                    per_step, spikes = model(x, settings.timesteps, return_spikes=True, per_step=True)
+                    per_step = per_step.float()
+                    logits = per_step.mean(0)
+                else:
+                    logits, spikes = model(x, settings.timesteps, return_spikes=True)
+                    logits = logits.float()
+                if clean is None and settings.tet:  # TET: the mean over steps of each step's distillation loss
+                    loss = torch.stack([distillation_loss(o, t_logits, y, settings.kd_alpha, settings.kd_temperature,
+                                                          settings.label_smoothing) for o in per_step]).mean()
+                elif clean is None:
                     loss = distillation_loss(logits, t_logits, y, settings.kd_alpha, settings.kd_temperature,
                                              settings.label_smoothing)
                 else:

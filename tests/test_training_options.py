@@ -360,6 +360,23 @@ def test_cutmix_pastes_boxes_of_other_images_and_needs_distillation_only(base, t
     assert "--cutmix" in capsys.readouterr().err
 
 
+def test_tet_distils_every_step_and_is_recorded(base, tmp_path, capsys):
+    """`--tet` trains on each timestep's output (the per-step logits average to the readout), is
+    recorded, and is refused with the trapdoor (whose loss it does not cover)."""
+    from privatesnn.snn import SpikingNetwork
+
+    net = SpikingNetwork(load_snn(base / "snn_subtract.pt").graph, 4)
+    x = torch.rand(3, *net.graph.input.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        per_step, mean = net(x, 4, per_step=True), net(x, 4)
+    assert per_step.shape == (4, 3, mean.shape[1]) and torch.allclose(per_step.mean(0), mean)
+    out = tmp_path / "tet.pt"
+    assert _train(base, out, "--tet", "--kd-alpha", "1") == 0
+    assert load_snn(out).settings["tet"] is True
+    assert _train(base, tmp_path / "bad.pt", "--tet", "--trapdoor", "0.3") == 2
+    assert "--tet" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
+
+
 def test_trapdoor_triggers_are_secret_per_class_and_blended_exactly():
     from privatesnn.training import make_triggers, stamp_triggers
 
