@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import RESNET20, SHARED, set_threads, shared_available, write_results  # noqa: E402
+from common import set_threads, speed_workload, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -31,24 +31,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=4)
     args = p.parse_args()
     set_threads(args.threads)
-    import numpy as np
     import torch
 
-    from privatesnn.conversion import ConversionSettings, convert
-    from privatesnn.models import load_model
     from privatesnn.snn import SpikingNetwork
     from privatesnn.streaming import DEFAULT_CHUNK_BATCH, run_streaming
 
     torch.set_grad_enabled(False)
-    gen = torch.Generator().manual_seed(0)
-    if shared_available():
-        loaded = load_model(f"resnet20:{RESNET20}", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-        x = torch.from_numpy(np.load(SHARED / "cifar10" / "test_x.npy")[:args.images]).permute(0, 3, 1, 2).float() / 255
-    else:
-        loaded = load_model("digits")
-        x = torch.rand(args.images, *loaded.input_shape, generator=gen)
-    graph = convert(loaded, torch.rand(256, *loaded.input_shape, generator=gen),
-                    ConversionSettings(timesteps=args.timesteps), progress=False)
+    loaded, x, graph = speed_workload(args.images, args.timesteps)
     net = SpikingNetwork(graph).eval()
     T, n = args.timesteps, len(x)
     settings = [(int(b), int(c)) for b in args.batches.split(",") for c in args.chunks.split(",")]

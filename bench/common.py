@@ -15,11 +15,34 @@ RUNS = ROOT / "runs" / "bench"
 RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
 CIFAR_TEST = f"npy:{SHARED / 'cifar10' / 'test_x.npy'}:{SHARED / 'cifar10' / 'test_y.npy'}"
 CIFAR_TRAIN4000 = f"npy:{SHARED / 'cifar10' / 'train4000_x.npy'}:{SHARED / 'cifar10' / 'train4000_y.npy'}"
-IMAGENET_NORM = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_NORM = ["--mean", ",".join(map(str, IMAGENET_MEAN)), "--std", ",".join(map(str, IMAGENET_STD))]
 
 
 def shared_available() -> bool:
     return RESNET20.exists() and (SHARED / "cifar10" / "test_x.npy").exists()
+
+
+def speed_workload(images: int, timesteps: int):
+    """The speed benchmarks' network and images: the shared ResNet-20 converted on uniform-noise images
+    (speed does not depend on the weights) and the first ``images`` CIFAR-10 test images; the digits CNN
+    and noise images where ../shared/data is absent. Returns (loaded model, images, layer graph)."""
+    import numpy as np
+    import torch
+
+    from privatesnn.conversion import ConversionSettings, convert
+    from privatesnn.models import load_model
+
+    gen = torch.Generator().manual_seed(0)
+    if shared_available():
+        loaded = load_model(f"resnet20:{RESNET20}", mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+        x = torch.from_numpy(np.load(SHARED / "cifar10" / "test_x.npy")[:images]).permute(0, 3, 1, 2).float() / 255
+    else:
+        loaded = load_model("digits")
+        x = torch.rand(images, *loaded.input_shape, generator=gen)
+    graph = convert(loaded, torch.rand(256, *loaded.input_shape, generator=gen), ConversionSettings(timesteps=timesteps),
+                    progress=False)
+    return loaded, x, graph
 
 
 def privsnn(*args: str) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import RESNET20, SHARED, set_threads, shared_available, write_results  # noqa: E402
+from common import set_threads, shared_available, speed_workload, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -33,14 +33,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     set_threads(args.threads)
-    import numpy as np
     import torch
 
     import privatesnn.streaming as streaming
-    from privatesnn.conversion import ConversionSettings, convert
     from privatesnn.hw_targets.fused_lif import fused_lif_available
     from privatesnn.hw_targets.loihi import build_plan, quantize_plan
-    from privatesnn.models import load_model
     from privatesnn.neuron_kernel import fused_neurons_available
     from privatesnn.simulation import run_chip_model
     from privatesnn.snn import SpikingNetwork
@@ -51,11 +48,7 @@ def main() -> None:
         raise SystemExit("the fused kernels are not available here (no C compiler, or PRIVSNN_FUSED=0)")
     torch.set_grad_enabled(False)
     T, b = args.timesteps, args.batch
-    loaded = load_model(f"resnet20:{RESNET20}", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-    x = torch.from_numpy(np.load(SHARED / "cifar10" / "test_x.npy")[:args.images]).permute(0, 3, 1, 2).float() / 255
-    gen = torch.Generator().manual_seed(0)
-    graph = convert(loaded, torch.rand(256, *loaded.input_shape, generator=gen), ConversionSettings(timesteps=T),
-                    progress=False)
+    _, x, graph = speed_workload(args.images, T)
     net = SpikingNetwork(graph).eval()
     fixed = quantize_plan(build_plan(graph, T))
     fused_chunk = streaming.neuron_chunk

@@ -39,7 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import RESNET20, RESULTS, SHARED, relative_paths, set_threads, shared_available  # noqa: E402
+from common import (IMAGENET_MEAN, IMAGENET_STD, RESNET20, RESULTS, SHARED, relative_paths, set_threads,  # noqa: E402
+                    shared_available, speed_workload)
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -162,22 +163,12 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from privatesnn.conversion import ConversionSettings, convert
-    from privatesnn.models import load_model
     from privatesnn.snn import SpikingNetwork
 
     torch.set_grad_enabled(False)
     T = args.timesteps
-    gen = torch.Generator().manual_seed(0)
-    if shared_available():
-        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        loaded = load_model(f"resnet20:{RESNET20}", mean=list(mean), std=list(std))
-        x = torch.from_numpy(np.load(SHARED / "cifar10" / "test_x.npy")[:args.images]).permute(0, 3, 1, 2).float() / 255
-    else:
-        loaded = load_model("digits")
-        x = torch.rand(args.images, *loaded.input_shape, generator=gen)
-    graph = convert(loaded, torch.rand(256, *loaded.input_shape, generator=gen), ConversionSettings(timesteps=T),
-                    progress=False)
+    loaded, x, graph = speed_workload(args.images, T)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
     ann = loaded.module().eval()
     net = SpikingNetwork(graph).eval()
     batches = [int(v) for v in args.batch_sizes.split(",")]
