@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from .fixed_point import DECAY_MAX, UV_MAX, FixedPlan, QTerm
-from .fused_lif import FusedLayerStep, fused_lif_available, per_neuron, same_layout
+from ..native import same_order
+from .fused_lif import FusedLayerStep, fused_lif_available, per_neuron
 from .int8_conv import Int8Conv, int8_conv_exact
 
 F32_EXACT = 1 << 24  # integers below this add exactly in float32
@@ -256,11 +257,12 @@ class ChipModel:
             v[name] = torch.full(shape, float(ql.v0), dtype=vdt).contiguous(memory_format=fmt)
             spikes[name] = torch.zeros(shape, dtype=torch.float32).contiguous(memory_format=fmt)
             th[name] = float(ql.vth << 6)
-        fired = {name: torch.empty_like(v[name]) for name in plan.layers}
+        # the torch passes' spike buffers (the fused kernel writes its layers' spikes itself)
+        fired = {name: torch.empty_like(v[name]) for name in plan.layers if name not in self.fused}
         spikes_u8 = {name: spikes[name].to(torch.uint8) for name in self.int8_sources}
         # numpy views (memory order) for the float -> uint8 cast: numpy's is ~3x faster than torch 2.3's
         cast = {name: (_memory_order_numpy(fired[name]), _memory_order_numpy(spikes_u8[name]))
-                for name in self.int8_sources}
+                for name in self.int8_sources if name not in self.fused}
         # spike counts: per image (int64) where the fused kernel counts them; per neuron elsewhere (exact
         # in float32 below 2^24 steps; a per-step sum over a channels-last tensor would copy it), reduced
         # per image at the end
@@ -342,7 +344,7 @@ class ChipModel:
                 if i != diag:
                     a = _apply(t, spikes[t.src], spikes_u8.get(t.src)).reshape(n, *layer.shape)
                     y = a if y is None else y.add_(a)
-        if y is not None and not same_layout(y, step.v):
+        if y is not None and not same_order(y, step.v):
             y = y.contiguous(memory_format=torch.contiguous_format if step.v.is_contiguous() else torch.channels_last)
         step(y, spikes[terms[diag].src] if diag is not None else None)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..native import load_kernel
+from ..native import dense, load_kernel, same_order
 
 SOURCE = Path(__file__).with_name("fused_lif.c")
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
@@ -49,18 +49,8 @@ def per_neuron(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return view.expand(shape).contiguous(memory_format=fmt)
 
 
-def _dense(t: torch.Tensor) -> bool:
-    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
-
-
-def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether one image of ``a`` and of ``b`` lie in memory in the same order (size-1 dims ignored)."""
-    return a.shape[1:] == b.shape[1:] and all(x == y for x, y, size in zip(a.stride()[1:], b.stride()[1:], b.shape[1:])
-                                               if size > 1)
-
-
 def _check_layout(name: str, t: torch.Tensor, v: torch.Tensor, dtype: torch.dtype, images: tuple) -> None:
-    if t.dtype != dtype or t.shape[0] not in images or not same_layout(t, v) or not _dense(t):
+    if t.dtype != dtype or t.shape[0] not in images or not same_order(t[0], v[0]) or not dense(t):
         raise ValueError(f"fused LIF step: {name} is {t.dtype} {tuple(t.shape)} with strides {t.stride()}; expected "
                          f"{dtype} ({'/'.join(map(str, images))}, *{tuple(v.shape[1:])}) in the membrane's layout")
 
@@ -84,7 +74,7 @@ class FusedLayerStep:
             raise RuntimeError("the fused LIF kernel is not available here (see fused_lif_available())")
         real = v.dtype
         n = v.shape[0]
-        if real not in (torch.float32, torch.float64) or not _dense(v):
+        if real not in (torch.float32, torch.float64) or not dense(v):
             raise ValueError(f"fused LIF step: the membrane must be a dense float32/float64 tensor, not {real} "
                              f"with strides {v.stride()}")
         for name, t, dtype in (("s_f32", s_f32, torch.float32), ("s_u8", s_u8, torch.uint8)):
@@ -112,7 +102,7 @@ class FusedLayerStep:
         if t is None:
             return None
         if t.dtype != torch.float32 or t.shape != self._shape or t.stride() != self._stride:
-            if t.dtype != torch.float32 or not _dense(t):
+            if t.dtype != torch.float32 or not dense(t):
                 raise ValueError(f"fused LIF step: {name} is {t.dtype} {tuple(t.shape)} with strides {t.stride()}; "
                                  f"expected float32 {tuple(self._shape)} in the membrane's layout")
             _check_layout(name, t, self.v, torch.float32, (self._shape[0],))

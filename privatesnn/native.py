@@ -34,6 +34,19 @@ from pathlib import Path
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared"]
 
 
+def dense(t) -> bool:
+    """Whether ``t`` fills its memory without gaps, as NCHW or channels-last (what a kernel can walk)."""
+    import torch
+
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
+def same_order(a, b) -> bool:
+    """Same shape and, over the dimensions longer than 1, the same strides: the elements of ``a`` and
+    ``b`` lie in memory in the same order."""
+    return a.shape == b.shape and all(x == y for x, y, n in zip(a.stride(), b.stride(), a.shape) if n > 1)
+
+
 def fused_kernels_enabled() -> bool:
     """False when ``PRIVSNN_FUSED`` turns the C kernels off (0 / false / no / off)."""
     return os.environ.get("PRIVSNN_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -111,14 +124,3 @@ def load_kernel(source: Path) -> ctypes.CDLL | None:
             continue  # an unusable cache folder or an unloadable file: try the next folder
     return None
 
-
-def clear_caches() -> None:
-    """Forget loaded kernels and probe results (tests that change the environment call this)."""
-    load_kernel.cache_clear()
-    from .hw_targets import fused_lif
-    from . import neuron_kernel
-
-    fused_lif.fused_lif_available.cache_clear()
-    fused_lif._library.cache_clear()
-    neuron_kernel.fused_neurons_available.cache_clear()
-    neuron_kernel._library.cache_clear()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .native import load_kernel
+from .native import dense, load_kernel, same_order
 
 SOURCE = Path(__file__).with_name("neuron_kernel.c")
 
@@ -33,25 +33,16 @@ def _library():
     return lib
 
 
-def _same_order(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Same shape and, over the dimensions longer than 1, the same strides."""
-    return a.shape == b.shape and all(x == y for x, y, s in zip(a.stride(), b.stride(), a.shape) if s > 1)
-
-
-def _dense(t: torch.Tensor) -> bool:
-    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
-
-
 def _step_blocks(t: torch.Tensor, v: torch.Tensor) -> bool:
     """``t`` (steps, *v.shape): every step laid out like ``v``, the steps one after the other."""
-    return t.dtype == torch.float32 and t.device.type == "cpu" and _same_order(t[0], v) \
+    return t.dtype == torch.float32 and t.device.type == "cpu" and same_order(t[0], v) \
         and (t.shape[0] == 1 or t.stride(0) == v.numel())
 
 
 def neuron_chunk(cell, currents: torch.Tensor, v: torch.Tensor, tc: int, out: torch.Tensor) -> bool:
     """``tc`` steps of ``cell``'s IF/LIF dynamics on ``v`` (in place), spikes into ``out`` (tc, *v.shape),
     by the kernel. Returns False, touching nothing, where the kernel cannot run these tensors."""
-    if not fused_neurons_available() or v.dtype != torch.float32 or v.device.type != "cpu" or not _dense(v) \
+    if not fused_neurons_available() or v.dtype != torch.float32 or v.device.type != "cpu" or not dense(v) \
             or v.requires_grad or currents.requires_grad or cell.reset not in ("subtract", "zero") \
             or not _step_blocks(currents, v) or not _step_blocks(out, v) or out.shape[0] < tc \
             or currents.shape[0] != 1 and currents.shape[0] < tc:

@@ -15,8 +15,9 @@ import torch
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
 from privatesnn.hw_targets.chip_model import ChipModel
-from privatesnn.native import clear_caches, private_folder
+from privatesnn.native import load_kernel, private_folder
 from privatesnn.neuron_kernel import fused_neurons_available, neuron_chunk
+from privatesnn.hw_targets import fused_lif
 from privatesnn.hw_targets.fused_lif import fused_lif_available, lif_step, lif_step_torch, per_neuron
 from privatesnn.hw_targets.int8_conv import Int8Conv, int8_conv_exact
 from privatesnn.hw_targets.loihi import build_plan, quantize_plan, reference_fixed_simple
@@ -199,6 +200,12 @@ def test_fused_kernel_is_loaded_only_from_a_private_folder(tmp_path):
     assert not private_folder(shared)
 
 
+def _forget_kernels() -> None:
+    """Drop the loaded kernels and probe results, so the next use sees the environment anew."""
+    for cached in (load_kernel, fused_lif._library, fused_lif_available):
+        cached.cache_clear()
+
+
 def test_fused_kernel_off_switch_and_no_compiler_fall_back_to_the_torch_passes(monkeypatch, tmp_path):
     """`PRIVSNN_FUSED=0` and a machine without a C compiler give the torch passes (same sums)."""
     graph, loaded = _registry_graph("digits_cnn", tmp_path)
@@ -209,7 +216,7 @@ def test_fused_kernel_off_switch_and_no_compiler_fall_back_to_the_torch_passes(m
         for env, value in (("PRIVSNN_FUSED", "0"), ("CC", str(tmp_path / "no-such-compiler"))):
             monkeypatch.setenv("PRIVSNN_CACHE_DIR", str(tmp_path / "cache"))
             monkeypatch.setenv(env, value)
-            clear_caches()
+            _forget_kernels()
             assert not fused_lif_available()
             model = ChipModel(fixed)
             assert model.fused == {} and model.kernels()["neuron_update"] == "torch passes"
@@ -217,7 +224,7 @@ def test_fused_kernel_off_switch_and_no_compiler_fall_back_to_the_torch_passes(m
             monkeypatch.delenv(env)
     finally:
         monkeypatch.undo()
-        clear_caches()
+        _forget_kernels()
 
 
 @pytest.mark.skipif(not fused_neurons_available(), reason="no C compiler here to build the fused kernel")
