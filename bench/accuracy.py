@@ -111,7 +111,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         stage(f"train_{tag}", out, "train", "--snn", src, "--teacher", *model[1:], "--synthetic", synth_path,
               "--epochs", cfg["epochs"], "--timesteps", cfg["t"], "--batch-size", cfg["batch"], "--lr", cfg["lr"],
               "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7),
-              "--neuron-lr", cfg.get("neuron_lr", 0.0), "--out", out,
+              "--neuron-lr", cfg.get("neuron_lr", 0.0), "--kd-loss", cfg.get("kd_loss", "kl"), "--out", out,
               *(["--qat"] if cfg.get("qat") else []), *dev)
 
     private = work / "private.pt"
@@ -192,7 +192,7 @@ def low_settings(args: argparse.Namespace, case: str) -> dict:
     return {"levels": get("levels"), "qcfs_epochs": get("qcfs_epochs"), "qcfs_lr": get("qcfs_lr"),
             "qcfs_optimizer": get("qcfs_optimizer"), "t": get("low_t"),
             "epochs": get("low_epochs"), "lr": get("low_lr"), "batch": get("low_batch"), "calibrate": get("calibrate"),
-            "neuron_lr": get("neuron_lr")}
+            "neuron_lr": get("neuron_lr"), "kd_loss": get("kd_loss")}
 
 
 def main() -> None:
@@ -232,6 +232,9 @@ def main() -> None:
         g.add_argument(f"--{case}-neuron-lr", type=float, default=d.get("neuron_lr", 0.0),
                        help="learning rate of the per-layer thresholds and initial membranes in the low-T "
                             "encryption (`train --neuron-lr`; 0 = fixed; CIFAR default 1e-2)")
+        g.add_argument(f"--{case}-kd-loss", choices=("kl", "mse"), default="kl",
+                       help="distillation term of the low-T encryption (`train --kd-loss`; mse: +1.2 points at "
+                            "T = 8 on ResNet-20 in docs/low_latency.md, session 14)")
         g.add_argument(f"--{case}-calibrate", action=argparse.BooleanOptionalAction, default=True,
                        help="also measure QCFS + bias calibration at the low T (`privsnn calibrate`)")
     p.add_argument("--cifar-t8-path", action=argparse.BooleanOptionalAction, default=True,

@@ -29,6 +29,7 @@ from .snn import GraphANN, SpikingNetwork
 
 
 FREEZE_CHOICES = ("none", "weights", "synapses")
+KD_LOSSES = ("kl", "mse")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     kd_alpha: float = 0.7  # weight of the distillation term; (1 - kd_alpha) weighs CE on synthetic targets
     kd_temperature: float = 4.0
+    kd_loss: str = "kl"  # "kl": Hinton's tempered KL; "mse": squared logit difference (see distillation_loss)
     rate_reg: float = 0.0  # weight of the mean-spike-rate penalty (fewer spikes, less energy)
     anchor: float = 0.0  # weight of KD on the T -> infinity rate limit (keeps long-T accuracy at low training T)
     anchor_levels: int = 0  # > 0: anchor on the L-step staircase (the QCFS network) instead of the T -> infinity limit
@@ -73,6 +75,7 @@ class TrainSettings:
                   (self.lr > 0 and math.isfinite(self.lr), f"--lr must be > 0, got {self.lr}"),
                   (0.0 <= self.kd_alpha <= 1.0, f"--kd-alpha must be in [0, 1], got {self.kd_alpha}"),
                   (self.kd_temperature > 0, f"--kd-temperature must be > 0, got {self.kd_temperature}"),
+                  (self.kd_loss in KD_LOSSES, f"--kd-loss must be one of {', '.join(KD_LOSSES)}, got {self.kd_loss!r}"),
                   (self.rate_reg >= 0, f"--rate-reg must be >= 0, got {self.rate_reg}"),
                   (self.anchor >= 0 and math.isfinite(self.anchor), f"--anchor must be >= 0, got {self.anchor}"),
                   (self.anchor_levels >= 0, f"--anchor-levels must be >= 0, got {self.anchor_levels}"),
@@ -186,12 +189,15 @@ def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
-                      temperature: float, smoothing: float = 0.0) -> torch.Tensor:
+                      temperature: float, smoothing: float = 0.0, kind: str = "kl") -> torch.Tensor:
     """Hinton KD: ``(1-a)*CE(y, s) + a*tau^2*KL(softmax(t/tau) || softmax(s/tau))`` (CE with label
-    smoothing ``smoothing``, negative allowed)."""
+    smoothing ``smoothing``, negative allowed). ``kind="mse"``: the KD term is the mean squared
+    difference of the logits instead (the tau -> infinity limit of the KL term; Kim et al., IJCAI 2021)."""
     ce = smoothed_cross_entropy(student, labels, smoothing)
     if alpha == 0:
         return ce
+    if kind == "mse":
+        return (1 - alpha) * ce + alpha * F.mse_loss(student, teacher)
     kl = F.kl_div(F.log_softmax(student / temperature, 1), F.softmax(teacher / temperature, 1), reduction="batchmean")
     return (1 - alpha) * ce + alpha * temperature ** 2 * kl
 
@@ -226,7 +232,8 @@ def trapdoor_loss(logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor,
                   settings: TrainSettings) -> torch.Tensor:
     """Distillation on clean images, CE towards the trigger's class (``y``) on stamped ones."""
     return mix_trapdoor_loss(logits, y, clean, lambda m: distillation_loss(
-        logits[m], t_logits[m], y[m], settings.kd_alpha, settings.kd_temperature, settings.label_smoothing))
+        logits[m], t_logits[m], y[m], settings.kd_alpha, settings.kd_temperature, settings.label_smoothing,
+        settings.kd_loss))
 
 
 def rate_distillation_loss(net: SpikingNetwork, spikes: dict[str, torch.Tensor],
@@ -460,10 +467,11 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                     logits = logits.float()
                 if clean is None and settings.tet:  # TET: the mean over steps of each step's distillation loss
                     loss = torch.stack([distillation_loss(o, t_logits, y, settings.kd_alpha, settings.kd_temperature,
-                                                          settings.label_smoothing) for o in per_step]).mean()
+                                                          settings.label_smoothing, settings.kd_loss)
+                                        for o in per_step]).mean()
                 elif clean is None:
                     loss = distillation_loss(logits, t_logits, y, settings.kd_alpha, settings.kd_temperature,
-                                             settings.label_smoothing)
+                                             settings.label_smoothing, settings.kd_loss)
                 else:
                     loss = trapdoor_loss(logits, t_logits, y, clean, settings)
                 rate = torch.stack([s.float().mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
@@ -482,7 +490,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 if settings.anchor > 0:
                     limit = net.rate_limit(x, settings.anchor_levels or None).float()
                     loss = loss + settings.anchor * distillation_loss(limit, t_logits, y, settings.kd_alpha,
-                                                                      settings.kd_temperature)
+                                                                      settings.kd_temperature, kind=settings.kd_loss)
             if epoch == 0 and initial is None:
                 b0 = len(y) if weight > 0 else 0
                 same = logits.argmax(1) == t_logits.argmax(1)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from privatesnn.artifact import load_snn
 from privatesnn.cli import main
@@ -375,6 +376,27 @@ def test_tet_distils_every_step_and_is_recorded(base, tmp_path, capsys):
     assert load_snn(out).settings["tet"] is True
     assert _train(base, tmp_path / "bad.pt", "--tet", "--trapdoor", "0.3") == 2
     assert "--tet" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
+
+
+def test_kd_loss_mse_is_the_high_temperature_limit_and_is_recorded(base, tmp_path, capsys):
+    """`--kd-loss mse` distils the logits themselves: for zero-mean logits it is twice the tempered KL
+    term's limit as tau grows (tau^2 KL -> sum (s - t)^2 / 2K), and the setting lands in the artifact."""
+    from privatesnn.training import distillation_loss
+
+    gen = torch.Generator().manual_seed(0)
+    s, t = 4 * torch.randn(8, 10, generator=gen), 4 * torch.randn(8, 10, generator=gen)
+    s, t = s - s.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+    y = torch.zeros(8, dtype=torch.long)
+    mse = distillation_loss(s, t, y, 1.0, 4.0, kind="mse")
+    assert torch.allclose(mse, F.mse_loss(s, t))
+    assert torch.allclose(2 * distillation_loss(s, t, y, 1.0, 1000.0), mse, rtol=1e-2)
+    assert not torch.allclose(2 * distillation_loss(s, t, y, 1.0, 1.0), mse, rtol=0.5)  # far from the limit
+    out = tmp_path / "mse.pt"
+    assert _train(base, out, "--kd-loss", "mse", "--kd-alpha", "1") == 0
+    assert load_snn(out).settings["kd_loss"] == "mse"
+    with pytest.raises(SystemExit):
+        _train(base, tmp_path / "bad.pt", "--kd-loss", "l1")
+    assert "--kd-loss" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
 
 
 def test_trapdoor_triggers_are_secret_per_class_and_blended_exactly():
