@@ -193,6 +193,8 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
     """Hinton KD: ``(1-a)*CE(y, s) + a*tau^2*KL(softmax(t/tau) || softmax(s/tau))`` (CE with label
     smoothing ``smoothing``, negative allowed). ``kind="mse"``: the KD term is the mean squared
     difference of the logits instead (the tau -> infinity limit of the KL term; Kim et al., IJCAI 2021)."""
+    if kind not in KD_LOSSES:
+        raise ValueError(f"kind must be one of {', '.join(KD_LOSSES)}, got {kind!r}")
     ce = smoothed_cross_entropy(student, labels, smoothing)
     if alpha == 0:
         return ce

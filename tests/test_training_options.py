@@ -391,6 +391,8 @@ def test_kd_loss_mse_is_the_high_temperature_limit_and_is_recorded(base, tmp_pat
     assert torch.allclose(mse, F.mse_loss(s, t))
     assert torch.allclose(2 * distillation_loss(s, t, y, 1.0, 1000.0), mse, rtol=1e-2)
     assert not torch.allclose(2 * distillation_loss(s, t, y, 1.0, 1.0), mse, rtol=0.5)  # far from the limit
+    with pytest.raises(ValueError, match="kind"):
+        distillation_loss(s, t, y, 1.0, 4.0, kind="l1")
     out = tmp_path / "mse.pt"
     assert _train(base, out, "--kd-loss", "mse", "--kd-alpha", "1") == 0
     assert load_snn(out).settings["kd_loss"] == "mse"
