@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from common import IMAGENET_MEAN, IMAGENET_STD, RESNET20, SHARED, set_threads  # noqa: E402
 from privatesnn.artifact import load_snn  # noqa: E402
+from privatesnn.io_utils import torch_save, write_json  # noqa: E402
 from privatesnn.models import load_model  # noqa: E402
 from privatesnn.snn import SpikingNetwork  # noqa: E402
 from privatesnn.synthesis.store import load_synthetic  # noqa: E402
@@ -85,6 +86,6 @@ log = {"start": Path(args.snn).name, "source": args.source, "images": len(images
        "kd_temperature": args.kd_temperature, "train_seconds": round(train_s), "accuracy": accuracy,
        "history": [{k: h[k] for k in ("epoch", "teacher_agreement") if k in h} for h in settings.history]}
 print(json.dumps(log, indent=1), flush=True)
-Path(args.out).write_text(json.dumps(log, indent=1))
+write_json(args.out, log)  # atomic: no half-written result if the run is stopped
 if args.save:
-    torch.save(graph.to_dict(), args.save)
+    torch_save(args.save, graph.to_dict())
