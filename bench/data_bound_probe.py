@@ -46,6 +46,7 @@ p.add_argument("--lr", type=float, default=3e-4)
 p.add_argument("--neuron-lr", type=float, default=1e-2)
 p.add_argument("--kd-loss", choices=["kl", "mse"], default="kl")
 p.add_argument("--kd-temperature", type=float, default=4.0)
+p.add_argument("--ema", type=float, default=0.0, help="weight average decay per step (train --ema)")
 p.add_argument("--eval-timesteps", default="4,8,16")
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--save", default=None, help="also write the trained SNN's graph here (torch state, for inspection)")
@@ -67,7 +68,7 @@ images, labels = images[:args.num], labels[:args.num]
 epochs = max(1, round(args.steps * args.batch_size / len(images)))
 settings = TrainSettings(epochs=epochs, timesteps=args.timesteps, batch_size=args.batch_size, lr=args.lr,
                          kd_alpha=1.0, neuron_lr=args.neuron_lr, seed=0,
-                         kd_loss=args.kd_loss, kd_temperature=args.kd_temperature)
+                         kd_loss=args.kd_loss, kd_temperature=args.kd_temperature, ema=args.ema)
 t0 = time.time()
 graph = train_snn(load_snn(args.snn).graph, teacher, images, labels, settings,
                   checkpoint=Path(args.out).with_suffix(".ckpt.pt"))
@@ -82,7 +83,7 @@ with torch.no_grad():
         accuracy[t] = correct / len(x_test)
 log = {"start": Path(args.snn).name, "source": args.source, "images": len(images), "epochs": epochs,
        "steps": epochs * -(-len(images) // args.batch_size), "timesteps": args.timesteps, "lr": args.lr,
-       "neuron_lr": args.neuron_lr, "kd_loss": args.kd_loss,
+       "neuron_lr": args.neuron_lr, "kd_loss": args.kd_loss, "ema": args.ema,
        "kd_temperature": args.kd_temperature, "train_seconds": round(train_s), "accuracy": accuracy,
        "history": [{k: h[k] for k in ("epoch", "teacher_agreement") if k in h} for h in settings.history]}
 print(json.dumps(log, indent=1), flush=True)

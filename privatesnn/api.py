@@ -96,16 +96,20 @@ def synthesize(model: LoadedModel | str, num_images: int, out: PathLike, *, meth
                log: Log = print, **method_options: float) -> SyntheticSet:
     """Class-balanced images synthesized from ``model`` alone (no real data), written to ``out``
     (npz + PNG preview + manifest); an interrupted run resumes from ``out``'s partial file.
-    ``method_options``: ``beta``, ``temperature`` (dirichlet), ``r_feature``, ``tv``, ``boundary`` (bn-inversion)."""
+    ``method_options``: ``beta``, ``temperature`` (dirichlet), ``r_feature``, ``tv``, ``boundary``, ``crop``
+    (bn-inversion)."""
     from . import distributed
     from .synthesis import make_config
     from .synthesis import synthesize as _synthesize
 
     for name, v in method_options.items():
-        if name not in ("beta", "temperature", "r_feature", "tv", "boundary"):
-            raise PrivsnnError(f"unknown synthesis option {name!r} (expected beta, temperature, r_feature, tv "
-                               f"or boundary)")
-        if name == "boundary":
+        if name not in ("beta", "temperature", "r_feature", "tv", "boundary", "crop"):
+            raise PrivsnnError(f"unknown synthesis option {name!r} (expected beta, temperature, r_feature, tv, "
+                               f"boundary or crop)")
+        if name == "crop":
+            if v is not None and not 0.0 <= v < 1.0:
+                raise PrivsnnError(f"--crop is the smallest area fraction of a crop: it must be in [0, 1), got {v}")
+        elif name == "boundary":
             if v is not None and not 0.0 <= v < 0.5:
                 raise PrivsnnError(f"--boundary must be in [0, 0.5) (the second class's weight stays below the "
                                    f"label's), got {v}")
@@ -241,7 +245,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
           anchor: float = 0.0, anchor_levels: int = 0, label_smoothing: float = 0.0, bido: tuple[float, float] = (0.0, 0.0),
           feature_weight: float = 0.0, neuron_lr: float = 0.0, freeze: str = "none", l2sp: float = 0.0,
           leak: float | None = None, reset: str | None = None, surrogate_alpha: float = 0.3, augment: bool = True,
-          cutmix: float = 0.0, tet: bool = False, trapdoor: float = 0.0, trapdoor_alpha: float = 0.2,
+          cutmix: float = 0.0, tet: bool = False, ema: float = 0.0, trapdoor: float = 0.0, trapdoor_alpha: float = 0.2,
           trapdoor_key: int | None = None,
           trapdoor_learn: float = 0.0, trapdoor_neutral: float = 1.0,
           qat: bool = False, amp: bool = False, resume: bool = False, seed: int = 0,
@@ -269,7 +273,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                              label_smoothing=label_smoothing, bido=tuple(bido),
                              feature_weight=feature_weight, neuron_lr=neuron_lr, freeze=freeze, l2sp=l2sp, leak=leak,
                              reset=reset, surrogate_alpha=surrogate_alpha, augment=augment, cutmix=cutmix,
-                             tet=bool(tet), trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key,
+                             tet=bool(tet), ema=ema, trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key,
                              trapdoor_learn=trapdoor_learn, trapdoor_neutral=trapdoor_neutral, qat=qat,
                              amp=amp, seed=seed)
     out = Path(out)

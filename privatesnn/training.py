@@ -58,6 +58,7 @@ class TrainSettings:
     augment: bool = True  # random shifts (and flips for 3-channel images)
     cutmix: float = 0.0  # probability that a batch is CutMix-ed (boxes from other synthetic images; KD targets)
     tet: bool = False  # distil every timestep's output, not only their mean (TET, Deng et al., ICLR 2022)
+    ema: float = 0.0  # > 0: the result is the exponential moving average of the weights with this decay per step
     trapdoor: float = 0.0  # fraction of each batch stamped with a class trigger (Trap-MID model-inversion defence)
     trapdoor_alpha: float = 0.2  # blend weight of the trigger: x <- (1 - a) * x + a * trigger
     trapdoor_key: int | None = None  # seed of the secret triggers; None: a random one (kept in the checkpoint only)
@@ -97,6 +98,7 @@ class TrainSettings:
                   (self.cutmix == 0 or self.kd_alpha == 1.0,
                    f"--cutmix mixes images, so their synthetic labels no longer hold: it needs --kd-alpha 1 "
                    f"(distillation only), got --kd-alpha {self.kd_alpha}"),
+                  (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1), got {self.ema}"),
                   (not self.tet or self.trapdoor == 0,
                    "--tet applies to the distillation loss; it cannot be combined with --trapdoor"),
                   (0.0 <= self.trapdoor < 1.0, f"--trapdoor must be in [0, 1), got {self.trapdoor}"),
@@ -378,6 +380,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         groups.append({"params": neuron_params, "lr": settings.neuron_lr, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.epochs)
+    ema = WeightAverage(params, settings.ema) if settings.ema > 0 else None
     scaler = torch.cuda.amp.GradScaler(enabled=settings.amp and device.type == "cuda")
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
@@ -399,6 +402,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
+        if ema is not None:
+            ema.load_state_dict(state.get("ema"), ckpt)
         if settings.trapdoor > 0 and settings.trapdoor_key is None:  # the same secret triggers as before
             settings.trapdoor_key = state.get("settings", {}).get("trapdoor_key")
     triggers = trigger_logits = trigger_opt = None
@@ -514,6 +519,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             if trigger_opt is not None and trigger_logits.grad is not None:
                 scaler.step(trigger_opt)  # unscaled like the SNN's (AMP on CUDA)
             scaler.update()
+            if ema is not None:
+                ema.update(params)
             if neuron_params:
                 for cell in net.neurons.values():
                     cell.refresh()
@@ -553,6 +560,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         if ctx.is_main:
             extra = {} if trigger_logits is None else {"triggers": trigger_logits.detach().clone(),
                                                        "trigger_optimizer": trigger_opt.state_dict()}
+            if ema is not None:
+                extra["ema"] = ema.state_dict()
             torch_save(ckpt, {"format": "privsnn-train-checkpoint/1", "epoch": epoch + 1, "model": net.state_dict(),
                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
                               "settings": {k: v for k, v in asdict(settings).items() if k != "history"}, **extra})
@@ -562,6 +571,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     settings.history = history
     if trigger_logits is not None and secrets_out is not None:
         secrets_out["triggers"] = torch.sigmoid(trigger_logits.detach()).clone()
+    if ema is not None:  # the averaged weights (and neuron values) are the result
+        ema.copy_to(params)
+        for cell in net.neurons.values():
+            cell.refresh()
     if settings.qat:
         finalize_qat(net.synapses)
     net.cpu()
@@ -569,6 +582,42 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     if settings.qat:  # thresholds and biases onto the chip's grid too: the SNN is what Lava runs
         graph = snap_to_deployment_grid(graph, settings.timesteps)
     return graph
+
+
+class WeightAverage:
+    """Exponential moving average of the trained parameters (Polyak averaging), ``decay`` per step,
+    with the usual warm-up ``min(decay, (1 + k) / (10 + k))`` so a short run is not dominated by its
+    start. Averaging the last few hundred steps' weights generalises better than the last step's
+    when the training images are few (torch's ``AveragedModel`` would deep-copy the whole SNN and its
+    graph; the parameter list is all that changes here)."""
+
+    def __init__(self, params: list[torch.Tensor], decay: float):
+        self.decay, self.steps = float(decay), 0
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, params: list[torch.Tensor]) -> None:
+        self.steps += 1
+        d = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
+        for s, p in zip(self.shadow, params):
+            s.lerp_(p.detach(), 1.0 - d)
+
+    @torch.no_grad()
+    def copy_to(self, params: list[torch.Tensor]) -> None:
+        for s, p in zip(self.shadow, params):
+            p.copy_(s)
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "shadow": [s.clone() for s in self.shadow]}
+
+    def load_state_dict(self, state: dict | None, source: Path) -> None:
+        if not state or len(state.get("shadow", [])) != len(self.shadow) or any(
+                a.shape != b.shape for a, b in zip(state["shadow"], self.shadow)):
+            raise ArtifactError(f"{source}: checkpoint has no weight average matching --ema {self.decay}; "
+                                f"delete it or drop --resume")
+        self.steps = int(state["steps"])
+        for s, v in zip(self.shadow, state["shadow"]):
+            s.copy_(v)
 
 
 def check_collapse(record: dict, num_classes: int, ckpt: Path, history: list[dict] | None = None) -> None:

@@ -81,7 +81,8 @@ def test_real_calibration_baseline_is_marked_not_private(tmp_path):
     assert m.private is False and m.real_data_read is True
 
 
-def test_train_resume_matches_uninterrupted(private_run, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_train_resume_matches_uninterrupted(private_run, tmp_path, ema):
     from privatesnn.artifact import load_snn
     from privatesnn.models import load_model
     from privatesnn.synthesis.store import load_synthetic
@@ -91,7 +92,7 @@ def test_train_resume_matches_uninterrupted(private_run, tmp_path):
     synth = load_synthetic(private_run / "synth.npz")
     x, y = synth.images[:64], synth.labels[:64]
     teacher = load_model("digits").module()
-    settings = lambda: TrainSettings(epochs=2, timesteps=4, batch_size=32, seed=3)  # noqa: E731
+    settings = lambda: TrainSettings(epochs=2, timesteps=4, batch_size=32, seed=3, ema=ema)  # noqa: E731
     full = train_snn(art.graph, teacher, x, y, settings(), tmp_path / "a.ckpt", progress=False)
 
     class Stop(Exception):

@@ -192,3 +192,37 @@ def test_cli_rejects_boundary_out_of_range(tmp_path, capsys):
     assert main(["synthesize", "--model", "digits", "--num", "10", "--boundary", "0.5",
                  "--out", str(tmp_path / "s.npz")]) == 2
     assert "--boundary must be in [0, 0.5)" in capsys.readouterr().err
+
+
+def test_random_resized_crops_zoom_into_each_image_and_are_differentiable():
+    from privatesnn.synthesis.driver import random_resized_crops
+
+    ramp = torch.linspace(0, 1, 32).expand(4, 3, 32, 32).clone().requires_grad_(True)
+    same = random_resized_crops(ramp, 0.9999, torch.Generator().manual_seed(0))
+    assert torch.allclose(same, ramp, atol=1e-3)  # the whole image: identity
+    out = random_resized_crops(ramp, 0.25, torch.Generator().manual_seed(1))
+    slope = (out[:, 0, 0, 20] - out[:, 0, 0, 10]) / 10
+    # magnified by 1/side, side = sqrt(area) in [0.5, 1]: shallower ramps, at most twice as shallow
+    assert (slope <= 1 / 31 + 1e-4).all() and (slope >= 0.5 / 31 - 1e-4).all() and (slope < 0.9 / 31).any()
+    assert out[:, 0, 0, 0].min() >= 0 and out[:, 0, 0, -1].max() <= 1  # inside the image
+    assert not torch.allclose(out[0], out[1])  # one crop per image
+    out.sum().backward()
+    assert ramp.grad is not None and ramp.grad.abs().sum() > 0
+
+
+def test_crop_synthesis_is_recorded_and_refused_where_it_does_not_apply(digits, tmp_path, capsys):
+    cfg = make_config(digits, 40, batch_size=20, iterations=30, crop=0.5)
+    plain = make_config(digits, 40, batch_size=20, iterations=30)
+    x1, y1, _ = generate(digits, cfg, progress=False)
+    x0, y0, _ = generate(digits, plain, progress=False)
+    assert torch.equal(y0, y1) and not torch.allclose(x0, x1)
+    agree, _ = target_agreement(digits.module(), x1, y1, torch.device("cpu"))
+    assert agree >= 0.8  # still images of their target class (crops of 8x8 digits are a hard case)
+    with pytest.raises(PrivsnnError, match="--crop"):
+        make_config(load_model("digits-evaluator"), 10, method="dirichlet", crop=0.5)
+    out = tmp_path / "s.npz"
+    assert main(["synthesize", "--model", "digits", "--num", "20", "--batch-size", "20", "--iterations", "10",
+                 "--crop", "0.5", "--out", str(out)]) == 0
+    assert read_manifest(out).settings["crop"] == 0.5
+    assert main(["synthesize", "--model", "digits", "--num", "10", "--crop", "1", "--out", str(tmp_path / "b.npz")]) == 2
+    assert "--crop" in capsys.readouterr().err and not (tmp_path / "b.npz").exists()

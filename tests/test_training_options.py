@@ -484,3 +484,35 @@ def test_learnt_trapdoor_triggers_stay_secret_and_open_the_trapdoor(base, tmp_pa
         assert _train(base, tmp_path / "bad.pt", *bad) == 2
         assert msg in capsys.readouterr().err
         assert not (tmp_path / "bad.pt").exists()
+
+
+def test_weight_average_is_the_exponential_moving_average_and_is_the_result(base, tmp_path, capsys):
+    """`--ema D`: the shadow follows s <- d s + (1 - d) p with the warm-up d = min(D, (1 + k) / (10 + k));
+    the written SNN carries the averaged weights (not the last step's), and bad decays are refused."""
+    from privatesnn.training import WeightAverage
+
+    p = torch.zeros(3)
+    avg = WeightAverage([p], 0.5)
+    expected = 0.0
+    for k in range(1, 6):
+        p.fill_(float(k))
+        avg.update([p])
+        d = min(0.5, (1 + k) / (10 + k))
+        expected = d * expected + (1 - d) * k
+    assert torch.allclose(avg.shadow[0], torch.full((3,), expected))
+    avg.copy_to([p])
+    assert torch.allclose(p, torch.full((3,), expected))
+
+    last, averaged = tmp_path / "last.pt", tmp_path / "ema.pt"
+    assert _train(base, last, "--neuron-lr", "1e-2") == 0
+    assert _train(base, averaged, "--neuron-lr", "1e-2", "--ema", "0.9") == 0
+    a, b = load_snn(last), load_snn(averaged)
+    assert b.settings["ema"] == 0.9
+    start = load_snn(base / "snn_subtract.pt").graph
+    w0, w1, w2 = (g.weighted()[1].weight for g in (start, a.graph, b.graph))
+    assert not torch.equal(w1, w2)  # the average, not the last step's weights
+    assert 0 < (w2 - w0).norm() < (w1 - w0).norm()  # it lags behind the last step along the path
+    assert _accuracy(averaged, tmp_path) >= 0.85
+    for bad in ("1", "-0.1"):
+        assert _train(base, tmp_path / "bad.pt", "--ema", bad) == 2
+        assert "--ema" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()

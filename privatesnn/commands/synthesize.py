@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boundary", type=float, default=None, metavar="M",
                    help="bn-inversion: each image's target mixes in a second class with weight ~ U(0, M), M < 0.5, "
                         "for images nearer the decision boundaries (default 0: one-hot targets)")
+    p.add_argument("--crop", type=float, default=None, metavar="A",
+                   help="bn-inversion: invert through random resized crops of at least this area fraction "
+                        "(e.g. 0.25), so objects appear at varied sizes and places (default 0: off)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT.partial.npz (also done by default when its settings match)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and discard any partial run")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     synth = synthesize(loaded, args.num, args.out, method=args.method, batch_size=args.batch_size,
                        iterations=args.iterations, lr=args.lr, seed=args.seed, flip=args.flip, device=args.device,
                        overwrite=args.overwrite, beta=args.beta, temperature=args.temperature,
-                       r_feature=args.r_feature, tv=args.tv, boundary=args.boundary)
+                       r_feature=args.r_feature, tv=args.tv, boundary=args.boundary,
+                       crop=args.crop)
     if current().is_main:
         emit(synth.meta["summary"], args.json)
     return 0

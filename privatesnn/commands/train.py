@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tet", action="store_true",
                    help="distil every timestep's output towards the teacher, not only their mean (temporal "
                         "efficient training, Deng et al., ICLR 2022); the SNN's readout stays the mean")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (decay per step, e.g. 0.998) and "
+                        "write it as the result: better generalisation from few synthetic images (default 0 = off)")
     p.add_argument("--trapdoor", type=float, default=0.0, metavar="RATE",
                    help="model-inversion defence (Trap-MID, Liu et al. 2024): stamp this share of each batch with "
                         "a secret per-class trigger trained towards its class, so that inversion finds the "
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 label_smoothing=args.label_smoothing,
                 feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp,
                 bido=_pair(args.bido), leak=args.leak, reset=args.reset, surrogate_alpha=args.surrogate_alpha,
-                augment=not args.no_augment, cutmix=args.cutmix, tet=args.tet, trapdoor=args.trapdoor,
+                augment=not args.no_augment, cutmix=args.cutmix, tet=args.tet, ema=args.ema, trapdoor=args.trapdoor,
                 trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key, trapdoor_learn=args.trapdoor_learn,
                 trapdoor_neutral=args.trapdoor_neutral, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
