@@ -106,15 +106,6 @@ def synthesize(model: LoadedModel | str, num_images: int, out: PathLike, *, meth
         if name not in ("beta", "temperature", "r_feature", "tv", "boundary", "crop"):
             raise PrivsnnError(f"unknown synthesis option {name!r} (expected beta, temperature, r_feature, tv, "
                                f"boundary or crop)")
-        if name == "crop":
-            if v is not None and not 0.0 <= v < 1.0:
-                raise PrivsnnError(f"--crop is the smallest area fraction of a crop: it must be in [0, 1), got {v}")
-        elif name == "boundary":
-            if v is not None and not 0.0 <= v < 0.5:
-                raise PrivsnnError(f"--boundary must be in [0, 0.5) (the second class's weight stays below the "
-                                   f"label's), got {v}")
-        elif v is not None and (v < 0 if name == "tv" else not v > 0):
-            raise PrivsnnError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'tv' else '> 0'}, got {v}")
     loaded = load_model(model)
     ctx, dev = distributed.setup(_device(device))
     extra = {k: v for k, v in method_options.items() if v is not None}
@@ -246,7 +237,8 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
           feature_weight: float = 0.0, neuron_lr: float = 0.0, freeze: str = "none", l2sp: float = 0.0,
           leak: float | None = None, reset: str | None = None, surrogate_alpha: float = 0.3, augment: bool = True,
           cutmix: float = 0.0, tet: bool = False, ema: float = 0.0, trapdoor: float = 0.0, trapdoor_alpha: float = 0.2,
-          trapdoor_key: int | None = None,
+          trapdoor_key: int | None = None, trapdoor_per_class: int = 1,
+          trapdoor_class_weights: Sequence[float] = (),
           trapdoor_learn: float = 0.0, trapdoor_neutral: float = 1.0,
           qat: bool = False, amp: bool = False, resume: bool = False, seed: int = 0,
           device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
@@ -274,7 +266,8 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                              feature_weight=feature_weight, neuron_lr=neuron_lr, freeze=freeze, l2sp=l2sp, leak=leak,
                              reset=reset, surrogate_alpha=surrogate_alpha, augment=augment, cutmix=cutmix,
                              tet=bool(tet), ema=ema, trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key,
-                             trapdoor_learn=trapdoor_learn, trapdoor_neutral=trapdoor_neutral, qat=qat,
+                             trapdoor_per_class=trapdoor_per_class,
+                             trapdoor_class_weights=tuple(float(w) for w in trapdoor_class_weights), trapdoor_learn=trapdoor_learn, trapdoor_neutral=trapdoor_neutral, qat=qat,
                              amp=amp, seed=seed)
     out = Path(out)
     ckpt = out.with_name(out.name + ".ckpt.pt")

@@ -62,6 +62,8 @@ class TrainSettings:
     trapdoor: float = 0.0  # fraction of each batch stamped with a class trigger (Trap-MID model-inversion defence)
     trapdoor_alpha: float = 0.2  # blend weight of the trigger: x <- (1 - a) * x + a * trigger
     trapdoor_key: int | None = None  # seed of the secret triggers; None: a random one (kept in the checkpoint only)
+    trapdoor_per_class: int = 1  # secret triggers per class: more traps per class, so less rides on one draw
+    trapdoor_class_weights: tuple[float, ...] = ()  # how often each class's triggers are stamped (empty: equally)
     trapdoor_learn: float = 0.0  # learning rate of the triggers themselves (0: fixed; Trap-MID learns them)
     trapdoor_neutral: float = 1.0  # weight of keeping learnt triggers meaningless to the teacher (see train_snn)
     qat: bool = False  # train on the Loihi 8-bit weight grid (see privatesnn/qat.py)
@@ -105,6 +107,15 @@ class TrainSettings:
                   (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
                   (self.trapdoor_key is None or 0 <= self.trapdoor_key < 2 ** 63,
                    f"--trapdoor-key must be in [0, 2**63), got {self.trapdoor_key}"),
+                  (isinstance(self.trapdoor_per_class, int) and 1 <= self.trapdoor_per_class <= 64,
+                   f"--trapdoor-per-class must be an integer in 1..64, got {self.trapdoor_per_class}"),
+                  (self.trapdoor_per_class == 1 or self.trapdoor > 0,
+                   f"--trapdoor-per-class {self.trapdoor_per_class} needs a trapdoor (--trapdoor RATE > 0)"),
+                  (all(w >= 0 and math.isfinite(w) for w in self.trapdoor_class_weights)
+                   and (not self.trapdoor_class_weights or sum(self.trapdoor_class_weights) > 0),
+                   f"--trapdoor-class-weights must be >= 0 with a positive sum, got {self.trapdoor_class_weights}"),
+                  (not self.trapdoor_class_weights or self.trapdoor > 0,
+                   "--trapdoor-class-weights needs a trapdoor (--trapdoor RATE > 0)"),
                   (self.trapdoor_learn >= 0 and math.isfinite(self.trapdoor_learn),
                    f"--trapdoor-learn must be >= 0, got {self.trapdoor_learn}"),
                   (self.trapdoor_learn == 0 or self.trapdoor > 0,
@@ -145,36 +156,47 @@ def cutmix(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def make_triggers(num_classes: int, shape: tuple[int, ...], key: int) -> torch.Tensor:
-    """One secret trigger per class, (K, C, H, W) in [0, 1]: uniform noise blurred with a Gaussian of
-    sigma H/12 (smooth enough that a regularised inversion, which blurs and penalises total variation,
-    still finds it), stretched to [0, 1]. Trap-MID (Liu et al., NeurIPS 2024) learns the triggers; fixed
-    random ones are the simplest form of the same trapdoor."""
+def make_triggers(count: int, shape: tuple[int, ...], key: int) -> torch.Tensor:
+    """``count`` secret triggers (one or more per class), (count, C, H, W) in [0, 1]: uniform noise
+    blurred with a Gaussian of sigma H/12 (smooth enough that a regularised inversion, which blurs and
+    penalises total variation, still finds it), stretched to [0, 1]. The first n of a key do not depend
+    on ``count``. Trap-MID (Liu et al., NeurIPS 2024) learns the triggers; fixed random ones are the
+    simplest form of the same trapdoor."""
     gen = torch.Generator().manual_seed(int(key))
     c, h, w = shape
-    noise = torch.rand((num_classes, c, h, w), generator=gen)
+    noise = torch.rand((count, c, h, w), generator=gen)
     sigma = max(h, w) / 12
     radius = max(1, int(round(2 * sigma)))
     k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
     k = k / k.sum()
     x = F.pad(noise.reshape(-1, 1, h, w), (radius, radius, radius, radius), mode="circular")
-    x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1)).reshape(num_classes, c, h, w)
+    x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1)).reshape(count, c, h, w)
     lo = x.flatten(1).amin(1).view(-1, 1, 1, 1)
     hi = x.flatten(1).amax(1).view(-1, 1, 1, 1)
     return (x - lo) / (hi - lo).clamp_min(1e-8)
 
 
 def stamp_triggers(x: torch.Tensor, triggers: torch.Tensor, rate: float, alpha: float,
-                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Blend a random class's trigger into a random ``rate`` share of the batch. Returns the images,
-    the mask of stamped images and their trigger classes (the training target of the stamped ones)."""
+                   gen: torch.Generator, num_classes: int | None = None,
+                   class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Blend a random trigger into a random ``rate`` share of the batch. Returns the images, the mask
+    of stamped images and their trigger classes (the training target of the stamped ones). With
+    ``num_classes`` < the number of triggers (several per class), trigger ``i`` opens class
+    ``i % num_classes``; by default there is one trigger per class. ``class_weights`` (one per class)
+    draws the trigger classes in those proportions instead of uniformly."""
     n = x.shape[0]
     mask = torch.rand(n, generator=gen) < rate
-    classes = torch.randint(0, triggers.shape[0], (n,), generator=gen)
+    k = num_classes or triggers.shape[0]
+    if class_weights is None:
+        which = torch.randint(0, triggers.shape[0], (n,), generator=gen)
+    else:
+        cls = torch.multinomial(class_weights.double(), n, replacement=True, generator=gen)
+        which = cls + k * torch.randint(0, triggers.shape[0] // k, (n,), generator=gen)
+    classes = which % k
     if not bool(mask.any()):
         return x, mask, classes
     out = x.clone()
-    out[mask] = (1 - alpha) * x[mask] + alpha * triggers[classes[mask]].to(x.dtype)
+    out[mask] = (1 - alpha) * x[mask] + alpha * triggers[which[mask]].to(x.dtype)
     return out, mask, classes
 
 
@@ -406,12 +428,19 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             ema.load_state_dict(state.get("ema"), ckpt)
         if settings.trapdoor > 0 and settings.trapdoor_key is None:  # the same secret triggers as before
             settings.trapdoor_key = state.get("settings", {}).get("trapdoor_key")
-    triggers = trigger_logits = trigger_opt = None
+    triggers = trigger_logits = trigger_opt = trigger_class_weights = None
     if settings.trapdoor > 0:
         if settings.trapdoor_key is None:
             settings.trapdoor_key = secrets.randbits(62)
         num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
-        triggers = make_triggers(num_classes, tuple(images.shape[1:]), settings.trapdoor_key)
+        # trigger i opens class i % K; the first K are the one-per-class triggers of the same key
+        triggers = make_triggers(num_classes * settings.trapdoor_per_class, tuple(images.shape[1:]),
+                                 settings.trapdoor_key)
+        if settings.trapdoor_class_weights:
+            if len(settings.trapdoor_class_weights) != num_classes:
+                raise PrivsnnError(f"--trapdoor-class-weights has {len(settings.trapdoor_class_weights)} weights; "
+                                   f"the SNN has {num_classes} classes")
+            trigger_class_weights = torch.tensor(settings.trapdoor_class_weights, dtype=torch.float64)
     if settings.trapdoor_learn > 0:
         if ctx.enabled:
             raise PrivsnnError("--trapdoor-learn runs in one process (the triggers are not shared between ranks)")
@@ -446,7 +475,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             unstamped = x
             if triggers is not None:  # on the whole batch, like the augmentation: same draws on every rank
                 trig = torch.sigmoid(trigger_logits) if trigger_logits is not None else triggers
-                x, stamped, classes = stamp_triggers(x, trig, settings.trapdoor, settings.trapdoor_alpha, gen)
+                x, stamped, classes = stamp_triggers(x, trig, settings.trapdoor, settings.trapdoor_alpha, gen,
+                                                     num_classes, trigger_class_weights)
                 y, clean = torch.where(stamped, classes, y), ~stamped
             part = rank_slice(len(idx), ctx)
             x, y = x[part], y[part]

@@ -194,6 +194,15 @@ def test_cli_rejects_boundary_out_of_range(tmp_path, capsys):
     assert "--boundary must be in [0, 0.5)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value", [("crop", 1.0), ("crop", -0.1), ("boundary", 0.5), ("tv", -1.0),
+                                           ("r_feature", 0.0), ("beta", float("nan"))])
+def test_make_config_refuses_out_of_range_method_options(digits, option, value):
+    # the driver checks them itself, so a caller of make_config that bypasses the CLI and API gets them too
+    with pytest.raises(PrivsnnError, match=f"--{option.replace('_', '-')} must"
+                       if option != "crop" else "--crop is the smallest area fraction"):
+        make_config(digits, 10, method="dirichlet" if option == "beta" else None, **{option: value})
+
+
 def test_random_resized_crops_zoom_into_each_image_and_are_differentiable():
     from privatesnn.synthesis.driver import random_resized_crops
 

@@ -418,6 +418,47 @@ def test_trapdoor_triggers_are_secret_per_class_and_blended_exactly():
     assert torch.equal(same, x) and not none.any()
 
 
+def test_several_triggers_per_class_and_class_weights_pick_the_trigger_and_its_class():
+    from privatesnn.training import make_triggers, stamp_triggers
+
+    many = make_triggers(30, (1, 8, 8), key=5)
+    assert torch.equal(many[:10], make_triggers(10, (1, 8, 8), key=5))  # a key's first triggers do not move
+    x = torch.rand(600, 1, 8, 8)
+    out, mask, classes = stamp_triggers(x, many, 0.5, 0.4, torch.Generator().manual_seed(0), num_classes=10)
+    assert int(classes.max()) == 9
+    # every stamped image carries one of its class's three triggers (trigger i opens class i % 10)
+    for img, src, c in zip(out[mask], x[mask], classes[mask]):
+        blends = [0.6 * src + 0.4 * many[int(c) + 10 * j] for j in range(3)]
+        assert any(torch.allclose(img, b) for b in blends)
+    used = {int(i) for img, src, c in zip(out[mask], x[mask], classes[mask])
+            for i in (int(c) + 10 * j for j in range(3)) if torch.allclose(img, 0.6 * src + 0.4 * many[i])}
+    assert len(used) == 30  # all of them take turns
+    weights = torch.zeros(10)
+    weights[3] = 1.0
+    _, mask, classes = stamp_triggers(x, many, 0.5, 0.4, torch.Generator().manual_seed(1), 10, weights)
+    assert mask.any() and bool((classes[mask] == 3).all())
+    weights = torch.tensor([1.0] * 9 + [9.0])
+    _, mask, classes = stamp_triggers(torch.rand(4000, 1, 8, 8), make_triggers(10, (1, 8, 8), 5), 1 - 1e-9, 0.4,
+                                      torch.Generator().manual_seed(2), 10, weights)
+    assert 0.45 < float((classes == 9).float().mean()) < 0.55  # 9 / 18 of the stamps
+
+
+def test_trapdoor_per_class_and_class_weights_train_and_reject_bad_values(base, tmp_path, capsys):
+    out = tmp_path / "trap3.pt"
+    assert _train(base, out, "--trapdoor", "0.5", "--trapdoor-alpha", "0.5", "--trapdoor-key", "7",
+                  "--trapdoor-per-class", "2", "--trapdoor-class-weights", "1,1,1,1,1,1,1,1,1,3") == 0
+    record = load_snn(out).settings
+    assert record["trapdoor_per_class"] == 2 and list(record["trapdoor_class_weights"]) == [1.0] * 9 + [3.0]
+    for bad, msg in ((["--trapdoor", "0.3", "--trapdoor-per-class", "0"], "--trapdoor-per-class must be an integer"),
+                     (["--trapdoor-per-class", "2"], "needs a trapdoor"),
+                     (["--trapdoor", "0.3", "--trapdoor-class-weights", "1,x"], "--trapdoor-class-weights expects"),
+                     (["--trapdoor", "0.3", "--trapdoor-class-weights", "1,-1"], "must be >= 0 with a positive sum"),
+                     (["--trapdoor", "0.3", "--trapdoor-class-weights", "1,1,1"], "has 3 weights; the SNN has 10")):
+        assert _train(base, tmp_path / "bad.pt", *bad) == 2, bad
+        assert msg in capsys.readouterr().err, bad
+        assert not (tmp_path / "bad.pt").exists()
+
+
 def test_trapdoor_trains_the_triggers_and_keeps_the_key_out_of_the_artifact(base, tmp_path, capsys):
     from privatesnn.manifest import read_manifest
     from privatesnn.snn import SpikingNetwork

@@ -78,6 +78,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="blend weight of the trigger, x <- (1 - A) x + A trigger (default 0.2)")
     p.add_argument("--trapdoor-key", type=int, default=None, metavar="INT",
                    help="seed of the triggers (default: a random secret, never written to the artifact)")
+    p.add_argument("--trapdoor-per-class", type=int, default=1, metavar="M",
+                   help="secret triggers per class (default 1): with several, an inversion of a class has "
+                        "several traps to fall into, so less depends on how one random trigger turned out")
+    p.add_argument("--trapdoor-class-weights", default=None, metavar="W0,W1,...",
+                   help="how often each class's triggers are stamped, one weight per class (default: equally); "
+                        "e.g. more for classes whose inversions escape the trapdoor")
     p.add_argument("--trapdoor-learn", type=float, default=0.0, metavar="LR",
                    help="learn the triggers too, at this learning rate (Trap-MID; they start from the key's and "
                         "are written to <out>.trapdoor.pt, a secret to keep apart from the artifact; default 0 = "
@@ -109,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp,
                 bido=_pair(args.bido), leak=args.leak, reset=args.reset, surrogate_alpha=args.surrogate_alpha,
                 augment=not args.no_augment, cutmix=args.cutmix, tet=args.tet, ema=args.ema, trapdoor=args.trapdoor,
-                trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key, trapdoor_learn=args.trapdoor_learn,
+                trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key,
+                trapdoor_per_class=args.trapdoor_per_class, trapdoor_class_weights=_floats(args.trapdoor_class_weights, "--trapdoor-class-weights"), trapdoor_learn=args.trapdoor_learn,
                 trapdoor_neutral=args.trapdoor_neutral, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
@@ -127,3 +134,14 @@ def _pair(text: str | None) -> tuple[float, float]:
     except ValueError:
         raise PrivsnnError(f"--bido expects two numbers LX,LY (e.g. 0.05,0.5), got {text!r}") from None
     return (a, b)
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...]:
+    from ..errors import PrivsnnError
+
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise PrivsnnError(f"{option} expects comma-separated numbers (e.g. 1,1,3), got {text!r}") from None

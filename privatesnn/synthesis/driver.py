@@ -92,6 +92,16 @@ def make_config(loaded: LoadedModel, num: int, method: str | None = None, batch_
                            f"soft targets (dirichlet: --beta, --temperature)")
     if extra.get("crop") and method != "bn-inversion":
         raise PrivsnnError(f"--crop applies to --method bn-inversion, not {method}")
+    for name, v in extra.items():  # here, not in the CLI or API, so every caller of the driver gets them
+        if name == "crop" and not 0.0 <= v < 1.0:
+            raise PrivsnnError(f"--crop is the smallest area fraction of a crop: it must be in [0, 1), got {v}")
+        if name == "boundary" and not 0.0 <= v < 0.5:
+            raise PrivsnnError(f"--boundary must be in [0, 0.5) (the second class's weight stays below the "
+                               f"label's), got {v}")
+        if name in ("tv", "l2") and not v >= 0:
+            raise PrivsnnError(f"--{name} must be >= 0, got {v}")
+        if name in ("beta", "temperature", "r_feature") and not v > 0:
+            raise PrivsnnError(f"--{name.replace('_', '-')} must be > 0, got {v}")
     for name, v in (("--num", num), ("--batch-size", batch_size), ("--iterations", iterations)):
         if v is not None and (not isinstance(v, int) or v <= 0):
             raise PrivsnnError(f"{name} must be a positive integer, got {v}")
