@@ -267,7 +267,8 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                              reset=reset, surrogate_alpha=surrogate_alpha, augment=augment, cutmix=cutmix,
                              tet=bool(tet), ema=ema, trapdoor=trapdoor, trapdoor_alpha=trapdoor_alpha, trapdoor_key=trapdoor_key,
                              trapdoor_per_class=trapdoor_per_class,
-                             trapdoor_class_weights=tuple(float(w) for w in trapdoor_class_weights), trapdoor_learn=trapdoor_learn, trapdoor_neutral=trapdoor_neutral, qat=qat,
+                             trapdoor_class_weights=tuple(float(w) for w in trapdoor_class_weights),
+                             trapdoor_learn=trapdoor_learn, trapdoor_neutral=trapdoor_neutral, qat=qat,
                              amp=amp, seed=seed)
     out = Path(out)
     ckpt = out.with_name(out.name + ".ckpt.pt")

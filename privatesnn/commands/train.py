@@ -116,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
                 bido=_pair(args.bido), leak=args.leak, reset=args.reset, surrogate_alpha=args.surrogate_alpha,
                 augment=not args.no_augment, cutmix=args.cutmix, tet=args.tet, ema=args.ema, trapdoor=args.trapdoor,
                 trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key,
-                trapdoor_per_class=args.trapdoor_per_class, trapdoor_class_weights=_floats(args.trapdoor_class_weights, "--trapdoor-class-weights"), trapdoor_learn=args.trapdoor_learn,
+                trapdoor_per_class=args.trapdoor_per_class,
+                trapdoor_class_weights=_floats(args.trapdoor_class_weights, "--trapdoor-class-weights"),
+                trapdoor_learn=args.trapdoor_learn,
                 trapdoor_neutral=args.trapdoor_neutral, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},

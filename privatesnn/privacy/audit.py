@@ -38,6 +38,9 @@ FORMAT = "privsnn-privacy/1"
 GOAL_WEIGHTS_AS_ANN = 0.05  # weights-as-ANN accuracy <= chance + 5 points
 GOAL_INVERSION = 0.10  # inversion attack accuracy <= chance + 10 points
 MAX_ACCURACY_DROP = 0.02  # a defence counts only within 2 points of the ANN's accuracy
+# Accuracies are float32 means of k / n: an attack at exactly a bar (16 of 80 images = 20%) reads 0.2000000030,
+# so every bar is compared with this much slack (far below 1 / n for any n the audit uses).
+ROUNDING = 1e-6
 ATTACK_CONVERGED = 0.75  # an attack counts as run to its end when the attacked model puts >= 75% of its images in their target class
 DEFAULT_EVALUATORS = {"digits": "digits-evaluator"}
 VARIANT_LABELS = {"ann": "ANN", "converted_snn": "converted SNN", "encrypted_snn": "encrypted SNN"}
@@ -146,9 +149,9 @@ def verdict(report: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     n_test, n_inv = report["n_test"], report["n_inverted"]
     wa, inv, sinv = v["weights_as_ann_accuracy"], v["inversion_accuracy"], v["snn_inversion_accuracy"]
     goals = {
-        "weights_as_ann": wa <= chance + GOAL_WEIGHTS_AS_ANN,
-        "inversion": inv <= chance + GOAL_INVERSION,
-        "snn_inversion": sinv is None or sinv <= chance + GOAL_INVERSION,
+        "weights_as_ann": wa <= chance + GOAL_WEIGHTS_AS_ANN + ROUNDING,
+        "inversion": inv <= chance + GOAL_INVERSION + ROUNDING,
+        "snn_inversion": sinv is None or sinv <= chance + GOAL_INVERSION + ROUNDING,
     }
     acc_drop = None if ann is None else ann["accuracy"] - v["accuracy"]
     goals["accuracy_drop_points"] = None if acc_drop is None else round(100 * acc_drop, 2)
@@ -169,7 +172,7 @@ def verdict(report: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return f"PRIVATE (goal met): the leak is reduced to near chance: {leak}{cost}", goals
     bars = (report.get("threat_models") or {}).get(var, {}).get("bars_met") or {}
     goals["attacker_bars"] = bool(bars) and all(bars.values())
-    if goals["attacker_bars"] and acc_drop is not None and acc_drop <= MAX_ACCURACY_DROP:
+    if goals["attacker_bars"] and acc_drop is not None and acc_drop <= MAX_ACCURACY_DROP + ROUNDING:
         attackers = ", ".join(f"({k})" for k in sorted(bars))
         return (f"INVERSION-RESISTANT: every attacker measured ({attackers}) meets its bar within "
                 f"{100 * MAX_ACCURACY_DROP:.0f} points of the ANN's accuracy, but the weights still compute the "
@@ -445,11 +448,11 @@ def threat_models(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             bars = {}
             for tm in ("a", "b"):
                 if row[tm] is not None:
-                    bars[tm] = row[tm]["accuracy"] <= chance + GOAL_INVERSION
+                    bars[tm] = row[tm]["accuracy"] <= chance + GOAL_INVERSION + ROUNDING
             for tm in ("c", "d"):
                 ref = None if conv is None else conv.get(THREAT_KEYS[tm])
                 if row[tm] is not None and ref is not None:
-                    bars[tm] = row[tm]["accuracy"] <= 0.5 * ref
+                    bars[tm] = row[tm]["accuracy"] <= 0.5 * ref + ROUNDING
             # an attack that did not reach its own goal on the attacked model failed at optimisation (e.g.
             # masked gradients), which a stronger optimiser may undo: its low score does not count as a defence
             failed = [tm for tm in bars if row[tm].get("self") is not None and row[tm]["self"] < ATTACK_CONVERGED]
