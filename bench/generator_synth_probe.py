@@ -26,6 +26,7 @@ import torch.nn as nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from common import IMAGENET_MEAN, IMAGENET_STD, RESNET20, set_threads  # noqa: E402
+from privatesnn.io_utils import write_json  # noqa: E402
 from privatesnn.models import load_model  # noqa: E402
 from privatesnn.synthesis.bn_inversion import BNInversionLoss  # noqa: E402
 from privatesnn.synthesis.driver import target_agreement  # noqa: E402
@@ -125,7 +126,7 @@ def main() -> None:
             "settings": settings, "results": results, "real_data_read": False}
     save_synthetic(args.out, images, labels, meta)
     save_preview(Path(args.out).with_suffix(".png"), images, labels, k)
-    Path(args.out).with_suffix(".log.json").write_text(json.dumps({**meta, "log": log}, indent=1))
+    write_json(Path(args.out).with_suffix(".log.json"), {**meta, "log": log})  # per-50-step loss and target accuracy
     print(json.dumps(results))
 
 
