@@ -9,8 +9,8 @@ rescaling-aware attacker (thresholds and layer scales undone), (c) inversion thr
 surrogate gradients, (d) an attacker with auxiliary public data (real images of the classes it does
 not attack: digits' training split for digits 5-9, CIFAR-10's train4000 images of classes 5-9).
 
-    python bench/privacy.py                         # digits + defences + key study + CIFAR-10 (~75 min, 2 CPU cores)
-    python bench/privacy.py --cases digits          # digits, its defences and the trapdoor over 6 keys (~25 min)
+    python bench/privacy.py                         # digits + defences + key study + CIFAR-10 (~85 min, 2 CPU cores)
+    python bench/privacy.py --cases digits          # digits, its defences and the trapdoor over 6 keys (~35 min)
     python bench/privacy.py --cases cifar10 --cifar-per-class 2 --cifar-iterations 60   # a quicker CIFAR run
     python bench/privacy.py --cases cifar10 --cifar-snn S.pt --cifar-defence S_trapdoor.pt --cifar-inversion-t 8
                                                     # an SNN and the same recipe with a defence, side by side
