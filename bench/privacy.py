@@ -10,7 +10,7 @@ surrogate gradients, (d) an attacker with auxiliary public data (real images of 
 not attack: digits' training split for digits 5-9, CIFAR-10's train4000 images of classes 5-9).
 
     python bench/privacy.py                         # digits + defences + key study + CIFAR-10 (~90 min, 2 CPU cores)
-    python bench/privacy.py --cases digits          # digits, its defences and the trapdoor over 6 keys (~40 min)
+    python bench/privacy.py --cases digits          # digits, its defences and the trapdoor over 6 keys (~45 min)
     python bench/privacy.py --cases cifar10 --cifar-per-class 2 --cifar-iterations 60   # a quicker CIFAR run
     python bench/privacy.py --cases cifar10 --cifar-snn S.pt --cifar-defence S_trapdoor.pt --cifar-inversion-t 8
                                                     # an SNN and the same recipe with a defence, side by side
@@ -78,7 +78,8 @@ KEY_STUDY = [("trapdoor 0.5", {"trapdoor": 0.5}),
              ("trapdoor 0.5, 3 triggers per class", {"trapdoor": 0.5, "trapdoor_per_class": 3}),
              ("trapdoor 0.3", {"trapdoor": 0.3}),
              ("trapdoor 0.7", {"trapdoor": 0.7}),
-             ("trapdoor 0.7, 3 triggers per class", {"trapdoor": 0.7, "trapdoor_per_class": 3})]
+             ("trapdoor 0.7, 3 triggers per class", {"trapdoor": 0.7, "trapdoor_per_class": 3}),
+             ("trapdoor 0.6, 3 triggers per class", {"trapdoor": 0.6, "trapdoor_per_class": 3})]
 KEY_STUDY_KEYS = (1, 2, 3, 4, 5, 6)
 THREATS = (("a", "relu_inversion_accuracy", "(a) paper: ReLU reading"),
            ("b", "inversion_accuracy", "(b) rescaling-aware"),
