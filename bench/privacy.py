@@ -164,8 +164,9 @@ def audit_or_reuse(snn: Path, out: Path, extra: list, device: str, fresh: bool, 
 
 
 def digits_row(build_info: dict, work: Path, label: str, knobs: dict, per_class: int, iterations: int, fresh: bool,
-               device: str, tag: str | None = None) -> dict:
-    """Train one digits defence setting from the bench's calibrated SNN (reused when present) and audit it."""
+               device: str, tag: str | None = None) -> tuple[dict, Path, dict]:
+    """Train one digits defence setting from the bench's calibrated SNN (reused when present) and audit it.
+    Returns the row, the audit folder and the audit report."""
     tag = tag or "".join(c if c.isalnum() else "_" for c in label)
     out = work / f"{tag}.pt"
     knobs = {**DIGITS_BASE_TRAIN, **knobs}
@@ -183,10 +184,10 @@ def digits_row(build_info: dict, work: Path, label: str, knobs: dict, per_class:
            # recomputed from the numbers, so a reused audit follows the current bar rules
            "threat_models": threat_models(r).get("encrypted_snn"),
            "converted": {k: conv.get(k) for k in ("accuracy", *[t[1] for t in THREATS])},
-           "ann_accuracy": r["ann_accuracy"], "chance": r["chance"], "audit_dir": str(audit_dir)}
+           "ann_accuracy": r["ann_accuracy"], "chance": r["chance"]}
     print(f"defence {label:<34} SNN {100 * e['accuracy']:.1f}%  " + "  ".join(
         f"({t}) {'n/a' if e.get(k) is None else f'{100 * e[k]:.1f}%'}" for t, k, _ in THREATS), flush=True)
-    return row
+    return row, audit_dir, r
 
 
 def holds(row: dict) -> bool:
@@ -201,15 +202,14 @@ def tradeoff_digits(build_info: dict, per_class: int, iterations: int, fresh: bo
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for label, knobs in TRADEOFF:
-        row = digits_row(build_info, work, label, knobs, per_class, iterations, fresh, device)
-        audit_dir, e = Path(row.pop("audit_dir")), row
+        row, audit_dir, r = digits_row(build_info, work, label, knobs, per_class, iterations, fresh, device)
         if holds(row):  # keep the grids of a defence that holds
             tag = audit_dir.name[len("audit_"):]
-            report = read_json(audit_dir / "privacy.json")["variants"]["encrypted_snn"]
+            report = r["variants"]["encrypted_snn"]
             for kind in ("snn_inversion", "prior_inversion"):
                 if report.get(f"{kind}_png") and (audit_dir / report[f"{kind}_png"]).exists():
                     shutil.copyfile(audit_dir / report[f"{kind}_png"], RESULTS / f"privacy_digits_defence_{tag}_{kind}.png")
-        rows.append(e)
+        rows.append(row)
     return rows
 
 
@@ -225,10 +225,8 @@ def key_study_digits(build_info: dict, per_class: int, iterations: int, fresh: b
         rows = []
         for key in KEY_STUDY_KEYS:
             tag = "".join(c if c.isalnum() else "_" for c in label) + f"_key{key}"
-            row = digits_row(build_info, work, f"{label}, key {key}", {**knobs, "trapdoor_key": key}, per_class,
-                             iterations, fresh, device, tag=tag)
-            row.pop("audit_dir")
-            rows.append(row)
+            rows.append(digits_row(build_info, work, f"{label}, key {key}", {**knobs, "trapdoor_key": key},
+                                   per_class, iterations, fresh, device, tag=tag)[0])
         summary_row = {"label": label, "train": {**DIGITS_BASE_TRAIN, **knobs}, "keys": list(KEY_STUDY_KEYS),
                        "ann_accuracy": rows[0]["ann_accuracy"], "chance": rows[0]["chance"],
                        "converted": rows[0]["converted"], "keys_holding": sum(holds(r) for r in rows), "per_key": rows}

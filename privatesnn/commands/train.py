@@ -132,8 +132,8 @@ def _pair(text: str | None) -> tuple[float, float]:
     if not text:
         return (0.0, 0.0)
     try:
-        a, b = (float(v) for v in text.split(","))
-    except ValueError:
+        a, b = _floats(text, "--bido")
+    except (PrivsnnError, ValueError):  # not numbers, or not two of them
         raise PrivsnnError(f"--bido expects two numbers LX,LY (e.g. 0.05,0.5), got {text!r}") from None
     return (a, b)
 
