@@ -13,6 +13,11 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
                        thresholds and initial membranes learnt too, `--neuron-lr 1e-2`)
   qcfs_t8, qcfs_t8_calibrated, low_latency_t8
                        CIFAR: the same path one step longer (QCFS L=8, calibration and encryption at T=8)
+  qcfs_signed, qcfs_signed_calibrated, low_latency_signed, qcfs_signed_t8_calibrated, low_latency_signed_t8
+                       CIFAR: the T=4 path with signed neurons (`convert --signed`: a neuron also fires -1
+                       to take back an early spike) with calibration at T=4 measured, and encryption at
+                       T=4 from the QCFS SNN (10 epochs), and from the same QCFS SNN calibration at T=8 and
+                       encryption at T=8 (16 epochs); both `--kd-loss mse`
 
 and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
 another seed), to show how well that real-data-free estimate predicts the real accuracy.
@@ -42,12 +47,13 @@ from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULT
 
 TIMESTEPS = "1,2,4,8,16,32"
 VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_calibrated", "low_latency",
-            "qcfs_t8", "qcfs_t8_calibrated", "low_latency_t8")
+            "qcfs_t8", "qcfs_t8_calibrated", "low_latency_t8", "qcfs_signed", "qcfs_signed_calibrated",
+            "low_latency_signed", "qcfs_signed_t8_calibrated", "low_latency_signed_t8")
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
              device: str, eval_limit: int | None, fresh: bool, reuse: bool = False, skip: tuple[str, ...] = (),
-             low2: dict | None = None) -> dict:
+             low2: dict | None = None, signed: dict | None = None) -> dict:
     """One model: every variant converted/trained by the CLI, evaluated on the real test images at
     every T, and its agreement with the ANN on held-out synthetic images (choose-t). With ``reuse``,
     a stage whose output (artifact, or evaluation JSON newer than its artifact) exists is not rerun;
@@ -119,23 +125,28 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         train_from(conv, private, train, "encrypted")
         variant("encrypted", private)
 
-    def low_path(low: dict, suffix: str) -> dict[str, Path]:
-        """QCFS fine-tuning -> bias calibration at the low T -> encryption at the low T."""
-        qcfs = work / f"snn_qcfs{suffix}.pt"
-        qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"],
-                 "--qcfs-optimizer", low["qcfs_optimizer"]]
-        stage(f"convert_qcfs{suffix}", qcfs, "convert", *model, "--synthetic", synth_path, "--timesteps", low["t"],
-              *qargs, "--out", qcfs, *dev)
-        variant(f"qcfs{suffix}", qcfs)
+    def low_path(low: dict, suffix: str, qcfs_from: Path | None = None) -> dict[str, Path]:
+        """QCFS fine-tuning -> bias calibration at the low T -> encryption at the low T (``qcfs_from``:
+        start from that QCFS SNN instead of fine-tuning one)."""
+        qcfs = qcfs_from or work / f"snn_qcfs{suffix}.pt"
+        if qcfs_from is None:
+            qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"],
+                     "--qcfs-optimizer", low["qcfs_optimizer"], *(["--signed"] if low.get("signed") else [])]
+            stage(f"convert_qcfs{suffix}", qcfs, "convert", *model, "--synthetic", synth_path, "--timesteps", low["t"],
+                  *qargs, "--out", qcfs, *dev)
+            variant(f"qcfs{suffix}", qcfs)
         calibrated = work / f"snn_qcfs{suffix}_calibrated.pt"
         if low.get("calibrate"):
             stage(f"calibrate_qcfs{suffix}", calibrated, "calibrate", "--snn", qcfs, "--synthetic", synth_path,
                   "--timesteps", low["t"], "--out", calibrated, *dev)
             variant(f"qcfs{suffix}_calibrated", calibrated)
         fast = work / f"private_low_latency{suffix}.pt"
-        start = calibrated if low.get("calibrate") else qcfs  # calibration is a better start for low-T training
+        # calibration is a better start for low-T training of IF neurons; signed neurons train better from
+        # the QCFS SNN itself (docs/low_latency.md, session 17), so that path only measures the calibration
+        start = calibrated if low.get("calibrate") and not low.get("signed") else qcfs
         train_from(start, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
-                                 "kd_alpha": 1.0, "qat": low.get("qat"), "neuron_lr": low.get("neuron_lr", 0.0)},
+                                 "kd_alpha": 1.0, "qat": low.get("qat"), "neuron_lr": low.get("neuron_lr", 0.0),
+                                 "kd_loss": low.get("kd_loss", "kl")},
                    f"low_latency{suffix}")
         variant(f"low_latency{suffix}", fast)
         return {f"qcfs{suffix}": qcfs, f"qcfs{suffix}_calibrated": calibrated, f"low_latency{suffix}": fast}
@@ -143,6 +154,11 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     made = low_path(low, "") if "low_latency" not in skip else {}  # skip the T=4 path as a whole
     if low2:
         made.update(low_path(low2, f"_t{low2['t']}"))
+    if signed:  # the signed-neuron path: one QCFS SNN, then calibration + encryption at T=4 and at T=8
+        made.update(low_path(signed, "_signed"))
+        made.update(low_path({**signed, "t": 8, "epochs": signed["epochs_t8"]}, "_signed_t8",
+                             qcfs_from=made["qcfs_signed"]))
+        made.pop("qcfs_signed_t8")
     result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "low_latency_2": low2,
                           "eval_limit": eval_limit, "real_calibration_images": 256 if calib_real else 0,
                           "skipped": list(skip)}
@@ -169,16 +185,16 @@ def agreement_fit(case: dict) -> dict:
 
 def print_table(results: dict) -> None:
     ts = TIMESTEPS.split(",")
-    print(f"\n{'case':<17} {'variant':<22} " + " ".join(f"T={t:<6}" for t in ts))
+    print(f"\n{'case':<17} {'variant':<26} " + " ".join(f"T={t:<6}" for t in ts))
     for case, r in results["cases"].items():
-        print(f"{case:<17} {'ANN':<22} {100 * r['ann_accuracy']:.2f}%")
+        print(f"{case:<17} {'ANN':<26} {100 * r['ann_accuracy']:.2f}%")
         for key in VARIANTS:
             if key in r:
                 accs = {str(e["timesteps"]): e["accuracy"] for e in r[key]}
                 agree = r.get("synthetic_agreement", {}).get(key, {})
                 for label, row in ((key, accs), ("  synthetic agreement", agree)):
                     if row:
-                        print(f"{'':<17} {label:<22} " + " ".join(f"{100 * row[t]:6.2f}%" if t in row else f"{'-':>7}"
+                        print(f"{'':<17} {label:<26} " + " ".join(f"{100 * row[t]:6.2f}%" if t in row else f"{'-':>7}"
                                                                for t in ts))
         if r.get("agreement_fit"):
             f = r["agreement_fit"]
@@ -239,6 +255,9 @@ def main() -> None:
                        help="also measure QCFS + bias calibration at the low T (`privsnn calibrate`)")
     p.add_argument("--cifar-t8-path", action=argparse.BooleanOptionalAction, default=True,
                    help="also run the path at T=8 (QCFS L=8, calibration and encryption at T=8, 8 epochs)")
+    p.add_argument("--cifar-signed", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the signed-neuron path (QCFS L=4 with `convert --signed`; calibration and "
+                        "encryption at T=4, 10 epochs, and at T=8, 16 epochs; `--kd-loss mse`)")
     p.add_argument("--reuse-synthetic", action="store_true", help="reuse runs/bench/<case>/synth.npz if present")
     p.add_argument("--reuse-results", action="store_true",
                    help="resume an interrupted run: keep every stage whose output exists in runs/bench/<case>/")
@@ -277,6 +296,8 @@ def main() -> None:
                        "heldout": args.cifar_heldout},
                 train={"epochs": args.cifar_epochs, "t": args.cifar_train_t, "batch": args.cifar_batch,
                        "lr": args.cifar_lr, "anchor": args.cifar_anchor, "qat": args.cifar_qat},
+                signed=({**low_settings(args, "cifar"), "signed": True, "epochs": 10, "epochs_t8": 16, "kd_loss": "mse"}
+                        if args.cifar_signed else None),
                 low=low_settings(args, "cifar"), reuse=args.reuse_results, skip=tuple(args.skip.split(",")),
                 device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic,
                 low2={**low_settings(args, "cifar"), "levels": 8, "t": 8, "epochs": 8} if args.cifar_t8_path else None)

@@ -10,6 +10,7 @@ For each SNN it also reports the smallest T within 1 and within 2 points of the 
     python bench/energy.py                                   # artifacts of bench/accuracy.py
     python bench/energy.py --digits-snn a.pt,b.pt --cifar-snn private.pt --threads 1
     python bench/energy.py --cases digits --count-limit 200
+    python bench/energy.py --cases cifar10 --cifar-snn signed4.pt,signed8.pt --out energy_signed.json
 
 SNN artifacts: --digits-snn / --cifar-snn (repeatable or comma lists); otherwise every *.pt
 artifact under runs/bench/<case>/ (left by bench/accuracy.py) and bench/results/; if none is found,
@@ -200,6 +201,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is best on a busy machine)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="energy.json",
+                   help="results file under bench/results/ (default energy.json; another name keeps it, e.g. for a "
+                        "subset of SNNs)")
     args = p.parse_args()
     set_threads(args.threads)
     import torch
@@ -226,7 +230,7 @@ def main() -> None:
                                                         model)
     out["total_seconds"] = time.time() - t0
     print_table(out)
-    write_results("energy.json", out)
+    write_results(Path(args.out).name, out)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ def graph_to_nir(graph: Graph, type_check: bool = True):
             md.update(reset=node.reset, v_init=float(node.v_init), dt=float(node.dt), leak=float(node.leak))
             if node.clip is not None:  # the ANN's ReLU6 ceiling, for readers of the graph as an ANN
                 md.update(clip=float(node.clip))
+            if node.signed:  # NIR 1.0 has no signed neuron: an IF node whose metadata says it also fires -1
+                md.update(signed=True)
             if node.leak >= 1.0:
                 n = nir.IF(r=np.full(shape, 1.0 / node.dt, np.float64), v_threshold=th,
                            v_reset=np.zeros(shape, np.float64), metadata=md)
@@ -183,7 +185,7 @@ def graphs_max_param_diff(a: Graph, b: Graph) -> float:
         if isinstance(node, Neuron):
             for attr in ("threshold", "leak", "v_init"):
                 worst = max(worst, abs(float(getattr(node, attr)) - float(getattr(other, attr))))
-            if node.reset != other.reset or (node.clip is None) != (other.clip is None):
+            if node.reset != other.reset or node.signed != other.signed or (node.clip is None) != (other.clip is None):
                 return float("inf")
             if node.clip is not None:
                 worst = max(worst, abs(node.clip - other.clip))
@@ -212,6 +214,8 @@ def norse_check(graph: Graph, path: str | Path, timesteps: int, n_images: int = 
                 reasons.append(f"{node.name}: LIF (Norse's LIFBox integrates dt/tau * (v_leak - v + I))")
             if node.reset != "zero":
                 reasons.append(f"{node.name}: reset by subtraction (Norse resets to v_reset)")
+            if node.signed:
+                reasons.append(f"{node.name}: signed neuron (Norse's neurons fire only +1)")
             if node.v_init != 0.0:
                 reasons.append(f"{node.name}: v_init={node.v_init:g} (Norse's IAF starts at 0)")
         elif isinstance(node, Add):

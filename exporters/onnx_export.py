@@ -3,14 +3,15 @@
 The exported graph computes, for one step ``t``::
 
     inputs : x (N, C, H, W), v_<neuron> (N, *shape) for every neuron layer,
+             net_<neuron> (N, *shape) for every signed neuron layer (its net spike count so far),
              count_<maxpool> (N, *shape) for every spiking max pool (spike counts so far)
     outputs: current (N, K)  (the output layer's current at step t),
-             v_<neuron>__next, count_<maxpool>__next
+             v_<neuron>__next, net_<neuron>__next, count_<maxpool>__next
 
 ``x`` is the pixel image in [0, 1] for direct coding (normalisation is inside the graph) or the
 step's signed input spikes for rate coding (the host draws them). A host loop starts with
 ``v = v_init * threshold`` and ``count = 0``, feeds the outputs back as the next inputs for T
-steps, and averages ``current`` over T: the logits, exactly as
+steps (``net = 0`` too), and averages ``current`` over T: the logits, exactly as
 :class:`privatesnn.snn.SpikingNetwork`. :func:`run_onnx_steps` is that loop on
 ``onnx.reference.ReferenceEvaluator``.
 """
@@ -32,14 +33,19 @@ from privatesnn.layers import build_synapses, module_key
 OPSET = 17
 
 
-def state_names(graph: Graph) -> list[str]:
-    names = []
+def _states(graph: Graph) -> list[tuple[str, str]]:
+    """(node name, kind) of every state tensor, in input order: kind v, net (signed neurons) or count."""
+    out = []
     for n in graph:
         if isinstance(n, Neuron):
-            names.append(f"v_{module_key(n.name)}")
+            out += [(n.name, "v")] + ([(n.name, "net")] if n.signed else [])
         elif isinstance(n, MaxPool):
-            names.append(f"count_{module_key(n.name)}")
-    return names
+            out.append((n.name, "count"))
+    return out
+
+
+def state_names(graph: Graph) -> list[str]:
+    return [f"{kind}_{module_key(name)}" for name, kind in _states(graph)]
 
 
 class SNNStep(nn.Module):
@@ -53,21 +59,23 @@ class SNNStep(nn.Module):
                                     for n in graph if isinstance(n, MaxPool)})
         self.register_buffer("mean", torch.tensor(graph.meta["mean"], dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(graph.meta["std"], dtype=torch.float32).view(1, -1, 1, 1))
-        self.stateful = [n.name for n in graph if isinstance(n, (Neuron, MaxPool))]
+        self.stateful = _states(graph)
 
     def initial_state(self, n: int) -> list[torch.Tensor]:
         out = []
-        for name in self.stateful:
+        for name, kind in self.stateful:
             node = self.graph[name]
-            if isinstance(node, Neuron):
+            if kind == "v":
                 out.append(torch.full((n, *node.shape), node.v_init * node.threshold))
+            elif kind == "net":
+                out.append(torch.zeros((n, *node.shape)))
             else:
                 out.append(torch.zeros((n, *self.graph[node.inputs[0]].shape)))
         return out
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor):
         st = dict(zip(self.stateful, state))
-        new: dict[str, torch.Tensor] = {}
+        new: dict[tuple[str, str], torch.Tensor] = {}
         vals: dict[str, torch.Tensor] = {}
         for node in self.graph:
             if isinstance(node, Input):
@@ -77,24 +85,28 @@ class SNNStep(nn.Module):
                 for s in node.inputs[1:]:
                     y = y + vals[s]
             elif isinstance(node, Neuron):
-                v = st[node.name]
+                v = st[(node.name, "v")]
                 if node.leak != 1.0:
                     v = v * node.leak
                 v = v + vals[node.inputs[0]]
                 s = (v > node.threshold).to(v.dtype)
+                if node.signed:  # a -1 spike where v < 0 and the net count is positive
+                    net = st[(node.name, "net")]
+                    s = s - ((v < 0.0) & (net > 0.0)).to(v.dtype)
+                    new[(node.name, "net")] = net + s
                 v = v - s * node.threshold if node.reset == "subtract" else v * (1.0 - s)
-                new[node.name] = v
+                new[(node.name, "v")] = v
                 y = s
             elif isinstance(node, MaxPool):
                 spikes = vals[node.inputs[0]]
-                counts = st[node.name] + spikes
+                counts = st[(node.name, "count")] + spikes
                 # SpikingMaxPool passes the spike of the window's input with the largest
                 # counts + 0.5*spike (first on ties); that key's fractional part *is* the spike, so
                 # 2*frac(max key) equals the gathered spike without a Gather (ONNX's reference
                 # GatherElements is limited to 32 choices)
                 m, _ = self.pools[module_key(node.name)](counts + 0.5 * spikes)
                 y = 2.0 * (m - torch.floor(m))
-                new[node.name] = counts
+                new[(node.name, "count")] = counts
             else:
                 y = self.synapses[module_key(node.name)](vals[node.inputs[0]])
             vals[node.name] = y

@@ -304,6 +304,12 @@ def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match")
     if graph.input.encoding != "direct":
         raise UnsupportedLayerError("rate-coded input is not supported on Lava (its random input spikes cannot be "
                                     "reproduced on chip); convert with --encoding direct for deployment")
+    signed = [n.name for n in graph.neurons() if n.signed]
+    if signed:
+        raise UnsupportedLayerError(
+            f"neuron layer {signed[0]!r} (and {len(signed) - 1} more) is signed (fires -1 spikes): the Lava "
+            f"deployment runs +1 spikes only so far; simulate it with `privsnn evaluate`, or export it with "
+            f"--target nir / onnx")
     out_node = graph[graph.output]
     if not graph.is_readout(graph.output):
         raise UnsupportedLayerError(f"the output node {graph.output!r} is a {out_node.TYPE}; Lava deployment needs "

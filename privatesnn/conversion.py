@@ -35,6 +35,7 @@ class ConversionSettings:
     reset: str = "subtract"
     leak: float = 1.0
     v_init: float = 0.5
+    signed: bool = False  # signed neurons (also fire -1 spikes; privatesnn/neurons.py): low-T accuracy
     batch_size: int = 128
     fold_pooling: bool = True  # fold average pools into the next layer (exact; binary inputs everywhere)
     qcfs_levels: int = 0  # > 0: QCFS fine-tuning with L levels by distillation (privatesnn/qcfs.py)
@@ -253,5 +254,11 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
                           trapdoor_key=settings.trapdoor_key)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
+    if settings.signed:
+        if settings.reset != "subtract":
+            raise PrivsnnError("--signed neurons reset by subtraction (--reset subtract)")
+        for n in graph.neurons():
+            n.signed = True
+        graph.validate()
     graph.meta["timesteps"] = settings.timesteps
     return graph

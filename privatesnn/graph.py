@@ -11,7 +11,9 @@ Neuron semantics (discrete time, one step per timestep, ``dt`` explicit for NIR)
     s[t] = 1 if v[t] > threshold else 0
     v[t] = v[t] - threshold * s[t]      (reset="subtract")   or   v[t] * (1 - s[t])   (reset="zero")
 
-``v[0] = v_init * threshold``. The output node (the last Linear) does not spike: its currents are
+``v[0] = v_init * threshold``. A ``signed`` neuron (reset by subtraction) also fires ``s[t] = -1``
+(and ``v[t] += threshold``) when ``v[t] < 0`` while its spikes so far sum to more than zero
+(:func:`privatesnn.neurons.signed_neuron_step`). The output node (the last Linear) does not spike: its currents are
 averaged over time and read as logits.
 """
 
@@ -165,6 +167,7 @@ class Neuron(Node):
     v_init: float = 0.5  # initial membrane as a fraction of the threshold
     dt: float = 1e-3  # seconds per step, for NIR's continuous-time parameters
     clip: float | None = None  # the ANN activation's ceiling (ReLU6: 6; in the graph's units); None = ReLU
+    signed: bool = False  # also fires -1 spikes to take back early ones (see the module docstring)
     TYPE: ClassVar[str] = "neuron"
 
 
@@ -254,6 +257,9 @@ class Graph:
                     raise GraphError(f"neuron {name!r}: threshold must be > 0, got {node.threshold}")
                 if not 0.0 <= node.leak <= 1.0:
                     raise GraphError(f"neuron {name!r}: leak must be in [0, 1], got {node.leak}")
+                if node.signed not in (True, False) or (node.signed and node.reset != "subtract"):
+                    raise GraphError(f"neuron {name!r}: signed must be true or false, and signed neurons reset by "
+                                     f"subtraction; got signed={node.signed!r}, reset={node.reset!r}")
             node.shape = tuple(int(s) for s in node.infer_shape([seen[s] for s in node.inputs]))
             seen[name] = node.shape
         if self.output not in self.nodes:

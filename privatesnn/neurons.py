@@ -34,25 +34,67 @@ def neuron_step(current: torch.Tensor, v: torch.Tensor, threshold: float | torch
     return z, v
 
 
+def signed_neuron_step(current: torch.Tensor, v: torch.Tensor, count: torch.Tensor, threshold: float | torch.Tensor,
+                       leak: float = 1.0, method: str = "triangle", alpha: float = 0.3
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of a signed IF/LIF neuron (reset by subtraction). Returns (spikes in {-1, 0, 1},
+    new membrane, new net spike count).
+
+    As :func:`neuron_step`, and in addition the neuron fires a *negative* spike when its membrane
+    falls below zero while it has fired more positive than negative spikes (``v += threshold``,
+    ``count -= 1``). Its net count after T steps then tracks ``floor(v_init + sum(I) / threshold)``
+    whatever the order in which the input arrived: this removes the unevenness (temporal) error of
+    ANN-to-SNN conversion at low T (the signed neuron of Wang et al., IJCAI 2022, and Fast-SNN, Hu et
+    al., TPAMI 2023). A spike of either sign is one synaptic event (Loihi 2's signed graded spikes).
+    The surrogate gradient of the negative spike sees ``-v / threshold``; the count is not differentiated.
+    """
+    v = leak * v + current
+    pos = norse_threshold(v / threshold - 1.0, method, alpha)
+    neg = norse_threshold(-v / threshold, method, alpha) * (count > 0).to(v.dtype)
+    z = pos - neg
+    return z, v - z * threshold, count + z.detach()
+
+
+@torch.no_grad()
+def signed_steps(currents: torch.Tensor, v: torch.Tensor, count: torch.Tensor, threshold: float, leak: float,
+                 out: torch.Tensor) -> torch.Tensor:
+    """``out.shape[0]`` steps of :func:`signed_neuron_step` in place on ``v`` and ``count`` (no autograd);
+    ``currents`` is (steps or 1, ...). The inference loop of signed layers, here and in streaming."""
+    for t in range(out.shape[0]):
+        if leak != 1.0:
+            v.mul_(leak)
+        v.add_(currents[t] if currents.shape[0] > 1 else currents[0])
+        z = out[t]
+        torch.gt(v, threshold, out=z)  # strict '>' as Norse's heaviside (and lt below)
+        z.sub_(((v < 0) & (count > 0)).to(z.dtype))
+        v.sub_(z, alpha=threshold)
+        count.add_(z)
+    return out
+
+
 class SpikingNeuron(nn.Module):
     """A layer of IF/LIF neurons over time.
 
     Input: currents of shape (T, N, ...) or (1, N, ...) (a constant current, e.g. a direct-coded
-    first layer). Output: spikes (T, N, ...) in {0, 1}.
+    first layer). Output: spikes (T, N, ...) in {0, 1}, or in {-1, 0, 1} for ``signed`` neurons
+    (:func:`signed_neuron_step`; reset by subtraction only).
 
     Example: ``SpikingNeuron(1.0)(torch.rand(10, 5, 2), timesteps=10).shape == (10, 5, 2)``.
     """
 
     def __init__(self, threshold: float = 1.0, leak: float = 1.0, reset: str = "subtract", v_init: float = 0.5,
-                 surrogate: str = "triangle", alpha: float = 0.3):
+                 surrogate: str = "triangle", alpha: float = 0.3, signed: bool = False):
         super().__init__()
         if surrogate not in SURROGATES:
             raise ValueError(f"unknown surrogate {surrogate!r}; supported: {', '.join(SURROGATES)}")
+        if signed and reset != "subtract":
+            raise ValueError(f"signed neurons reset by subtraction, got reset={reset!r}")
         self.threshold, self.leak, self.reset, self.v_init = float(threshold), float(leak), reset, float(v_init)
-        self.surrogate, self.alpha = surrogate, float(alpha)
+        self.surrogate, self.alpha, self.signed = surrogate, float(alpha), bool(signed)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold:.4g}, leak={self.leak}, reset={self.reset}, v_init={self.v_init}"
+        return (f"threshold={self.threshold:.4g}, leak={self.leak}, reset={self.reset}, v_init={self.v_init}"
+                + (", signed" if self.signed else ""))
 
     def make_trainable(self) -> None:
         """Learn this layer's threshold (as its logarithm: always positive, and one learning rate
@@ -84,9 +126,13 @@ class SpikingNeuron(nn.Module):
             th = self.threshold
             v = torch.full_like(currents[0], self.v_init * th)
         out = []
+        count = torch.zeros_like(v)
         for t in range(timesteps):
             i = currents[t] if currents.shape[0] > 1 else currents[0]
-            z, v = neuron_step(i, v, th, self.leak, self.reset, self.surrogate, self.alpha)
+            if self.signed:
+                z, v, count = signed_neuron_step(i, v, count, th, self.leak, self.surrogate, self.alpha)
+            else:
+                z, v = neuron_step(i, v, th, self.leak, self.reset, self.surrogate, self.alpha)
             out.append(z)
         return torch.stack(out)
 
@@ -96,6 +142,8 @@ class SpikingNeuron(nn.Module):
         th = self.threshold
         v = torch.full_like(currents[0], self.v_init * th)
         out = torch.empty((timesteps,) + tuple(currents.shape[1:]), dtype=currents.dtype, device=currents.device)
+        if self.signed:
+            return signed_steps(currents, v, torch.zeros_like(v), th, self.leak, out)
         for t in range(timesteps):
             if self.leak != 1.0:
                 v.mul_(self.leak)

@@ -240,7 +240,7 @@ class _SynTally:
     def __init__(self, name: str, kind: str, module: nn.Module, T: int, routing: bool = False,
                  reads_spikes: bool = False):
         self.name, self.kind, self.module, self.T, self.routing = name, kind, module, T, routing
-        self.reads_spikes = reads_spikes  # fed by a neuron layer: its input is 0/1 by construction
+        self.reads_spikes = reads_spikes  # fed by a neuron layer: its input is in {-1, 0, 1} by construction
         self.fan_eff: torch.Tensor | None = None
         self.fan_dense: torch.Tensor | None = None
         z = lambda: torch.zeros(T, dtype=torch.float64)  # noqa: E731
@@ -263,9 +263,9 @@ class _SynTally:
             self.fan_eff, self.fan_dense = fanout_maps(self.module, in_shape, self.routing)
         xs = x.reshape(steps, N, -1)
         # (steps, positions): nonzero count over the batch (float sums are exact below 2**24 samples)
-        if self.reads_spikes:  # 0/1 spikes from a neuron layer: summing them counts them (fast path)
+        if self.reads_spikes:  # spikes from a neuron layer: summing |s| counts them (fast path; signed: -1 too)
             binary = True
-            nz = xs.sum(1, dtype=torch.float32)
+            nz = xs.abs().sum(1, dtype=torch.float32)
         else:
             binary = is_binary(x)
             nz = xs.ne(0).sum(1, dtype=torch.float32)
@@ -314,11 +314,13 @@ class _NeuronTally:
     def add(self, currents: torch.Tensor, spikes: torch.Tensor) -> None:
         T = spikes.shape[0]
         self.neurons = math.prod(spikes.shape[2:])
-        # active: nonzero current or a spike; |I| + s > 0 exactly then (s in {0, 1}); float ops are fast
-        active = torch.add(currents.abs(), spikes).sign_()
+        # active: nonzero current or a spike; |I| + |s| > 0 exactly then; float ops are fast. A signed
+        # neuron's -1 spike is a spike (an event on the wire, a reset): counted by |s|
+        mag = spikes.abs()
+        active = torch.add(currents.abs(), mag).sign_()
         N = spikes.shape[1]
         # sum over the batch in float32 (exact: at most N), then over positions in float64
-        self.spikes[:T] += spikes.reshape(T, N, -1).sum(1).double().sum(1).cpu()
+        self.spikes[:T] += mag.reshape(T, N, -1).sum(1).double().sum(1).cpu()
         self.active[:T] += active.reshape(active.shape[0], N, -1).sum(1).double().sum(1).cpu()
         self.updates[:T] += float(math.prod(spikes.shape[1:]))
 

@@ -96,7 +96,7 @@ class SpikingNetwork(nn.Module):
         self.timesteps = int(timesteps)
         self.synapses = build_synapses(graph)
         self.neurons = nn.ModuleDict({
-            module_key(n.name): SpikingNeuron(n.threshold, n.leak, n.reset, n.v_init, surrogate, alpha)
+            module_key(n.name): SpikingNeuron(n.threshold, n.leak, n.reset, n.v_init, surrogate, alpha, n.signed)
             for n in graph if isinstance(n, Neuron)})
         self.maxpools = nn.ModuleDict({module_key(n.name): SpikingMaxPool(n.kernel, n.stride, n.padding)
                                        for n in graph if isinstance(n, MaxPool)})
@@ -197,7 +197,7 @@ class SpikingNetwork(nn.Module):
         return vals[self.graph.output], spikes
 
     def set_neurons(self, **kwargs) -> None:
-        """Change neuron settings (``reset``, ``leak``, ``v_init``) on every layer and in the graph."""
+        """Change neuron settings (``reset``, ``leak``, ``v_init``, ``signed``) on every layer and in the graph."""
         for node in self.graph.neurons():
             cell = self.neurons[module_key(node.name)]
             for k, v in kwargs.items():

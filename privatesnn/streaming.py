@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from .graph import Add, Conv, Input, Linear, MaxPool, Neuron
 from .layers import module_key
 from .neuron_kernel import neuron_chunk
+from .neurons import signed_steps
 
 # Nodes whose output in a chunk is a newly allocated tensor (not a view of another node's output).
 _FRESH = (Add, Conv, Linear, Neuron)
@@ -82,11 +83,15 @@ def _empty_steps(like: torch.Tensor, tc: int) -> torch.Tensor:
     return torch.empty((tc,) + tuple(like.shape), dtype=like.dtype, device=like.device)
 
 
-def _neuron_chunk(cell, currents: torch.Tensor, v: torch.Tensor, tc: int) -> torch.Tensor:
+def _neuron_chunk(cell, currents: torch.Tensor, v: torch.Tensor, tc: int,
+                  count: torch.Tensor | None = None) -> torch.Tensor:
     """``tc`` steps of the IF/LIF dynamics of ``cell`` in place on ``v`` (as SpikingNeuron's inference
     loop); ``currents`` is (tc or 1, N, ...). Returns spikes (tc, N, ...). One fused C pass where the
-    kernel runs (:mod:`.neuron_kernel`, identical results), else the torch passes."""
+    kernel runs (:mod:`.neuron_kernel`, identical results), else the torch passes. Signed cells also
+    carry their net spike ``count`` (in place)."""
     out = _empty_steps(v, tc)
+    if cell.signed:
+        return signed_steps(currents, v, count, cell.threshold, cell.leak, out)
     if neuron_chunk(cell, currents, v, tc, out):
         return out
     return _neuron_chunk_torch(cell, currents, v, tc, out)
@@ -209,6 +214,7 @@ def run_streaming(net, x: torch.Tensor, timesteps: int, chunk: int | None = None
               and (s := diagonal_scale(net.synapses[module_key(node.name)], node)) is not None}
     constant: dict[str, torch.Tensor] = {}  # nodes whose output does not change over time (direct input)
     state: dict[str, torch.Tensor] = {}  # membranes and max-pool counts, carried across chunks
+    counts_of: dict[str, torch.Tensor] = {}  # signed neurons' net spike counts, carried across chunks
     outputs = []
     for t0 in range(0, T, tc_default):
         tc = min(tc_default, T - t0)
@@ -230,7 +236,9 @@ def run_streaming(net, x: torch.Tensor, timesteps: int, chunk: int | None = None
                 cell = net.neurons[module_key(node.name)]
                 if node.name not in state:
                     state[node.name] = torch.full_like(cur[0], cell.v_init * cell.threshold)
-                y = _neuron_chunk(cell, cur, state[node.name], tc)
+                    if cell.signed:
+                        counts_of[node.name] = torch.zeros_like(cur[0])
+                y = _neuron_chunk(cell, cur, state[node.name], tc, counts_of.get(node.name))
                 if observer is not None:
                     observer(node.name, t0, y)
             elif isinstance(node, MaxPool):

@@ -53,6 +53,7 @@ class TrainSettings:
     freeze: str = "none"  # "weights": keep the synaptic weights (learn biases and neurons); "synapses": neurons only
     leak: float | None = None  # set every neuron's leak (e.g. 0.95 = LIF); None keeps the artifact's
     reset: str | None = None  # "zero" trains for the Lava/Loihi neuron; None keeps the artifact's
+    signed: bool = False  # True makes every neuron signed (fires -1 spikes too); False keeps the artifact's
     surrogate: str = "triangle"
     surrogate_alpha: float = 0.3
     augment: bool = True  # random shifts (and flips for 3-channel images)
@@ -64,6 +65,9 @@ class TrainSettings:
     trapdoor_key: int | None = None  # seed of the secret triggers; None: a random one (kept in the checkpoint only)
     trapdoor_per_class: int = 1  # secret triggers per class: more traps per class, so less rides on one draw
     trapdoor_class_weights: tuple[float, ...] = ()  # how often each class's triggers are stamped (empty: equally)
+    trapdoor_self_audit: float = 0.0  # > 0: after 1/3 and 2/3 of the epochs, invert the SNN itself, let the
+    # teacher say which classes' inversions still show the class, and stamp those classes' triggers
+    # (1 + this x that share) times as often (see self_audit_weights)
     trapdoor_learn: float = 0.0  # learning rate of the triggers themselves (0: fixed; Trap-MID learns them)
     trapdoor_neutral: float = 1.0  # weight of keeping learnt triggers meaningless to the teacher (see train_snn)
     qat: bool = False  # train on the Loihi 8-bit weight grid (see privatesnn/qat.py)
@@ -116,6 +120,10 @@ class TrainSettings:
                    f"--trapdoor-class-weights must be >= 0 with a positive sum, got {self.trapdoor_class_weights}"),
                   (not self.trapdoor_class_weights or self.trapdoor > 0,
                    "--trapdoor-class-weights needs a trapdoor (--trapdoor RATE > 0)"),
+                  (self.trapdoor_self_audit >= 0 and math.isfinite(self.trapdoor_self_audit),
+                   f"--trapdoor-self-audit must be >= 0, got {self.trapdoor_self_audit}"),
+                  (self.trapdoor_self_audit == 0 or self.trapdoor > 0,
+                   "--trapdoor-self-audit needs a trapdoor (--trapdoor RATE > 0)"),
                   (self.trapdoor_learn >= 0 and math.isfinite(self.trapdoor_learn),
                    f"--trapdoor-learn must be >= 0, got {self.trapdoor_learn}"),
                   (self.trapdoor_learn == 0 or self.trapdoor > 0,
@@ -123,7 +131,9 @@ class TrainSettings:
                   (self.trapdoor_neutral >= 0 and math.isfinite(self.trapdoor_neutral),
                    f"--trapdoor-neutral must be >= 0, got {self.trapdoor_neutral}"),
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
-                  (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}")]
+                  (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}"),
+                  (not (self.signed and self.reset == "zero"),
+                   "--signed neurons reset by subtraction; it cannot be combined with --reset zero")]
         for ok, msg in checks:
             if not ok:
                 raise PrivsnnError(msg)
@@ -198,6 +208,28 @@ def stamp_triggers(x: torch.Tensor, triggers: torch.Tensor, rate: float, alpha: 
     out = x.clone()
     out[mask] = (1 - alpha) * x[mask] + alpha * triggers[which[mask]].to(x.dtype)
     return out, mask, classes
+
+
+def self_audit_weights(graph: Graph, teacher: torch.nn.Module, timesteps: int, input_shape: tuple[int, ...],
+                       boost: float, seed: int, device: torch.device, per_class: int = 8,
+                       iterations: int = 200) -> tuple[torch.Tensor, list[float]]:
+    """The owner's own model-inversion check during trapdoor training, without real data: invert the
+    SNN ``graph`` through its surrogate gradients (the audit's attacker (c), ``per_class`` images per
+    class from noise) and let the *teacher* ANN (the owner's; no independent evaluator, no real images)
+    say which share of each class's inversions still shows the class. Returns trigger-class weights
+    ``1 + boost * share`` and the shares: the classes whose features are still a nearer optimum than
+    their triggers get their triggers stamped more often (``--trapdoor-class-weights`` chosen by the
+    SNN itself rather than by an audit with real data)."""
+    from .privacy.inversion import InversionSettings, invert, per_class_rates, snn_for_inversion, target_hits
+
+    num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
+    settings = InversionSettings(per_class=per_class, iterations=iterations, timesteps=timesteps, seed=seed)
+    victim = snn_for_inversion(graph.copy(), timesteps, settings.snn_surrogate_alpha).to(device)
+    images, labels = invert(victim, list(range(num_classes)), input_shape, settings, device,
+                            desc="trapdoor self-audit", progress=False)
+    rates = per_class_rates(target_hits(teacher, images, labels, device), labels)
+    shares = [float(rates.get(c, 0.0)) for c in range(num_classes)]
+    return torch.tensor([1.0 + boost * s for s in shares], dtype=torch.float64), shares
 
 
 def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -376,7 +408,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     torch.manual_seed(settings.seed)
     graph = graph.copy()
     net = SpikingNetwork(graph, settings.timesteps, settings.surrogate, settings.surrogate_alpha).to(device)
-    changes = {k: v for k, v in (("leak", settings.leak), ("reset", settings.reset)) if v is not None}
+    changes = {k: v for k, v in (("leak", settings.leak), ("reset", settings.reset),
+                                 ("signed", True if settings.signed else None)) if v is not None}
+    if changes.get("reset") == "zero" and any(n.signed for n in net.graph.neurons()):
+        raise PrivsnnError("--reset zero: this SNN has signed neurons, which reset by subtraction")
     if changes:
         net.set_neurons(**changes)
     if settings.anchor > 0 and any(n.reset != "subtract" or n.leak != 1.0 for n in net.graph.neurons()):
@@ -441,6 +476,12 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                 raise PrivsnnError(f"--trapdoor-class-weights has {len(settings.trapdoor_class_weights)} weights; "
                                    f"the SNN has {num_classes} classes")
             trigger_class_weights = torch.tensor(settings.trapdoor_class_weights, dtype=torch.float64)
+    if settings.trapdoor_self_audit > 0:
+        if ctx.enabled:
+            raise PrivsnnError("--trapdoor-self-audit runs in one process")
+        audits = [e for e in history if "self_audit_shares" in e]  # resumed: the weights chosen so far
+        if audits:
+            trigger_class_weights = torch.tensor(audits[-1]["trapdoor_class_weights"], dtype=torch.float64)
     if settings.trapdoor_learn > 0:
         if ctx.enabled:
             raise PrivsnnError("--trapdoor-learn runs in one process (the triggers are not shared between ranks)")
@@ -511,7 +552,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                                              settings.label_smoothing, settings.kd_loss)
                 else:
                     loss = trapdoor_loss(logits, t_logits, y, clean, settings)
-                rate = torch.stack([s.float().mean() for s in spikes.values()]).mean() if spikes else logits.new_zeros(())
+                rate = (torch.stack([s.float().abs().mean() for s in spikes.values()]).mean() if spikes
+                        else logits.new_zeros(()))  # |s|: a signed neuron's -1 spikes are events too
                 if settings.rate_reg > 0:
                     loss = loss + settings.rate_reg * rate
                 if settings.bido[0] > 0 or settings.bido[1] > 0:
@@ -583,6 +625,16 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             record["trigger_accuracy"] = trig_hits / max(1.0, stamped)
         if initial is not None:
             record["initial_teacher_agreement"] = initial[0] / max(1.0, initial[1])
+        if settings.trapdoor_self_audit > 0 and epoch + 1 < settings.epochs and \
+                epoch + 1 in {max(1, round(settings.epochs * f)) for f in (1 / 3, 2 / 3)}:
+            model.eval()
+            weights, shares = self_audit_weights(net.sync_graph(), teacher, settings.timesteps,
+                                                 tuple(images.shape[1:]), settings.trapdoor_self_audit,
+                                                 seed=1000 + epoch, device=device)
+            base = (torch.tensor(settings.trapdoor_class_weights, dtype=torch.float64)
+                    if settings.trapdoor_class_weights else torch.ones_like(weights))
+            trigger_class_weights = base * weights
+            record.update(self_audit_shares=shares, trapdoor_class_weights=trigger_class_weights.tolist())
         history.append(record)
         if any(not torch.isfinite(p).all() for p in params):
             raise TrainingDivergedError(f"weights became NaN/Inf in epoch {epoch + 1}; the last good checkpoint is kept")

@@ -211,6 +211,15 @@ def test_unsupported_on_lava():
         build_plan(Graph(nodes, "out", g.meta))
 
 
+def test_signed_neurons_are_refused_by_the_lava_plan_with_the_layer_named():
+    g = _residual_graph()
+    for n in g.neurons():
+        n.signed = True
+    first = g.neurons()[0].name
+    with pytest.raises(UnsupportedLayerError, match=f"neuron layer {first!r}.*signed"):
+        build_plan(g)
+
+
 def test_resource_limits_name_the_layer():
     gen = torch.Generator().manual_seed(0)
     nodes = [Input("x", [], (4096,)), Linear("l0", ["x"], weight=torch.randn(4096, 4096, generator=gen), bias=None),

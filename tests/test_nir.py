@@ -158,3 +158,22 @@ def test_write_nir_leaves_nothing_on_failure(tmp_path, monkeypatch):
     with pytest.raises(ArtifactError):
         ne.write_nir(g, tmp_path / "x.nir")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_signed_neurons_round_trip_through_their_metadata(tmp_path):
+    """NIR 1.0 has no signed neuron: an IF node with metadata signed=true, read back as signed (and
+    the round trip gives the same outputs, -1 spikes included); Norse's check says why it skips."""
+    g = _small(v_init=0.5, reset="subtract", residual=True)
+    for n in g.neurons():
+        n.signed = True
+    path = write_nir(g, tmp_path / "s.nir")
+    assert all(bool(node.metadata.get("signed")) for node in nir.read(path).nodes.values()
+               if type(node).__name__ == "IF")
+    back = read_nir_graph(path)
+    assert all(n.signed for n in back.neurons())
+    x = torch.rand(5, 1, 6, 6)
+    assert float((_outputs(g, x, 10) - _outputs(back, x, 10)).abs().max()) < 1e-5
+    unsigned = read_nir_graph(write_nir(_small(v_init=0.5, reset="subtract", residual=True), tmp_path / "u.nir"))
+    assert float((_outputs(g, x, 10) - _outputs(unsigned, x, 10)).abs().max()) > 1e-3  # the sign matters here
+    res = norse_check(g, path, 4)
+    assert not res["ran"] and "signed neuron" in res["reason"]

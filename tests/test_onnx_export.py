@@ -63,3 +63,14 @@ def test_failed_check_writes_nothing(digits_model_graph, tmp_path, monkeypatch):
     with pytest.raises(ArtifactError):
         oe.export_onnx(digits_model_graph, tmp_path / "x.onnx", 6)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_signed_neurons_carry_their_net_count_as_state(tmp_path):
+    from privatesnn.models import load_model
+
+    graph = convert(load_model("digits"), torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                    ConversionSettings(timesteps=6, signed=True))
+    names = state_names(graph)
+    assert sum(n.startswith("net_") for n in names) == len(graph.neurons())
+    res = export_onnx(graph, tmp_path / "s.onnx", 6)
+    assert res["max_abs_diff"] < 1e-4 and res["predictions_agree"]

@@ -459,6 +459,28 @@ def test_trapdoor_per_class_and_class_weights_train_and_reject_bad_values(base, 
         assert not (tmp_path / "bad.pt").exists()
 
 
+def test_trapdoor_self_audit_weights_the_classes_whose_inversions_the_teacher_still_recognises(base, tmp_path, capsys):
+    """`--trapdoor-self-audit B`: after 1/3 and 2/3 of the epochs the SNN is inverted (no real data) and
+    the teacher's per-class recognition s_c of the inversions sets the trigger weights 1 + B * s_c; both
+    are recorded in the history, and a bad value exits 2 with nothing written."""
+    out = tmp_path / "self.pt"
+    assert _train(base, out, "--trapdoor", "0.5", "--trapdoor-alpha", "0.5", "--trapdoor-key", "7", "--epochs", "3",
+                  "--trapdoor-self-audit", "2") == 0
+    history = load_snn(out).settings["history"]
+    audited = [e for e in history if "self_audit_shares" in e]
+    assert [e["epoch"] for e in audited] == [1, 2]
+    for e in audited:
+        shares, weights = e["self_audit_shares"], e["trapdoor_class_weights"]
+        assert len(shares) == 10 and all(0.0 <= s <= 1.0 for s in shares)
+        assert weights == pytest.approx([1.0 + 2 * s for s in shares])
+    assert any(s > 0 for e in audited for s in e["self_audit_shares"])  # the teacher recognises some inversions
+    for bad, msg in ((["--trapdoor", "0.3", "--trapdoor-self-audit", "-1"], "--trapdoor-self-audit must be >= 0"),
+                     (["--trapdoor-self-audit", "2"], "needs a trapdoor")):
+        assert _train(base, tmp_path / "bad.pt", *bad) == 2, bad
+        assert msg in capsys.readouterr().err, bad
+        assert not (tmp_path / "bad.pt").exists()
+
+
 def test_trapdoor_trains_the_triggers_and_keeps_the_key_out_of_the_artifact(base, tmp_path, capsys):
     from privatesnn.manifest import read_manifest
     from privatesnn.snn import SpikingNetwork

@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leak", type=float, default=None, help="set the membrane leak of all neurons (LIF)")
     p.add_argument("--reset", choices=("subtract", "zero"), default=None,
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
+    p.add_argument("--signed", action="store_true",
+                   help="make every neuron signed (it also fires -1 spikes to take back early ones; "
+                        "convert --signed does it at conversion); kept if the SNN has them already")
     p.add_argument("--surrogate-alpha", type=float, default=0.3)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--cutmix", type=float, default=0.0, metavar="P",
@@ -81,6 +84,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trapdoor-per-class", type=int, default=1, metavar="M",
                    help="secret triggers per class (default 1): with several, an inversion of a class has "
                         "several traps to fall into, so less depends on how one random trigger turned out")
+    p.add_argument("--trapdoor-self-audit", type=float, default=0.0, metavar="BOOST",
+                   help="after 1/3 and 2/3 of the epochs, invert the SNN itself (no real data), let the teacher "
+                        "say which classes' inversions still show the class, and stamp those classes' triggers "
+                        "1 + BOOST x that share times as often (e.g. 2; default 0 = off)")
     p.add_argument("--trapdoor-class-weights", default=None, metavar="W0,W1,...",
                    help="how often each class's triggers are stamped, one weight per class (default: equally); "
                         "e.g. more for classes whose inversions escape the trapdoor")
@@ -113,11 +120,13 @@ def run(args: argparse.Namespace) -> int:
                 kd_loss=args.kd_loss, rate_reg=args.rate_reg, anchor=args.anchor, anchor_levels=args.anchor_levels,
                 label_smoothing=args.label_smoothing,
                 feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp,
-                bido=_pair(args.bido), leak=args.leak, reset=args.reset, surrogate_alpha=args.surrogate_alpha,
+                bido=_pair(args.bido), leak=args.leak, reset=args.reset, signed=args.signed,
+                surrogate_alpha=args.surrogate_alpha,
                 augment=not args.no_augment, cutmix=args.cutmix, tet=args.tet, ema=args.ema, trapdoor=args.trapdoor,
                 trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key,
                 trapdoor_per_class=args.trapdoor_per_class,
                 trapdoor_class_weights=_floats(args.trapdoor_class_weights, "--trapdoor-class-weights"),
+                trapdoor_self_audit=args.trapdoor_self_audit,
                 trapdoor_learn=args.trapdoor_learn,
                 trapdoor_neutral=args.trapdoor_neutral, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
