@@ -56,6 +56,19 @@ def privsnn(*args: str) -> float:
     return time.time() - t0
 
 
+def snn_paths(given: list[str] | None, default_names: tuple[str, ...]) -> list[Path] | None:
+    """The SNN artifacts a CIFAR analysis bench reads: ``given`` (``--snn``), else those of
+    ``default_names`` under runs/bench/cifar10_resnet20/ that exist; None (and a note) when
+    ../shared/data is absent and nothing was given."""
+    if given:
+        return [Path(s) for s in given]
+    if not shared_available():
+        print("../shared/data is absent: pass --snn and --data")
+        return None
+    work = RUNS / "cifar10_resnet20"
+    return [work / name for name in default_names if (work / name).exists()]
+
+
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 

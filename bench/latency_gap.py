@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import CIFAR_TEST, ROOT, RUNS, set_threads, shared_available, write_results  # noqa: E402
+from common import CIFAR_TEST, ROOT, set_threads, snn_paths, write_results  # noqa: E402
 
 TIMESTEPS = (1, 2, 4, 8, 16, 32)
 
@@ -52,14 +52,9 @@ def main() -> None:
     from privatesnn.data import load_data
     from privatesnn.snn_eval import snn_accuracy_over_time
 
-    if args.snn:
-        paths = [Path(s) for s in args.snn]
-    else:
-        if not shared_available():
-            print("../shared/data is absent: pass --snn and --data")
-            return
-        work = RUNS / "cifar10_resnet20"
-        paths = [work / f for f in ("snn_synthetic.pt", "snn_qcfs.pt", "private_low_latency.pt") if (work / f).exists()]
+    paths = snn_paths(args.snn, ("snn_synthetic.pt", "snn_qcfs.pt", "private_low_latency.pt"))
+    if paths is None:
+        return
     data = load_data(args.data).limit(args.limit)
     rows = []
     print(f"{'snn':<28} {'':<8} " + " ".join(f"T={t:<5}" for t in TIMESTEPS))

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import CIFAR_TEST, RUNS, set_threads, shared_available, write_results  # noqa: E402
+from common import CIFAR_TEST, set_threads, snn_paths, write_results  # noqa: E402
 
 TIMESTEPS = (1, 2, 4, 8, 16, 32)
 DEFAULT = ("snn_qcfs_signed.pt", "snn_qcfs_signed_calibrated.pt", "snn_qcfs_signed_t8_calibrated.pt")
@@ -54,16 +54,13 @@ def main() -> None:
     from privatesnn.data import load_data
     from privatesnn.snn_eval import snn_accuracy_over_time
 
-    if args.snn:
-        paths = [Path(s) for s in args.snn]
-    else:
-        if not shared_available():
-            print("../shared/data is absent: pass --snn and --data")
-            return
-        paths = [RUNS / "cifar10_resnet20" / name for name in DEFAULT]
+    paths = snn_paths(args.snn, DEFAULT)
+    if paths is None:
+        return
     missing = [str(q) for q in paths if not q.exists()]
-    if missing:
-        raise SystemExit(f"missing SNN artifact(s): {', '.join(missing)} (run python bench/accuracy.py --cases cifar10)")
+    if missing or not paths:
+        raise SystemExit(f"missing SNN artifact(s): {', '.join(missing) or ', '.join(DEFAULT)} "
+                         f"(run python bench/accuracy.py --cases cifar10)")
     data = load_data(args.data).limit(args.limit)
     rows = []
     for path in paths:
