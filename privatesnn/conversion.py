@@ -221,6 +221,8 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         raise PrivsnnError(f"--encoding must be direct or rate, got {settings.encoding!r}")
     if len(images) == 0:
         raise PrivsnnError("no calibration images")
+    if settings.signed and settings.reset != "subtract":
+        raise PrivsnnError("--signed neurons reset by subtraction (--reset subtract)")
     pct = parse_threshold(settings.threshold)
     graph = ann_graph(loaded)
     if settings.fold_pooling:
@@ -255,8 +257,6 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
                           trapdoor_key=settings.trapdoor_key)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
     if settings.signed:
-        if settings.reset != "subtract":
-            raise PrivsnnError("--signed neurons reset by subtraction (--reset subtract)")
         for n in graph.neurons():
             n.signed = True
         graph.validate()

@@ -131,6 +131,9 @@ def test_convert_and_train_commands_make_signed_neurons(tmp_path, capsys):
     assert all(nd["signed"] for nd in graph["nodes"] if nd["type"] == "neuron")
     capsys.readouterr()
     bad = tmp_path / "bad.pt"
+    assert main(["convert", "--model", "digits", "--synthetic", str(synth), "--signed", "--reset", "zero",
+                 "--out", str(bad)]) == 2
+    assert "--signed neurons reset by subtraction" in capsys.readouterr().err and not bad.exists()
     assert main(["train", "--snn", str(out), "--teacher", "digits", "--synthetic", str(synth), "--epochs", "1",
                  "--reset", "zero", "--out", str(bad)]) == 2
     assert "signed" in capsys.readouterr().err and not bad.exists()
