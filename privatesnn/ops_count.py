@@ -238,9 +238,10 @@ class _SynTally:
     """Per-step sums (float64, length T) for one synaptic module."""
 
     def __init__(self, name: str, kind: str, module: nn.Module, T: int, routing: bool = False,
-                 reads_spikes: bool = False):
+                 reads_spikes: bool = False, signed_input: bool = False):
         self.name, self.kind, self.module, self.T, self.routing = name, kind, module, T, routing
-        self.reads_spikes = reads_spikes  # fed by a neuron layer: its input is in {-1, 0, 1} by construction
+        self.reads_spikes = reads_spikes  # fed by a neuron layer: its input is in {0, 1} by construction,
+        self.signed_input = signed_input  # or in {-1, 0, 1} for a signed neuron layer
         self.fan_eff: torch.Tensor | None = None
         self.fan_dense: torch.Tensor | None = None
         z = lambda: torch.zeros(T, dtype=torch.float64)  # noqa: E731
@@ -263,9 +264,9 @@ class _SynTally:
             self.fan_eff, self.fan_dense = fanout_maps(self.module, in_shape, self.routing)
         xs = x.reshape(steps, N, -1)
         # (steps, positions): nonzero count over the batch (float sums are exact below 2**24 samples)
-        if self.reads_spikes:  # spikes from a neuron layer: summing |s| counts them (fast path; signed: -1 too)
+        if self.reads_spikes:  # spikes from a neuron layer: summing them (|s| if signed) counts them (fast path)
             binary = True
-            nz = xs.abs().sum(1, dtype=torch.float32)
+            nz = (xs.abs() if self.signed_input else xs).sum(1, dtype=torch.float32)
         else:
             binary = is_binary(x)
             nz = xs.ne(0).sum(1, dtype=torch.float32)
@@ -325,12 +326,12 @@ class _NeuronTally:
         self.updates[:T] += float(math.prod(spikes.shape[1:]))
 
 
-def _reads_spikes(graph: Graph, node) -> bool:
-    """True when ``node``'s input is a neuron layer's output (through flatten / max pooling only)."""
+def _spike_source(graph: Graph, node) -> Neuron | None:
+    """The neuron layer whose output is ``node``'s input (through flatten / max pooling only), or None."""
     src = graph[node.inputs[0]]
     while isinstance(src, (Flatten, MaxPool)):
         src = graph[src.inputs[0]]
-    return isinstance(src, Neuron)
+    return src if isinstance(src, Neuron) else None
 
 
 class _Counter:
@@ -348,8 +349,9 @@ class _Counter:
             if key in net.synapses and not isinstance(net.synapses[key], nn.Flatten):
                 mod = net.synapses[key]
                 kind = "conv" if isinstance(mod, nn.Conv2d) else "linear" if isinstance(mod, nn.Linear) else "avgpool"
+                src = None if ann else _spike_source(graph, node)
                 tally = _SynTally(node.name, kind, mod, T, routing=not getattr(node, "trainable", True),
-                                  reads_spikes=not ann and _reads_spikes(graph, node))
+                                  reads_spikes=src is not None, signed_input=src is not None and src.signed)
                 self.syn[node.name] = tally
                 self.handles.append(mod.register_forward_hook(self._syn_hook(tally)))
             if isinstance(node, Neuron) and not ann:
