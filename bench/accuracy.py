@@ -22,6 +22,15 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
                        CIFAR: the same with QCFS L=8 (calibration and encryption at T=8)
   qcfs_signed_q60, qcfs_signed_q60_calibrated, low_latency_signed_q60
                        CIFAR: the signed T=4 path after a longer QCFS fine-tuning (60 epochs, lr 3e-4)
+  qcfs_windowed, low_latency_windowed, qcfs_windowed_q60, low_latency_windowed_q60, qcfs_windowed_l8,
+  low_latency_windowed_l8
+                       CIFAR: windowed IF neurons (`convert --windowed`: each layer integrates its whole
+                       window of T steps, then fires; binary spikes, no temporal error): the QCFS SNN (L=4,
+                       15 epochs; L=4, 60 epochs at lr 3e-4; L=8) as converted, and after encryption at
+                       T=4 (L=4) or T=8 (L=8); `--kd-loss mse`, no calibration (nothing temporal to correct)
+  low_latency_windowed_qat, low_latency_windowed_q60_qat, low_latency_windowed_l8_qat
+                       + 2 epochs on the chip's grid at a third of the rate (`train --qat`): the SNNs that
+                       deploy to Lava with the chip model's spikes equal to the SNN's (bench/deploy.py)
 
 and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
 another seed), to show how well that real-data-free estimate predicts the real accuracy.
@@ -54,12 +63,14 @@ VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_
             "qcfs_t8", "qcfs_t8_calibrated", "low_latency_t8", "qcfs_signed", "qcfs_signed_calibrated",
             "low_latency_signed", "qcfs_signed_t8_calibrated", "low_latency_signed_t8", "qcfs_signed_l8",
             "qcfs_signed_l8_calibrated", "low_latency_signed_l8", "qcfs_signed_q60", "qcfs_signed_q60_calibrated",
-            "low_latency_signed_q60")
+            "low_latency_signed_q60", "qcfs_windowed", "low_latency_windowed", "low_latency_windowed_qat",
+            "qcfs_windowed_q60", "low_latency_windowed_q60", "low_latency_windowed_q60_qat", "qcfs_windowed_l8",
+            "low_latency_windowed_l8", "low_latency_windowed_l8_qat")
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
              device: str, eval_limit: int | None, fresh: bool, reuse: bool = False, skip: tuple[str, ...] = (),
-             low2: dict | None = None, signed: dict | None = None) -> dict:
+             low2: dict | None = None, signed: dict | None = None, windowed: dict | None = None) -> dict:
     """One model: every variant converted/trained by the CLI, evaluated on the real test images at
     every T, and its agreement with the ANN on held-out synthetic images (choose-t). With ``reuse``,
     a stage whose output (artifact, or evaluation JSON newer than its artifact) exists is not rerun;
@@ -137,7 +148,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         qcfs = qcfs_from or work / f"snn_qcfs{suffix}.pt"
         if qcfs_from is None:
             qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"],
-                     "--qcfs-optimizer", low["qcfs_optimizer"], *(["--signed"] if low.get("signed") else [])]
+                     "--qcfs-optimizer", low["qcfs_optimizer"], *(["--signed"] if low.get("signed") else []),
+                     *(["--windowed"] if low.get("windowed") else [])]
             stage(f"convert_qcfs{suffix}", qcfs, "convert", *model, "--synthetic", synth_path, "--timesteps", low["t"],
                   *qargs, "--out", qcfs, *dev)
             variant(f"qcfs{suffix}", qcfs)
@@ -155,7 +167,16 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
                                  "kd_loss": low.get("kd_loss", "kl")},
                    f"low_latency{suffix}")
         variant(f"low_latency{suffix}", fast)
-        return {f"qcfs{suffix}": qcfs, f"qcfs{suffix}_calibrated": calibrated, f"low_latency{suffix}": fast}
+        made = {f"qcfs{suffix}": qcfs, f"qcfs{suffix}_calibrated": calibrated, f"low_latency{suffix}": fast}
+        if low.get("qat_epochs"):  # a short finish on the chip's grid at a lower rate: the deployable SNN
+            deployed = work / f"private_low_latency{suffix}_qat.pt"
+            train_from(fast, deployed, {"epochs": low["qat_epochs"], "t": low["t"], "batch": low["batch"],
+                                        "lr": low["lr"] / 3, "kd_alpha": 1.0, "qat": True,
+                                        "neuron_lr": low.get("neuron_lr", 0.0), "kd_loss": low.get("kd_loss", "kl")},
+                       f"low_latency{suffix}_qat")
+            variant(f"low_latency{suffix}_qat", deployed)
+            made[f"low_latency{suffix}_qat"] = deployed
+        return made
 
     made = low_path(low, "") if "low_latency" not in skip else {}  # skip the T=4 path as a whole
     if low2:
@@ -169,6 +190,12 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         made.update(low_path({**signed, "levels": 8, "t": 8, "epochs": signed["epochs_t8"]}, "_signed_l8"))
         # a longer QCFS fine-tuning for T = 4 (a static network: cheap next to BPTT)
         made.update(low_path({**signed, "qcfs_epochs": 60, "qcfs_lr": 3e-4}, "_signed_q60"))
+    if windowed:  # windowed IF neurons (binary spikes): the same QCFS networks, encryption at T=4 / T=8
+        made.update(low_path(windowed, "_windowed"))
+        made.update(low_path({**windowed, "qcfs_epochs": 60, "qcfs_lr": 3e-4}, "_windowed_q60"))
+        made.update(low_path({**windowed, "levels": 8, "t": 8, "epochs": windowed["epochs_t8"]}, "_windowed_l8"))
+        for key in [k for k in made if k.startswith("qcfs_windowed") and k.endswith("_calibrated")]:
+            made.pop(key)
     result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "low_latency_2": low2,
                           "eval_limit": eval_limit, "real_calibration_images": 256 if calib_real else 0,
                           "skipped": list(skip)}
@@ -269,6 +296,10 @@ def main() -> None:
                    help="also run the signed-neuron paths (`convert --signed`; QCFS L=4: calibration and "
                         "encryption at T=4, 10 epochs, and at T=8, 16 epochs; QCFS L=8: at T=8; QCFS L=4 "
                         "fine-tuned 60 epochs at lr 3e-4: at T=4; `--kd-loss mse`)")
+    p.add_argument("--cifar-windowed", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the windowed-neuron paths (`convert --windowed`, binary spikes; QCFS L=4 15 "
+                        "and 60 epochs: encryption at T=4; QCFS L=8: at T=8; `--kd-loss mse`)")
+    p.add_argument("--cifar-windowed-epochs", type=int, default=10, help="encryption epochs of the windowed paths")
     p.add_argument("--reuse-synthetic", action="store_true", help="reuse runs/bench/<case>/synth.npz if present")
     p.add_argument("--reuse-results", action="store_true",
                    help="resume an interrupted run: keep every stage whose output exists in runs/bench/<case>/")
@@ -309,6 +340,10 @@ def main() -> None:
                        "lr": args.cifar_lr, "anchor": args.cifar_anchor, "qat": args.cifar_qat},
                 signed=({**low_settings(args, "cifar"), "signed": True, "epochs": 10, "epochs_t8": 16, "kd_loss": "mse"}
                         if args.cifar_signed else None),
+                windowed=({**low_settings(args, "cifar"), "windowed": True, "calibrate": False, "kd_loss": "mse",
+                           "epochs": args.cifar_windowed_epochs, "epochs_t8": args.cifar_windowed_epochs,
+                           "qat_epochs": 2}
+                          if args.cifar_windowed else None),
                 low=low_settings(args, "cifar"), reuse=args.reuse_results, skip=tuple(args.skip.split(",")),
                 device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic,
                 low2={**low_settings(args, "cifar"), "levels": 8, "t": 8, "epochs": 8} if args.cifar_t8_path else None)

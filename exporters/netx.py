@@ -60,6 +60,9 @@ def check_sequential(plan) -> list[str]:
     """Names of the plan's layers in chain order; raises UnsupportedLayerError when netx cannot
     express the network (residual paths, several host-fed layers)."""
     layers = list(plan.layers.values())
+    if any(ly.windowed for ly in layers):
+        raise UnsupportedLayerError(f"layer {layers[0].name!r} is windowed (fires after its whole window): netx's "
+                                    f"neurons fire as input comes in - deploy it as Lava processes (the lava export)")
     host = [ly for ly in layers if ly.host_fed]
     if len(host) != 1 or not layers[0].host_fed:
         raise UnsupportedLayerError("netx needs exactly one first layer fed by the input")
@@ -139,7 +142,7 @@ def write_netx(fixed, path: str | Path) -> Path:
                     priv["output"] = {"name": layer.name, "scale": q.scale / div, "exp": e, "lag": layer.lag}
                 else:
                     vth = max(1, int(round(q.vth / div)))
-                    bias = np.round(q.bias_mant / div).astype(np.int64)
+                    bias = np.round(q.bias_mant * 2.0 ** (q.bias_exp - 6) / div).astype(np.int64)  # netx: bias_exp 6
                     if layer.kind == "neuron" and len(layer.shape) == 3:
                         per_ch = bias.reshape(bias.shape[0], -1)
                         if (per_ch == per_ch[:, :1]).all():

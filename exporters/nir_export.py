@@ -95,6 +95,8 @@ def graph_to_nir(graph: Graph, type_check: bool = True):
                 md.update(clip=float(node.clip))
             if node.signed:  # NIR 1.0 has no signed neuron: an IF node whose metadata says it also fires -1
                 md.update(signed=True)
+            if node.windowed:  # nor a windowed one: an IF node whose metadata says it integrates its window first
+                md.update(windowed=True)
             if node.leak >= 1.0:
                 n = nir.IF(r=np.full(shape, 1.0 / node.dt, np.float64), v_threshold=th,
                            v_reset=np.zeros(shape, np.float64), metadata=md)
@@ -185,7 +187,8 @@ def graphs_max_param_diff(a: Graph, b: Graph) -> float:
         if isinstance(node, Neuron):
             for attr in ("threshold", "leak", "v_init"):
                 worst = max(worst, abs(float(getattr(node, attr)) - float(getattr(other, attr))))
-            if node.reset != other.reset or node.signed != other.signed or (node.clip is None) != (other.clip is None):
+            if node.reset != other.reset or node.signed != other.signed or node.windowed != other.windowed \
+                    or (node.clip is None) != (other.clip is None):
                 return float("inf")
             if node.clip is not None:
                 worst = max(worst, abs(node.clip - other.clip))
@@ -216,6 +219,8 @@ def norse_check(graph: Graph, path: str | Path, timesteps: int, n_images: int = 
                 reasons.append(f"{node.name}: reset by subtraction (Norse resets to v_reset)")
             if node.signed:
                 reasons.append(f"{node.name}: signed neuron (Norse's neurons fire only +1)")
+            if node.windowed:
+                reasons.append(f"{node.name}: windowed neuron (Norse's neurons fire as the input comes in)")
             if node.v_init != 0.0:
                 reasons.append(f"{node.name}: v_init={node.v_init:g} (Norse's IAF starts at 0)")
         elif isinstance(node, Add):

@@ -334,4 +334,5 @@ def _neuron(name: str, node, ins: list[str], md: dict[str, Any], dt_default: flo
         gain = 1.0
     return Neuron(name, ins, threshold=v_th / gain, leak=float(min(1.0, max(0.0, leak))), reset=reset,
                   v_init=float(md.get("v_init", 0.0)), dt=dt,
-                  clip=float(md["clip"]) if md.get("clip") is not None else None, signed=bool(md.get("signed", False)))
+                  clip=float(md["clip"]) if md.get("clip") is not None else None, signed=bool(md.get("signed", False)),
+                  windowed=bool(md.get("windowed", False)))

@@ -53,6 +53,10 @@ def _clamp24(x: torch.Tensor) -> torch.Tensor:
     return torch.remainder(x + base // 2, base) - base // 2
 
 
+def _windowed(plan) -> bool:
+    return any(layer.windowed for layer in plan.layers.values())
+
+
 def _decay(x: torch.Tensor, d: int) -> torch.Tensor:
     """``sign(x) * ((|x| * (4096 - d)) >> 12)`` as in Lava's bit-accurate LIF."""
     return torch.sign(x) * torch.div(x.abs() * (4096 - d), 4096, rounding_mode="floor")
@@ -75,6 +79,10 @@ def reference_fixed_simple(fixed: FixedPlan, x: torch.Tensor, return_spikes: boo
     """The integer semantics of Lava's ``fixed_pt`` models, written for reading: integer output
     sums (N, K) over T steps (bias included) and, optionally, spike counts per layer (N,)."""
     plan = fixed.plan
+    if _windowed(plan):
+        from .windowed_chip import reference_windowed
+
+        return reference_windowed(fixed, x, return_spikes)
     T = plan.timesteps
     n = x.shape[0]
     host = plan.host_currents(x)
@@ -238,8 +246,13 @@ class ChipModel:
     @torch.no_grad()
     def run(self, x: torch.Tensor, return_spikes: bool = False):
         """Integer output sums (N, K) over T steps (bias included), as :func:`reference_fixed_simple`;
-        with ``return_spikes`` also spike counts per layer (N,)."""
+        with ``return_spikes`` also spike counts per layer (N,). A windowed plan runs
+        :func:`~.windowed_chip.reference_windowed` (layer by layer)."""
         fixed, plan = self.fixed, self.plan
+        if _windowed(plan):
+            from .windowed_chip import reference_windowed
+
+            return reference_windowed(fixed, x, return_spikes)
         T, n = plan.timesteps, x.shape[0]
         host = plan.host_currents(x)
         v, bias, spikes, th = {}, {}, {}, {}

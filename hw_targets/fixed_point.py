@@ -10,14 +10,17 @@
   mantissa ``vth = round(th * A)`` (17 bits; compared as ``vth << 6``) has >= 12 bits, unless
   the worst-case input current (every input spiking) would overflow the 24-bit current
   register (``|a_in| << 6 < 2^23``). The membrane then spans about +-2^17 / vth thresholds.
-* bias: ``bias_mant = round(b * A)`` (13-bit signed) with ``bias_exp = 6`` (netx's choice);
+* bias: ``bias_mant = round(b * A)`` (13-bit signed) with ``bias_exp = 6`` (netx's choice), or, where
+  a bias does not fit 13 bits at that scale, ``bias_exp = 6 + k`` and ``bias_mant = round(b * A / 2^k)``;
   host-fed layers receive their image current this way (the scale is chosen so the
   worst-case current fits); so do mixed layers (image part + biases per image; spikes through
   synapses): their scale is the weights' (so QAT's grid holds), and ``bias_exp`` grows instead
   until the worst-case host current fits the 13-bit mantissa.
 * decays: ``du = 4095`` (the current decays fully each step: ``u = a_in``),
   ``dv = round((1 - leak) * 4096)`` clipped to 12 bits (IF: ``dv = 0``).
-* the membrane starts at ``v0 = round(v_init * th * A) << 6`` and resets to zero on a spike
+* the membrane starts at ``v0 = round(v_init * th * A) << 6`` (IF neurons that subtract:
+  ``(floor(v_init * th * A) << 6) + 32``, half way between multiples of 64, which every increment is:
+  the membrane never ties with a threshold) and resets to zero on a spike
   (Lava's LIF), or, for layers trained with reset by subtraction and ``reset="match"``, loses
   ``vth << 6`` (a programmable neuron; with ``reset="zero"`` the difference is measured).
 
@@ -210,13 +213,25 @@ def quantize_plan(plan: DeployPlan) -> FixedPlan:
         dv_f = (1.0 - float(layer.leak)) * 4096
         dv = int(min(DECAY_MAX, max(0, round(dv_f))))
         leak_err = abs((4096 - dv) / 4096 - float(layer.leak))
-        v0 = int(round(float(layer.v_init) * th * scale)) << 6
+        if layer.reset == "subtract" and dv == 0:
+            # every increment of v (a_in << 6, bias << bias_exp, the threshold vth << 6) is a multiple of
+            # 64: starting half way between two multiples, v never equals a threshold, so no comparison
+            # is a tie that float arithmetic could break the other way (QAT snaps v_init to this value)
+            v0 = (math.floor(float(layer.v_init) * th * scale) << 6) + 32
+        else:
+            v0 = int(round(float(layer.v_init) * th * scale)) << 6
         bias_mant, b_err, clipped = None, 0.0, 0
         if layer.bias is not None:
-            bq = torch.round(layer.bias.double() * scale)
+            # a bias beyond the 13-bit mantissa at the weights' scale gets a larger exponent (coarser
+            # steps) rather than being clipped
+            bmax = float(layer.bias.abs().max()) * scale
+            while bmax / 2 ** (bias_exp - BIAS_EXP) > BIAS_MANT_MAX + 0.5 and bias_exp < 16:
+                bias_exp += 1
+            step = scale / 2 ** (bias_exp - BIAS_EXP)
+            bq = torch.round(layer.bias.double() * step)
             clipped = int(((bq > BIAS_MANT_MAX) | (bq < -BIAS_MANT_MAX - 1)).sum())
             bq = bq.clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX)
-            b_err = _rel(bq / scale, layer.bias.double())
+            b_err = _rel(bq / step, layer.bias.double())
             bias_mant = bq.to(torch.int64).numpy()
         qlayers[layer.name] = QLayer(layer.name, scale, vth, dv, DECAY_MAX, v0, bias_mant, qterms,
                                      abs(vth / scale - th) / th, b_err, clipped, leak_err, bound, bias_exp)

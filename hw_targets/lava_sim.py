@@ -10,7 +10,9 @@ Processes (lava-nc 0.10):
       zero), host-fed layers load the next image's current into ``bias_mant``, and spikes inside
       the layer's valid window are counted per image. Layers planned with reset by subtraction
       subtract the threshold on a spike instead of Lava's reset to zero (a programmable-neuron
-      variant, as Loihi 2's microcoded neurons allow; see ``build_plan(reset=...)``);
+      variant, as Loihi 2's microcoded neurons allow; see ``build_plan(reset=...)``). Windowed
+      layers (``Layer.windowed``) reset at the image's first step, add their bias only in their
+      integration window and spike only in their firing window (a programmable neuron too);
     * every synaptic term is a Lava ``Dense`` or ``Conv`` process (stock models for Dense; for Conv
       a numpy-im2col model that is bit-identical to Lava's scipy-based ``PyConvModelFixed`` but
       much faster, selectable with ``fast_conv=False``); several terms into one layer are several
@@ -89,7 +91,7 @@ class PrivLIF(LIF):
     per-image bias (host-fed layers) and per-image spike counts (valid window only)."""
 
     def __init__(self, *, shape: tuple[int, ...], v0, period: int, lag: int, timesteps: int, n_slots: int,
-                 bias_seq: np.ndarray | None = None, reset: str = "zero", **kwargs) -> None:
+                 bias_seq: np.ndarray | None = None, reset: str = "zero", windowed: bool = False, **kwargs) -> None:
         super().__init__(shape=shape, v=v0, **kwargs)
         self.v0 = Var(shape=shape, init=v0)
         self.spike_count = Var(shape=(n_slots,), init=0)
@@ -102,6 +104,7 @@ class PrivLIF(LIF):
         self.proc_params["n_slots"] = int(n_slots)
         self.proc_params["has_seq"] = has_seq
         self.proc_params["reset"] = reset
+        self.proc_params["windowed"] = bool(windowed)
 
 
 class _PrivLifMixin:
@@ -112,6 +115,9 @@ class _PrivLifMixin:
         self.n_slots = proc_params["n_slots"]
         self.has_seq = proc_params["has_seq"]
         self.subtract = proc_params.get("reset", "zero") == "subtract"
+        self.windowed = proc_params.get("windowed", False)
+        self._bias_on = None  # windowed: the bias of the integration window (outside it the bias is 0)
+        self._k = 0
 
     def _phase(self) -> tuple[int, int]:
         k = (self.time_step - 1) % self.period
@@ -119,14 +125,22 @@ class _PrivLifMixin:
         return k, slot
 
     def _start_image(self, k: int, slot: int) -> None:
-        if k == self.lag:
+        if k == (0 if self.windowed else self.lag):
             self.u[:] = 0
             self.v[:] = self.v0
             if self.has_seq:
                 self.bias_mant[:] = self.bias_seq[slot]
+            if self.windowed and (self.has_seq or self._bias_on is None):
+                self._bias_on = np.array(self.bias_mant, copy=True)
+        if self.windowed:
+            self.bias_mant[:] = self._bias_on if self.lag <= k < self.lag + self.T else 0
+
+    def _firing(self, k: int) -> bool:
+        start = self.lag + self.T if self.windowed else self.lag
+        return start <= k < start + self.T
 
     def _count(self, k: int, slot: int, s: np.ndarray) -> None:
-        if self.lag <= k < self.lag + self.T:
+        if self._firing(k):
             self.spike_count[slot] += int(np.count_nonzero(s))
 
     def _threshold(self):
@@ -137,7 +151,10 @@ class _PrivLifMixin:
         """Model-specific work before the membrane update (fixed point: bias/threshold scaling)."""
 
     def spiking_activation(self):
-        return self.v > self._threshold()
+        s = self.v > self._threshold()
+        if self.windowed and not self._firing(self._k):
+            s[:] = False
+        return s
 
     def reset_voltage(self, spike_vector: np.ndarray):
         if self.subtract:
@@ -148,6 +165,7 @@ class _PrivLifMixin:
     def run_spk(self):
         a_in_data = self.a_in.recv()
         k, slot = self._phase()
+        self._k = k
         self._start_image(k, slot)
         self._before_dynamics()
         self.subthr_dynamics(activation_in=a_in_data)
@@ -352,7 +370,7 @@ def build_network(plan: DeployPlan, fixed: FixedPlan | None, tag: str = "fixed_p
             seq = np.zeros((n_slots, *shape), np.int32 if is_fixed else np.float64)
             host.append(name)
         lif = PrivLIF(shape=shape, period=P, lag=layer.lag, timesteps=T, n_slots=n_slots, bias_seq=seq,
-                      reset=layer.reset, name=name, **params)
+                      reset=layer.reset, windowed=layer.windowed, name=name, **params)
         model_map[lif] = lif_model
         lifs[name] = lif
         qterms = fixed.layers[name].terms if is_fixed else [None] * len(layer.terms)

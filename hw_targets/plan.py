@@ -22,6 +22,11 @@ image period ``P = T + lag(output)``, and resets its state at local step L (as n
 ``reset_offset`` does). Residual paths with fewer hops get identity *relay* layers (an identity
 connection into neurons that spike iff they received a spike), so all terms into a neuron arrive
 in step.
+
+Windowed neurons (``Neuron.windowed``; all layers or none): a layer of lag L resets at the image's
+step 0, integrates whatever arrives (its bias only in [L, L + T)) and fires its count in
+[L + T, L + 2T); its lag is ``max(lag of its sources) + T + 1``, so every source has fired before it
+fires and no relays are needed; the period is ``T + lag(output)``, about (T + 1) per layer.
 """
 
 from __future__ import annotations
@@ -84,7 +89,8 @@ class Layer:
     terms: list[Term] = field(default_factory=list)
     host_fed: bool = False
     host_mixed: bool = False  # image current as a per-image bias, plus spike terms
-    lag: int = 0
+    lag: int = 0  # first step of the layer's T-step (integration) window within an image's period
+    windowed: bool = False  # integrates (bias on) in [lag, lag + T), fires in [lag + T, lag + 2T); state reset at 0
 
     @property
     def host_current(self) -> bool:
@@ -310,6 +316,14 @@ def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match")
             f"neuron layer {signed[0]!r} (and {len(signed) - 1} more) is signed (fires -1 spikes): the Lava "
             f"deployment runs +1 spikes only so far; simulate it with `privsnn evaluate`, or export it with "
             f"--target nir / onnx")
+    windowed = {n.name for n in graph.neurons() if n.windowed}
+    plain = [n.name for n in graph.neurons() if not n.windowed]
+    if windowed and plain:
+        raise UnsupportedLayerError(f"neuron layer {plain[0]!r} is not windowed while {sorted(windowed)[0]!r} is: "
+                                    f"a Lava plan is windowed in every layer or in none")
+    if windowed and reset == "zero":
+        raise UnsupportedLayerError("windowed neurons fire their window's count by subtracting the threshold; "
+                                    "deploy them with reset 'match', not 'zero'")
     out_node = graph[graph.output]
     if not graph.is_readout(graph.output):
         raise UnsupportedLayerError(f"the output node {graph.output!r} is a {out_node.TYPE}; Lava deployment needs "
@@ -320,7 +334,7 @@ def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match")
         if not isinstance(node, Neuron):
             continue
         layer = Layer(node.name, tuple(node.shape), "neuron", node.threshold, node.leak,
-                      node.reset if reset == "match" else "zero", node.v_init)
+                      node.reset if reset == "match" else "zero", node.v_init, windowed=node.windowed)
         mixed = _mixed_add(graph, dep, node)
         if not dep[node.inputs[0]]:
             layer.host_fed, layer.lag = True, 0
@@ -366,6 +380,13 @@ def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match")
     def place(layer: Layer) -> None:
         if layer.host_fed:
             layer.lag = 0
+            return
+        if windowed:  # integrate whatever arrives before the window ends: no relays; fire after the last source
+            lags = {final[t.src].lag for t in layer.terms}
+            if layer.kind == "output" and len(lags) > 1:
+                raise UnsupportedLayerError(f"the output {layer.name!r} reads windowed layers that fire in different "
+                                            f"windows; not supported on Lava")
+            layer.lag = max(lags) + T + 1
             return
         arrive = [final[t.src].lag + 1 for t in layer.terms]
         layer.lag = max(arrive)

@@ -36,6 +36,7 @@ class ConversionSettings:
     leak: float = 1.0
     v_init: float = 0.5
     signed: bool = False  # signed neurons (also fire -1 spikes; privatesnn/neurons.py): low-T accuracy
+    windowed: bool = False  # windowed IF neurons (integrate the whole window, then fire; binary spikes)
     batch_size: int = 128
     fold_pooling: bool = True  # fold average pools into the next layer (exact; binary inputs everywhere)
     qcfs_levels: int = 0  # > 0: QCFS fine-tuning with L levels by distillation (privatesnn/qcfs.py)
@@ -223,6 +224,9 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         raise PrivsnnError("no calibration images")
     if settings.signed and settings.reset != "subtract":
         raise PrivsnnError("--signed neurons reset by subtraction (--reset subtract)")
+    if settings.windowed and (settings.reset != "subtract" or settings.leak != 1.0 or settings.signed):
+        raise PrivsnnError("--windowed neurons are IF neurons reset by subtraction (--reset subtract, --leak 1), "
+                           "and cannot be --signed")
     pct = parse_threshold(settings.threshold)
     graph = ann_graph(loaded)
     if settings.fold_pooling:
@@ -256,9 +260,9 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
                           trapdoor_key=settings.trapdoor_key)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
-    if settings.signed:
+    if settings.signed or settings.windowed:
         for n in graph.neurons():
-            n.signed = True
+            n.signed, n.windowed = settings.signed, settings.windowed
         graph.validate()
     graph.meta["timesteps"] = settings.timesteps
     return graph

@@ -13,7 +13,11 @@ Neuron semantics (discrete time, one step per timestep, ``dt`` explicit for NIR)
 
 ``v[0] = v_init * threshold``. A ``signed`` neuron (reset by subtraction) also fires ``s[t] = -1``
 (and ``v[t] += threshold``) when ``v[t] < 0`` while its spikes so far sum to more than zero
-(:func:`privatesnn.neurons.signed_neuron_step`). The output node (the last Linear) does not spike: its currents are
+(:func:`privatesnn.neurons.signed_neuron_step`). A ``windowed`` IF neuron (reset by subtraction, no leak)
+integrates its whole T-step input window first and then fires: ``v = v_init * threshold + sum_t I[t]``,
+``s[t] = 1 if v - t * threshold > threshold`` for t < T, i.e. its first ``clamp(ceil(v / threshold) - 1, 0, T)``
+steps spike (:func:`privatesnn.neurons.windowed_spikes`; on a chip: each layer fires in its own window
+of T steps after its inputs' windows, binary spikes). The output node (the last Linear) does not spike: its currents are
 averaged over time and read as logits.
 """
 
@@ -168,6 +172,7 @@ class Neuron(Node):
     dt: float = 1e-3  # seconds per step, for NIR's continuous-time parameters
     clip: float | None = None  # the ANN activation's ceiling (ReLU6: 6; in the graph's units); None = ReLU
     signed: bool = False  # also fires -1 spikes to take back early ones (see the module docstring)
+    windowed: bool = False  # integrates its whole input window, then fires (see the module docstring)
     TYPE: ClassVar[str] = "neuron"
 
 
@@ -260,6 +265,11 @@ class Graph:
                 if node.signed not in (True, False) or (node.signed and node.reset != "subtract"):
                     raise GraphError(f"neuron {name!r}: signed must be true or false, and signed neurons reset by "
                                      f"subtraction; got signed={node.signed!r}, reset={node.reset!r}")
+                if node.windowed not in (True, False) or (node.windowed and (
+                        node.reset != "subtract" or node.leak != 1.0 or node.signed)):
+                    raise GraphError(f"neuron {name!r}: windowed must be true or false, and windowed neurons are IF "
+                                     f"neurons (reset by subtraction, leak 1, not signed); got windowed="
+                                     f"{node.windowed!r}, reset={node.reset!r}, leak={node.leak}, signed={node.signed}")
             node.shape = tuple(int(s) for s in node.infer_shape([seen[s] for s in node.inputs]))
             seen[name] = node.shape
         if self.output not in self.nodes:

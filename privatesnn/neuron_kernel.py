@@ -43,7 +43,7 @@ def neuron_chunk(cell, currents: torch.Tensor, v: torch.Tensor, tc: int, out: to
     """``tc`` steps of ``cell``'s IF/LIF dynamics on ``v`` (in place), spikes into ``out`` (tc, *v.shape),
     by the kernel. Returns False, touching nothing, where the kernel cannot run these tensors."""
     if not fused_neurons_available() or v.dtype != torch.float32 or v.device.type != "cpu" or not dense(v) \
-            or v.requires_grad or currents.requires_grad or cell.reset not in ("subtract", "zero") or cell.signed \
+            or v.requires_grad or currents.requires_grad or cell.reset not in ("subtract", "zero") or cell.signed or cell.windowed \
             or not _step_blocks(currents, v) or not _step_blocks(out, v) or out.shape[0] < tc \
             or currents.shape[0] != 1 and currents.shape[0] < tc:
         return False

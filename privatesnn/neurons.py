@@ -72,29 +72,55 @@ def signed_steps(currents: torch.Tensor, v: torch.Tensor, count: torch.Tensor, t
     return out
 
 
+def windowed_spikes(currents: torch.Tensor, v_init: torch.Tensor | float, threshold: torch.Tensor | float,
+                    timesteps: int, method: str = "triangle", alpha: float = 0.3) -> torch.Tensor:
+    """Spikes (T, ...) of a *windowed* IF neuron (reset by subtraction): it integrates the whole
+    window's input ``v = v_init * threshold + sum_t I[t]`` (``currents`` (T or 1, ...); a single step
+    stands for T equal ones) before it fires, then fires ``s[t] = [v - t * threshold > threshold]``,
+    which is what ``v > threshold: s = 1, v -= threshold`` does step by step. Its spike count is the
+    QCFS staircase of the total input, ``clamp(ceil(v / threshold) - 1, 0, T)``, whatever order the
+    input arrived in: no temporal (unevenness) error, and binary spikes. The price is latency: on a
+    chip each layer fires in its own window, after its inputs' windows (the layer-wise time windows
+    of TTFS conversion, Stanojevic et al., Nat. Commun. 2024, and FS-neurons, Stoeckl & Maass, Nat.
+    Mach. Intell. 2021, here with rate-coded windows). Differentiable through the surrogate of each step.
+    """
+    total = currents.sum(0) if currents.shape[0] > 1 else currents[0] * timesteps
+    if currents.shape[0] not in (1, timesteps):
+        raise ValueError(f"windowed neuron: {currents.shape[0]} input steps for a window of {timesteps}")
+    x = total / threshold + v_init
+    steps = torch.arange(1, timesteps + 1, dtype=x.dtype, device=x.device).view(-1, *([1] * x.dim()))
+    if not torch.is_grad_enabled() or not (x.requires_grad):
+        return (x.unsqueeze(0) > steps).to(x.dtype)  # strict '>' as Norse's heaviside
+    return norse_threshold(x.unsqueeze(0) - steps, method, alpha)
+
+
 class SpikingNeuron(nn.Module):
     """A layer of IF/LIF neurons over time.
 
     Input: currents of shape (T, N, ...) or (1, N, ...) (a constant current, e.g. a direct-coded
     first layer). Output: spikes (T, N, ...) in {0, 1}, or in {-1, 0, 1} for ``signed`` neurons
-    (:func:`signed_neuron_step`; reset by subtraction only).
+    (:func:`signed_neuron_step`; reset by subtraction only). A ``windowed`` layer integrates the whole
+    window before it fires (:func:`windowed_spikes`): its spikes depend on T, not only on the past.
 
     Example: ``SpikingNeuron(1.0)(torch.rand(10, 5, 2), timesteps=10).shape == (10, 5, 2)``.
     """
 
     def __init__(self, threshold: float = 1.0, leak: float = 1.0, reset: str = "subtract", v_init: float = 0.5,
-                 surrogate: str = "triangle", alpha: float = 0.3, signed: bool = False):
+                 surrogate: str = "triangle", alpha: float = 0.3, signed: bool = False, windowed: bool = False):
         super().__init__()
         if surrogate not in SURROGATES:
             raise ValueError(f"unknown surrogate {surrogate!r}; supported: {', '.join(SURROGATES)}")
         if signed and reset != "subtract":
             raise ValueError(f"signed neurons reset by subtraction, got reset={reset!r}")
+        if windowed and (reset != "subtract" or leak != 1.0 or signed):
+            raise ValueError(f"windowed neurons are IF neurons reset by subtraction, not signed; got reset={reset!r}, "
+                             f"leak={leak}, signed={signed}")
         self.threshold, self.leak, self.reset, self.v_init = float(threshold), float(leak), reset, float(v_init)
-        self.surrogate, self.alpha, self.signed = surrogate, float(alpha), bool(signed)
+        self.surrogate, self.alpha, self.signed, self.windowed = surrogate, float(alpha), bool(signed), bool(windowed)
 
     def extra_repr(self) -> str:
         return (f"threshold={self.threshold:.4g}, leak={self.leak}, reset={self.reset}, v_init={self.v_init}"
-                + (", signed" if self.signed else ""))
+                + (", signed" if self.signed else "") + (", windowed" if self.windowed else ""))
 
     def make_trainable(self) -> None:
         """Learn this layer's threshold (as its logarithm: always positive, and one learning rate
@@ -117,6 +143,11 @@ class SpikingNeuron(nn.Module):
             self.threshold, self.v_init = float(self.log_threshold.exp()), float(self.v_init_fraction)
 
     def forward(self, currents: torch.Tensor, timesteps: int) -> torch.Tensor:
+        if self.windowed:
+            if self.trainable:
+                return windowed_spikes(currents, self.v_init_fraction, self.log_threshold.exp(), timesteps,
+                                       self.surrogate, self.alpha)
+            return windowed_spikes(currents, self.v_init, self.threshold, timesteps, self.surrogate, self.alpha)
         if not (torch.is_grad_enabled() and (currents.requires_grad or self.trainable)):
             return self._forward_inference(currents, timesteps)
         if self.trainable:

@@ -312,18 +312,21 @@ class _NeuronTally:
         self.updates, self.active, self.spikes = z(), z(), z()
         self.neurons = 0
 
-    def add(self, currents: torch.Tensor, spikes: torch.Tensor) -> None:
+    def add(self, currents: torch.Tensor, spikes: torch.Tensor, windowed: bool = False) -> None:
         T = spikes.shape[0]
         self.neurons = math.prod(spikes.shape[2:])
         # active: nonzero current or a spike; |I| + |s| > 0 exactly then; float ops are fast. A signed
         # neuron's -1 spike is a spike (an event on the wire, a reset): counted by |s|
         mag = spikes.abs()
-        active = torch.add(currents.abs(), mag).sign_()
+        # a windowed neuron updates 2T times: T steps integrating (active where a current comes in), then
+        # T steps firing (active where it spikes); its idle steps outside its windows are not counted (as
+        # the pipeline fill of a plain SNN is not)
+        active = currents.abs().sign().expand_as(mag) + mag if windowed else torch.add(currents.abs(), mag).sign_()
         N = spikes.shape[1]
         # sum over the batch in float32 (exact: at most N), then over positions in float64
         self.spikes[:T] += mag.reshape(T, N, -1).sum(1).double().sum(1).cpu()
         self.active[:T] += active.reshape(active.shape[0], N, -1).sum(1).double().sum(1).cpu()
-        self.updates[:T] += float(math.prod(spikes.shape[1:]))
+        self.updates[:T] += float(math.prod(spikes.shape[1:])) * (2 if windowed else 1)
 
 
 def _spike_source(graph: Graph, node) -> Neuron | None:
@@ -368,7 +371,7 @@ class _Counter:
     @staticmethod
     def _neuron_hook(tally: _NeuronTally):
         def hook(module: SpikingNeuron, args, output):
-            tally.add(args[0].detach(), output.detach())
+            tally.add(args[0].detach(), output.detach(), module.windowed)
         return hook
 
     def __enter__(self) -> "_Counter":
@@ -402,11 +405,16 @@ def count_snn(graph: Graph, images: torch.Tensor, timesteps: int | list[int], ba
               progress: bool = False) -> dict[int, SNNCounts]:
     """Simulate ``graph`` as an SNN for max(timesteps) steps on ``images`` (pixels in [0, 1]) and
     count, per sample, for every T in ``timesteps`` (the first T steps of a longer run are exactly a
-    T-step run). With ``labels``, each result also carries the accuracy at its T."""
+    T-step run; windowed neurons are not causal, so such a graph is simulated once per T). With ``labels``, each result also carries the accuracy at its T."""
     ts = sorted({int(t) for t in ([timesteps] if isinstance(timesteps, int) else timesteps)})
     if not ts or ts[0] <= 0:
         raise PrivsnnError(f"timesteps must be positive integers, got {timesteps}")
     _check_images(graph, images)
+    if len(ts) > 1 and any(n.windowed for n in graph.neurons()):  # not causal: one simulation per T
+        out: dict[int, SNNCounts] = {}
+        for t in ts:
+            out.update(count_snn(graph, images, t, batch_size, labels, seed, device, progress))
+        return out
     T = ts[-1]
     torch.manual_seed(seed)  # rate coding draws random spikes
     net = SpikingNetwork(graph, T).to(device).eval()

@@ -123,20 +123,28 @@ def _bias_nodes(graph: Graph, name: str) -> list:
 
 def snap_to_deployment_grid(graph: Graph, timesteps: int) -> Graph:
     """Round thresholds, initial membranes and on-chip biases to the values the Loihi fixed-point
-    export will use (after QAT the weights already are), so the float SNN computes what the chip
-    computes up to the host-fed input layer's 13-bit currents. Returns a snapped copy."""
+    export will use (after QAT the weights already are), and record the host-fed layers' 13-bit input
+    current grid in ``graph.meta["host_current_grid"]`` (the SNN rounds those currents the same way),
+    so the float SNN computes what the chip computes up to float rounding, which the chip's half-unit
+    membrane offset keeps away from the thresholds (:mod:`privatesnn.hw_targets.fixed_point`).
+    Returns a snapped copy."""
+    from privatesnn.hw_targets.fixed_point import BIAS_EXP, BIAS_MANT_MAX
     from privatesnn.hw_targets.loihi import build_plan, quantize_plan
 
     from .graph import Neuron
 
     graph = graph.copy()
     fixed = quantize_plan(build_plan(graph, timesteps))
+    grid: dict[str, list[float]] = {}
     for ql in [*fixed.layers.values(), fixed.output]:
         node = graph.nodes.get(ql.name)
         if isinstance(node, Neuron):
             node.threshold = ql.vth / ql.scale
-            node.v_init = round(node.v_init * ql.vth) / ql.vth
+            # the chip's v0 in threshold units (half a unit off the grid for IF neurons that subtract: no ties)
+            node.v_init = (ql.v0 / 64) / ql.vth
             src = node.inputs[0]
+            if fixed.plan.layers[ql.name].host_fed:  # the host writes the input current as a 13-bit bias
+                grid[ql.name] = [ql.scale / 2 ** (ql.bias_exp - BIAS_EXP), -BIAS_MANT_MAX - 1, BIAS_MANT_MAX]
         elif ql is fixed.output:
             src = ql.name
         else:
@@ -147,8 +155,10 @@ def snap_to_deployment_grid(graph: Graph, timesteps: int) -> Graph:
         if not targets:
             continue
         first = targets[0]
-        snapped = torch.as_tensor(ql.bias_mant, dtype=first.bias.dtype).reshape(first.bias.shape[0], -1)[:, 0] / ql.scale
+        step = ql.scale / 2 ** (ql.bias_exp - 6)  # the chip's bias is bias_mant << bias_exp, in units of the scale << 6
+        snapped = torch.as_tensor(ql.bias_mant, dtype=first.bias.dtype).reshape(first.bias.shape[0], -1)[:, 0] / step
         first.bias = snapped
         for other in targets[1:]:  # the chip adds one bias per neuron: keep the sum in the first
             other.bias = torch.zeros_like(other.bias)
+    graph.meta["host_current_grid"] = grid
     return graph

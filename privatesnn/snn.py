@@ -96,11 +96,24 @@ class SpikingNetwork(nn.Module):
         self.timesteps = int(timesteps)
         self.synapses = build_synapses(graph)
         self.neurons = nn.ModuleDict({
-            module_key(n.name): SpikingNeuron(n.threshold, n.leak, n.reset, n.v_init, surrogate, alpha, n.signed)
+            module_key(n.name): SpikingNeuron(n.threshold, n.leak, n.reset, n.v_init, surrogate, alpha, n.signed,
+                                                n.windowed)
             for n in graph if isinstance(n, Neuron)})
         self.maxpools = nn.ModuleDict({module_key(n.name): SpikingMaxPool(n.kernel, n.stride, n.padding)
                                        for n in graph if isinstance(n, MaxPool)})
         self.spike_observer: Callable[[str, torch.Tensor], None] | None = None
+        # the chip's grid for the input currents of host-fed layers (set by QAT's snapping; see
+        # privatesnn/qat.py): {layer: [step, lowest, highest]} in mantissa units
+        self.host_grid = {k: tuple(float(u) for u in v) for k, v in graph.meta.get("host_current_grid", {}).items()}
+
+    def host_input(self, name: str, current: torch.Tensor) -> torch.Tensor:
+        """``current`` into neuron layer ``name``, rounded to the chip's grid where the graph has one
+        (a host-fed layer after `train --qat`: what the host writes into the chip's bias mantissa)."""
+        grid = self.host_grid.get(name)
+        if grid is None:
+            return current
+        step, lo, hi = grid
+        return torch.round(current * step).clamp_(lo, hi) / step
 
     def encode(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
         """Input currents: direct (1, N, ...) analog, or rate-coded signed spikes (T, N, ...)."""
@@ -125,11 +138,14 @@ class SpikingNetwork(nn.Module):
     def logits_over_time(self, x: torch.Tensor, timesteps: list[int], chunk: int | None = None
                          ) -> dict[int, torch.Tensor]:
         """Logits at several T from one simulation of max(T) steps (the network is causal, so the
-        first T steps of a longer run are exactly a T-step run). Runs
+        first T steps of a longer run are exactly a T-step run; a graph with windowed neurons is not,
+        and runs once per T layer by layer). Runs
         :func:`~privatesnn.streaming.run_streaming` (``chunk`` timesteps at a time; default chosen
         from the batch size); spikes are those of :meth:`run`. A direct-coded batch larger than
         :data:`~privatesnn.streaming.SUB_BATCH` runs in sub-batches of that size on a CPU (faster,
         same results: each image's arithmetic does not depend on the batch)."""
+        if any(n.windowed for n in self.graph.neurons()):  # not causal: a T-step run is not the start of a longer one
+            return {t: self.forward(x, t) for t in timesteps}
         T = max(timesteps)
         n = x.shape[0]
         sub = self.graph.input.encoding == "direct" and chunk is None and n > SUB_BATCH and cpu_channels_last(x)
@@ -173,7 +189,7 @@ class SpikingNetwork(nn.Module):
                 for other in ins[1:]:
                     y = y + other  # (1, ...) broadcasts against (T, ...)
             elif isinstance(node, Neuron):
-                y = self.neurons[module_key(node.name)](vals[node.inputs[0]], T)
+                y = self.neurons[module_key(node.name)](self.host_input(node.name, vals[node.inputs[0]]), T)
                 if return_spikes:
                     spikes[node.name] = y
                 if self.spike_observer is not None:
@@ -197,7 +213,8 @@ class SpikingNetwork(nn.Module):
         return vals[self.graph.output], spikes
 
     def set_neurons(self, **kwargs) -> None:
-        """Change neuron settings (``reset``, ``leak``, ``v_init``, ``signed``) on every layer and in the graph."""
+        """Change neuron settings (``reset``, ``leak``, ``v_init``, ``signed``, ``windowed``) on every layer and in
+        the graph."""
         for node in self.graph.neurons():
             cell = self.neurons[module_key(node.name)]
             for k, v in kwargs.items():

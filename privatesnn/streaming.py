@@ -188,6 +188,20 @@ def _release(node, vals: dict, remaining: dict, output: str) -> None:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def _run_layer_by_layer(net, x: torch.Tensor, T: int, observer) -> torch.Tensor:
+    """A windowed neuron fires only once its whole window's input is in, so a network with windowed
+    layers cannot be cut into chunks of time: run it layer by layer (``net.run``), one chunk of T steps."""
+    saved = net.spike_observer
+    if observer is not None:
+        net.spike_observer = lambda name, spikes: observer(name, 0, spikes)
+    try:
+        out, _ = net.run(x, T)
+    finally:
+        net.spike_observer = saved
+    return out
+
+
 def run_streaming(net, x: torch.Tensor, timesteps: int, chunk: int | None = None, channels_last: bool | None = None,
                   observer: Callable[[str, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Simulate ``net`` (a SpikingNetwork) for ``timesteps`` steps; returns the output layer's currents
@@ -195,7 +209,8 @@ def run_streaming(net, x: torch.Tensor, timesteps: int, chunk: int | None = None
 
     ``chunk``: timesteps per chunk (default :func:`choose_chunk`). ``channels_last`` (default: on the
     CPU) must match what ``net.run`` uses for its spikes to be identical. ``observer(name, t0, spikes)`` sees
-    each neuron layer's spikes of the chunk starting at step ``t0``.
+    each neuron layer's spikes of the chunk starting at step ``t0``. A network with windowed neurons
+    runs layer by layer in one chunk (their spikes depend on the whole window).
     """
     T = int(timesteps)
     if channels_last is None:
@@ -203,6 +218,8 @@ def run_streaming(net, x: torch.Tensor, timesteps: int, chunk: int | None = None
     if T <= 0:
         raise ValueError(f"timesteps must be > 0, got {T}")
     graph = net.graph
+    if any(node.windowed for node in graph.neurons()):
+        return _run_layer_by_layer(net, x, T, observer)
     n = x.shape[0]
     tc_default = int(chunk) if chunk else choose_chunk(n, T)
     if tc_default <= 0:
@@ -232,7 +249,7 @@ def run_streaming(net, x: torch.Tensor, timesteps: int, chunk: int | None = None
                 y = _add(node, [vals[s] for s in node.inputs], [remaining[s] == 1 and s not in constant
                                                                  and isinstance(graph[s], _FRESH) for s in node.inputs])
             elif isinstance(node, Neuron):
-                cur = _value(vals[node.inputs[0]])
+                cur = net.host_input(node.name, _value(vals[node.inputs[0]]))
                 cell = net.neurons[module_key(node.name)]
                 if node.name not in state:
                     state[node.name] = torch.full_like(cur[0], cell.v_init * cell.threshold)

@@ -54,6 +54,7 @@ class TrainSettings:
     leak: float | None = None  # set every neuron's leak (e.g. 0.95 = LIF); None keeps the artifact's
     reset: str | None = None  # "zero" trains for the Lava/Loihi neuron; None keeps the artifact's
     signed: bool = False  # True makes every neuron signed (fires -1 spikes too); False keeps the artifact's
+    windowed: bool = False  # True makes every neuron windowed (integrates the window, then fires); False keeps
     surrogate: str = "triangle"
     surrogate_alpha: float = 0.3
     augment: bool = True  # random shifts (and flips for 3-channel images)
@@ -133,7 +134,11 @@ class TrainSettings:
                   (self.leak is None or 0.0 < self.leak <= 1.0, f"--leak must be in (0, 1], got {self.leak}"),
                   (self.reset in (None, "subtract", "zero"), f"--reset must be subtract or zero, got {self.reset}"),
                   (not (self.signed and self.reset == "zero"),
-                   "--signed neurons reset by subtraction; it cannot be combined with --reset zero")]
+                   "--signed neurons reset by subtraction; it cannot be combined with --reset zero"),
+                  (not (self.windowed and (self.reset == "zero" or self.signed
+                                           or self.leak is not None and self.leak != 1.0)),
+                   "--windowed neurons are IF neurons reset by subtraction; it cannot be combined with "
+                   "--reset zero, --leak < 1 or --signed")]
         for ok, msg in checks:
             if not ok:
                 raise PrivsnnError(msg)
@@ -409,9 +414,16 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     graph = graph.copy()
     net = SpikingNetwork(graph, settings.timesteps, settings.surrogate, settings.surrogate_alpha).to(device)
     changes = {k: v for k, v in (("leak", settings.leak), ("reset", settings.reset),
-                                 ("signed", True if settings.signed else None)) if v is not None}
+                                 ("signed", True if settings.signed else None),
+                                 ("windowed", True if settings.windowed else None)) if v is not None}
     if changes.get("reset") == "zero" and any(n.signed for n in net.graph.neurons()):
         raise PrivsnnError("--reset zero: this SNN has signed neurons, which reset by subtraction")
+    if any(n.windowed for n in net.graph.neurons()) and (
+            changes.get("reset") == "zero" or changes.get("leak", 1.0) != 1.0 or changes.get("signed")):
+        raise PrivsnnError("--reset zero / --leak / --signed: this SNN has windowed neurons, which are IF neurons "
+                           "reset by subtraction")
+    if changes.get("windowed") and any(n.signed for n in net.graph.neurons()):
+        raise PrivsnnError("--windowed: this SNN has signed neurons; windowed neurons are not signed")
     if changes:
         net.set_neurons(**changes)
     if settings.anchor > 0 and any(n.reset != "subtract" or n.leak != 1.0 for n in net.graph.neurons()):

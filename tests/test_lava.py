@@ -314,3 +314,50 @@ def test_cli_reset_zero_on_a_subtracting_snn_is_measured(tmp_path):
                  "--json", str(js)]) == 0
     r = json.loads(js.read_text())
     assert r["reset_mode"] == "zero" and "agreement_with_zero_reset_snn" in r["runs"][0] and "note" in r
+
+
+def _windowed_residual_graph() -> Graph:
+    g = _residual_graph()
+    for n in g.neurons():
+        n.leak, n.windowed = 1.0, True
+    g.validate()
+    return g
+
+
+@pytest.mark.lava
+def test_windowed_network_as_lava_processes():
+    """Windowed layers (integrate the whole window, then fire) on Lava: no relays, each layer fires T + 1
+    steps after the last of its sources; the integer chip model is bit-exact with Lava's fixed_pt run
+    (two chunks: state reset and bias reload), floating_pt gives the SNN's logits."""
+    from privatesnn.hw_targets.lava_sim import run_lava
+
+    g = _windowed_residual_graph()
+    T = 4
+    plan = build_plan(g, T)
+    assert [ly.kind for ly in plan.layers.values()] == ["neuron"] * 3  # no relays
+    assert [ly.lag for ly in plan.layers.values()] == [0, T + 1, 2 * (T + 1)] and plan.output.lag == 3 * (T + 1)
+    assert plan.period == T + 3 * (T + 1)
+    fixed = quantize_plan(plan)
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    ref, counts = reference_fixed(fixed, x, return_spikes=True)
+    res = run_lava(plan, fixed, x, "fixed_pt", chunk=3)
+    assert np.array_equal(res.raw_sums, ref.numpy())
+    for name in res.spikes:
+        assert np.array_equal(res.spikes[name], counts[name].numpy())
+    assert all(int(c.sum()) > 0 for c in counts.values())
+    with torch.no_grad():
+        snn = SpikingNetwork(g).eval()(x, T)
+    flt = run_lava(plan, None, x, "floating_pt")
+    assert float((flt.logits - snn).abs().max()) < 1e-4
+
+
+def test_windowed_plans_are_all_or_nothing_and_keep_their_reset():
+    g = _windowed_residual_graph()
+    g.neurons()[1].windowed = False
+    with pytest.raises(UnsupportedLayerError, match="'n2' is not windowed"):
+        build_plan(g, 4)
+    with pytest.raises(UnsupportedLayerError, match="reset 'match'"):
+        build_plan(_windowed_residual_graph(), 4, reset="zero")
+    plan = build_plan(_windowed_residual_graph(), 4)
+    with pytest.raises(UnsupportedLayerError, match="windowed"):
+        check_sequential(plan)

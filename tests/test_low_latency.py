@@ -286,3 +286,26 @@ def test_low_latency_path_runs_on_registry_and_onnx_models(name, onnx, tmp_path)
     graph.validate()
     agree = agreement_over_time(graph, loaded.module(), images[:4], [1, 2], progress=False)
     assert set(agree) == {1, 2} and all(0.0 <= a <= 1.0 for a in agree.values())
+
+
+@pytest.mark.parametrize("name, onnx", [("vgg11", False), ("vgg11", True), ("digits_maxpool_cnn", False),
+                                        ("resnet32", False)])
+def test_windowed_path_is_the_qcfs_network_on_registry_and_onnx_models(name, onnx, tmp_path):
+    """`convert --qcfs-levels L --windowed` on max-pooling, residual and ONNX-imported graphs: at T = L
+    the SNN gives the QCFS network's logits (max pooling of windowed spike trains passes the largest
+    count), and choose-t runs on it."""
+    from privatesnn.choose_t import agreement_over_time
+    from privatesnn.conversion import ConversionSettings, convert
+    from privatesnn.snn import SpikingNetwork
+
+    loaded = _registry_model(name, tmp_path, onnx)
+    images = torch.rand(8, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
+    graph = convert(loaded, images, ConversionSettings(timesteps=2, qcfs_levels=2, qcfs_epochs=1, windowed=True),
+                    progress=False)
+    assert all(n.windowed for n in graph.neurons())
+    net = SpikingNetwork(graph).eval()
+    with torch.no_grad():
+        for T in (2, 3):
+            assert torch.allclose(net(images[:4], T), net.rate_limit(images[:4], levels=T), atol=1e-4), T
+    agree = agreement_over_time(graph, loaded.module(), images[:4], [1, 2], progress=False)
+    assert set(agree) == {1, 2} and all(0.0 <= a <= 1.0 for a in agree.values())

@@ -177,3 +177,22 @@ def test_signed_neurons_round_trip_through_their_metadata(tmp_path):
     assert float((_outputs(g, x, 10) - _outputs(unsigned, x, 10)).abs().max()) > 1e-3  # the sign matters here
     res = norse_check(g, path, 4)
     assert not res["ran"] and "signed neuron" in res["reason"]
+
+
+def test_windowed_neurons_round_trip_through_their_metadata(tmp_path):
+    """Nor a windowed one (integrates its whole window, then fires): an IF node with metadata
+    windowed=true, read back as windowed with the same outputs; Norse's check says why it skips."""
+    g = _small(v_init=0.5, reset="subtract", residual=True)
+    for n in g.neurons():
+        n.windowed = True
+    path = write_nir(g, tmp_path / "w.nir")
+    assert all(bool(node.metadata.get("windowed")) for node in nir.read(path).nodes.values()
+               if type(node).__name__ == "IF")
+    back = read_nir_graph(path)
+    assert all(n.windowed for n in back.neurons())
+    x = torch.rand(5, 1, 6, 6)
+    assert float((_outputs(g, x, 10) - _outputs(back, x, 10)).abs().max()) < 1e-5
+    plain = read_nir_graph(write_nir(_small(v_init=0.5, reset="subtract", residual=True), tmp_path / "p.nir"))
+    assert float((_outputs(g, x, 10) - _outputs(plain, x, 10)).abs().max()) > 1e-3
+    res = norse_check(g, path, 4)
+    assert not res["ran"] and "windowed neuron" in res["reason"]

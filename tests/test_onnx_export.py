@@ -11,7 +11,7 @@ from privatesnn.exporters.onnx_export import export_onnx, run_onnx_steps, state_
 from helpers import save_test_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, convert
-from privatesnn.errors import ArtifactError
+from privatesnn.errors import ArtifactError, UnsupportedLayerError
 from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, MaxPool, Neuron
 from privatesnn.manifest import read_manifest
 from privatesnn.snn import SpikingNetwork
@@ -74,3 +74,16 @@ def test_signed_neurons_carry_their_net_count_as_state(tmp_path):
     assert sum(n.startswith("net_") for n in names) == len(graph.neurons())
     res = export_onnx(graph, tmp_path / "s.onnx", 6)
     assert res["max_abs_diff"] < 1e-4 and res["predictions_agree"]
+
+
+def test_windowed_neurons_are_refused_with_the_layer_named(tmp_path):
+    """A windowed layer fires only after its whole window: not one step of the network (exit 2 in the
+    CLI), and nothing is written."""
+    from privatesnn.models import load_model
+
+    graph = convert(load_model("digits"), torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                    ConversionSettings(timesteps=6, windowed=True))
+    first = graph.neurons()[0].name
+    with pytest.raises(UnsupportedLayerError, match=f"neuron layer {first!r}.*windowed"):
+        export_onnx(graph, tmp_path / "w.onnx", 6)
+    assert list(tmp_path.iterdir()) == []

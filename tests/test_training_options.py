@@ -579,3 +579,27 @@ def test_weight_average_is_the_exponential_moving_average_and_is_the_result(base
     for bad in ("1", "-0.1"):
         assert _train(base, tmp_path / "bad.pt", "--ema", bad) == 2
         assert "--ema" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_after_qat_the_chip_model_spikes_exactly_as_the_snn(base, tmp_path, windowed):
+    """`train --qat` on an IF SNN that subtracts (plain or windowed): weights, thresholds, biases, the
+    initial membrane (half a unit off the grid: no ties) and the host-fed layer's input current (its
+    13-bit grid, recorded in the graph) are the chip's, so the integer chip model gives the float
+    SNN's spikes in every layer of every image, and its predictions."""
+    from privatesnn.data import load_data
+    from privatesnn.hw_targets.loihi import build_plan, quantize_plan, reference_fixed
+    from privatesnn.snn import SpikingNetwork
+
+    out = tmp_path / "qat.pt"
+    assert _train(base, out, "--qat", *(["--windowed"] if windowed else [])) == 0
+    graph = load_snn(out).graph
+    assert all(n.windowed == windowed for n in graph.neurons()) and graph.meta["host_current_grid"]
+    x = load_data("digits").x[:60]
+    T = 8
+    sums, counts = reference_fixed(quantize_plan(build_plan(graph, T)), x, return_spikes=True)
+    with torch.no_grad():
+        logits, spikes = SpikingNetwork(graph).eval()(x, T, return_spikes=True)
+    for name, c in counts.items():
+        assert torch.equal(spikes[name].flatten(2).sum((0, 2)).long(), c), name
+    assert torch.equal(sums.argmax(1), logits.argmax(1))

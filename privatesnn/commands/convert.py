@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="neuron reset (zero = the Lava/Loihi IF neuron)")
     p.add_argument("--leak", type=float, default=1.0, help="membrane leak factor per step (1 = IF)")
     p.add_argument("--v-init", type=float, default=0.5, help="initial membrane / threshold (default 0.5)")
+    p.add_argument("--windowed", action="store_true",
+                   help="windowed IF neurons: each layer integrates its whole window of T steps, then fires "
+                        "(binary spikes, no temporal error; on a chip each layer fires one window after its "
+                        "inputs, so the latency is about T per layer; docs/low_latency.md)")
     p.add_argument("--signed", action="store_true",
                    help="signed neurons: a neuron also fires a -1 spike to take back an early +1 when its "
                         "membrane falls below zero; removes most of the temporal error at T = 2-8 "
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     art = convert(loaded, args.out, synthetic=args.synthetic, calibration_data=args.calibration_data,
                   calibration_limit=args.calibration_limit, timesteps=args.timesteps, threshold=args.threshold,
                   balance=args.balance, encoding=args.encoding, reset=args.reset, leak=args.leak, v_init=args.v_init,
-                  signed=args.signed,
+                  signed=args.signed, windowed=args.windowed,
                   fold_pooling=not args.keep_pooling, qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs,
                   qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
                   qcfs_feature_weight=args.qcfs_feature_weight, qcfs_trapdoor=args.qcfs_trapdoor,

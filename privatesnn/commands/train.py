@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leak", type=float, default=None, help="set the membrane leak of all neurons (LIF)")
     p.add_argument("--reset", choices=("subtract", "zero"), default=None,
                    help="set the reset rule; zero = the Lava/Loihi neuron (deployment)")
+    p.add_argument("--windowed", action="store_true",
+                   help="make every neuron windowed (integrates its whole window, then fires; convert "
+                        "--windowed does it at conversion); kept if the SNN has them already")
     p.add_argument("--signed", action="store_true",
                    help="make every neuron signed (it also fires -1 spikes to take back early ones; "
                         "convert --signed does it at conversion); kept if the SNN has them already")
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 kd_loss=args.kd_loss, rate_reg=args.rate_reg, anchor=args.anchor, anchor_levels=args.anchor_levels,
                 label_smoothing=args.label_smoothing,
                 feature_weight=args.feature_weight, neuron_lr=args.neuron_lr, freeze=args.freeze, l2sp=args.l2sp,
-                bido=_pair(args.bido), leak=args.leak, reset=args.reset, signed=args.signed,
+                bido=_pair(args.bido), leak=args.leak, reset=args.reset, signed=args.signed, windowed=args.windowed,
                 surrogate_alpha=args.surrogate_alpha,
                 augment=not args.no_augment, cutmix=args.cutmix, tet=args.tet, ema=args.ema, trapdoor=args.trapdoor,
                 trapdoor_alpha=args.trapdoor_alpha, trapdoor_key=args.trapdoor_key,
