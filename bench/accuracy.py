@@ -27,9 +27,10 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
                        CIFAR: windowed IF neurons (`convert --windowed`: each layer integrates its whole
                        window of T steps, then fires; binary spikes, no temporal error): the QCFS SNN (L=4,
                        15 epochs; L=4, 60 epochs at lr 3e-4; L=8) as converted, and after encryption at
-                       T=4 (L=4) or T=8 (L=8); `--kd-loss mse`, no calibration (nothing temporal to correct)
+                       T=4 (L=4) or T=8 (L=8); `--kd-loss mse`, `--ema 0.998`, no calibration (nothing
+                       temporal to correct)
   low_latency_windowed_qat, low_latency_windowed_q60_qat, low_latency_windowed_l8_qat
-                       + 2 epochs on the chip's grid at a third of the rate (`train --qat`): the SNNs that
+                       + 2 epochs on the chip's grid at a third of the rate (`train --qat --ema 0.99`): the SNNs that
                        deploy to Lava with the chip model's spikes equal to the SNN's (bench/deploy.py)
 
 and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
@@ -135,7 +136,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
               "--epochs", cfg["epochs"], "--timesteps", cfg["t"], "--batch-size", cfg["batch"], "--lr", cfg["lr"],
               "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7),
               "--neuron-lr", cfg.get("neuron_lr", 0.0), "--kd-loss", cfg.get("kd_loss", "kl"), "--out", out,
-              *(["--qat"] if cfg.get("qat") else []), *dev)
+              *(["--qat"] if cfg.get("qat") else []), *(["--ema", cfg["ema"]] if cfg.get("ema") else []), *dev)
 
     private = work / "private.pt"
     if "encrypted" not in skip:
@@ -164,7 +165,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         start = calibrated if low.get("calibrate") and not low.get("signed") else qcfs
         train_from(start, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
                                  "kd_alpha": 1.0, "qat": low.get("qat"), "neuron_lr": low.get("neuron_lr", 0.0),
-                                 "kd_loss": low.get("kd_loss", "kl")},
+                                 "kd_loss": low.get("kd_loss", "kl"), "ema": low.get("ema", 0.0)},
                    f"low_latency{suffix}")
         variant(f"low_latency{suffix}", fast)
         made = {f"qcfs{suffix}": qcfs, f"qcfs{suffix}_calibrated": calibrated, f"low_latency{suffix}": fast}
@@ -172,7 +173,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
             deployed = work / f"private_low_latency{suffix}_qat.pt"
             train_from(fast, deployed, {"epochs": low["qat_epochs"], "t": low["t"], "batch": low["batch"],
                                         "lr": low["lr"] / 3, "kd_alpha": 1.0, "qat": True,
-                                        "neuron_lr": low.get("neuron_lr", 0.0), "kd_loss": low.get("kd_loss", "kl")},
+                                        "neuron_lr": low.get("neuron_lr", 0.0), "kd_loss": low.get("kd_loss", "kl"),
+                                        "ema": 0.99 if low.get("ema") else 0.0},
                        f"low_latency{suffix}_qat")
             variant(f"low_latency{suffix}_qat", deployed)
             made[f"low_latency{suffix}_qat"] = deployed
@@ -342,7 +344,7 @@ def main() -> None:
                         if args.cifar_signed else None),
                 windowed=({**low_settings(args, "cifar"), "windowed": True, "calibrate": False, "kd_loss": "mse",
                            "epochs": args.cifar_windowed_epochs, "epochs_t8": args.cifar_windowed_epochs,
-                           "qat_epochs": 2}
+                           "qat_epochs": 2, "ema": 0.998}
                           if args.cifar_windowed else None),
                 low=low_settings(args, "cifar"), reuse=args.reuse_results, skip=tuple(args.skip.split(",")),
                 device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic,

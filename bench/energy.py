@@ -16,7 +16,9 @@ SNN artifacts: --digits-snn / --cifar-snn (repeatable or comma lists); otherwise
 artifact under runs/bench/<case>/ (left by bench/accuracy.py) and bench/results/; if none is found,
 one is converted here on 512 uniform-noise images (no real data) and kept in runs/bench/energy/.
 Counts come from one simulation of max(T) steps on --count-limit test images (the first T steps of
-a T_max run are exactly a T-step run); accuracy uses --eval-limit test images (default all).
+a T_max run are exactly a T-step run; an SNN with windowed neurons is simulated once per T: its
+spikes depend on T, and each of its neurons updates 2T times); accuracy uses --eval-limit test
+images (default all).
 """
 
 from __future__ import annotations

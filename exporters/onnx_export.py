@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from privatesnn.errors import ArtifactError, UnsupportedLayerError
+from privatesnn.errors import ArtifactError
 from privatesnn.graph import Add, Graph, Input, MaxPool, Neuron
 from privatesnn.io_utils import atomic_path
 from privatesnn.layers import build_synapses, module_key
@@ -131,12 +131,9 @@ def export_onnx(graph: Graph, path: str | Path, timesteps: int | None = None, ch
     import onnx
 
     path = Path(path)
-    windowed = [n.name for n in graph.neurons() if n.windowed]
-    if windowed:
-        raise UnsupportedLayerError(
-            f"neuron layer {windowed[0]!r} (and {len(windowed) - 1} more) is windowed (fires only after its whole "
-            f"window of T steps is in): the ONNX export is one timestep of the whole network; export it with "
-            f"--target nir, or simulate it with `privsnn evaluate`")
+    graph.refuse_neurons("windowed", "is windowed (fires only after its whole window of T steps is in): the ONNX "
+                                     "export is one timestep of the whole network; export it with --target nir, or "
+                                     "simulate it with `privsnn evaluate`")
     T = int(timesteps or graph.meta.get("timesteps", 16))
     step = SNNStep(graph).eval()
     inp = graph.input

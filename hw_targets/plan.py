@@ -310,12 +310,8 @@ def build_plan(graph: Graph, timesteps: int | None = None, reset: str = "match")
     if graph.input.encoding != "direct":
         raise UnsupportedLayerError("rate-coded input is not supported on Lava (its random input spikes cannot be "
                                     "reproduced on chip); convert with --encoding direct for deployment")
-    signed = [n.name for n in graph.neurons() if n.signed]
-    if signed:
-        raise UnsupportedLayerError(
-            f"neuron layer {signed[0]!r} (and {len(signed) - 1} more) is signed (fires -1 spikes): the Lava "
-            f"deployment runs +1 spikes only so far; simulate it with `privsnn evaluate`, or export it with "
-            f"--target nir / onnx")
+    graph.refuse_neurons("signed", "is signed (fires -1 spikes): the Lava deployment runs +1 spikes only so far; "
+                                   "simulate it with `privsnn evaluate`, or export it with --target nir / onnx")
     windowed = {n.name for n in graph.neurons() if n.windowed}
     plain = [n.name for n in graph.neurons() if not n.windowed]
     if windowed and plain:

@@ -218,6 +218,15 @@ class Graph:
     def neurons(self) -> list[Neuron]:
         return [n for n in self.nodes.values() if isinstance(n, Neuron)]
 
+    def refuse_neurons(self, flag: str, why: str) -> None:
+        """Raise :class:`~privatesnn.errors.UnsupportedLayerError` naming the first neuron layer whose
+        ``flag`` (``signed``, ``windowed``) is set: ``neuron layer 'x' (and N more) <why>``."""
+        from .errors import UnsupportedLayerError
+
+        names = [n.name for n in self.neurons() if getattr(n, flag)]
+        if names:
+            raise UnsupportedLayerError(f"neuron layer {names[0]!r} (and {len(names) - 1} more) {why}")
+
     def weighted(self) -> list[Node]:
         return [n for n in self.nodes.values() if isinstance(n, WEIGHTED)]
 

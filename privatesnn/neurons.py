@@ -84,9 +84,9 @@ def windowed_spikes(currents: torch.Tensor, v_init: torch.Tensor | float, thresh
     of TTFS conversion, Stanojevic et al., Nat. Commun. 2024, and FS-neurons, Stoeckl & Maass, Nat.
     Mach. Intell. 2021, here with rate-coded windows). Differentiable through the surrogate of each step.
     """
-    total = currents.sum(0) if currents.shape[0] > 1 else currents[0] * timesteps
     if currents.shape[0] not in (1, timesteps):
         raise ValueError(f"windowed neuron: {currents.shape[0]} input steps for a window of {timesteps}")
+    total = currents.sum(0) if currents.shape[0] > 1 else currents[0] * timesteps
     x = total / threshold + v_init
     steps = torch.arange(1, timesteps + 1, dtype=x.dtype, device=x.device).view(-1, *([1] * x.dim()))
     if not torch.is_grad_enabled() or not (x.requires_grad):
