@@ -59,6 +59,7 @@ def calibrate_biases(graph: Graph, images: torch.Tensor, timesteps: int, iterati
     if len(images) == 0:
         raise PrivsnnError("no calibration images")
     x = images.to(device)
+    graph.meta.pop("host_current_grid", None)  # new biases: a chip grid recorded by --qat no longer holds
     targets: dict[str, torch.Tensor] = {}
     static_forward(graph, x, build_synapses(graph).to(device), _reference_activation(graph), clamp_rate_input=True,
                    record=targets)

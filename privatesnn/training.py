@@ -412,6 +412,9 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     device = torch.device(device)
     torch.manual_seed(settings.seed)
     graph = graph.copy()
+    # a chip grid recorded by an earlier --qat belongs to those weights (and would stop conv1's gradient):
+    # the snapping at the end records the new one if this run is --qat too
+    graph.meta.pop("host_current_grid", None)
     net = SpikingNetwork(graph, settings.timesteps, settings.surrogate, settings.surrogate_alpha).to(device)
     changes = {k: v for k, v in (("leak", settings.leak), ("reset", settings.reset),
                                  ("signed", True if settings.signed else None),

@@ -603,3 +603,16 @@ def test_after_qat_the_chip_model_spikes_exactly_as_the_snn(base, tmp_path, wind
     for name, c in counts.items():
         assert torch.equal(spikes[name].flatten(2).sum((0, 2)).long(), c), name
     assert torch.equal(sums.argmax(1), logits.argmax(1))
+
+
+def test_a_later_training_drops_the_chip_grid_of_an_earlier_qat(base, tmp_path):
+    """The host-current grid that `--qat` records belongs to those weights: training again without
+    --qat drops it (and the first layer keeps learning), with --qat records a new one."""
+    qat, again, plain = tmp_path / "qat.pt", tmp_path / "again.pt", tmp_path / "plain.pt"
+    assert _train(base, qat, "--qat") == 0
+    assert load_snn(qat).graph.meta["host_current_grid"]
+    assert _train(base, plain, snn=str(qat)) == 0
+    g0, g1 = load_snn(qat).graph, load_snn(plain).graph
+    assert "host_current_grid" not in g1.meta and not torch.equal(g0["conv1"].weight, g1["conv1"].weight)
+    assert _train(base, again, "--qat", snn=str(qat)) == 0
+    assert load_snn(again).graph.meta["host_current_grid"]
