@@ -195,6 +195,10 @@ class ChipModel:
     def __init__(self, fixed: FixedPlan, int8: bool | None = None, fused: bool | None = None):
         self.fixed = fixed
         self.plan = fixed.plan
+        # a windowed plan runs layer by layer (windowed_chip): none of the step-by-step machinery below
+        self.windowed = _windowed(self.plan)
+        if self.windowed:
+            return
         int8 = int8_conv_exact() if int8 is None else bool(int8)
         self.terms = {name: [_fast_term(q, int8) for q in ql.terms] for name, ql in fixed.layers.items()}
         self.out_terms = [_fast_term(q) for q in fixed.output.terms]
@@ -222,6 +226,9 @@ class ChipModel:
 
     def kernels(self) -> dict:
         """Which implementations run (for reports): the convolutions and the neuron update."""
+        if self.windowed:
+            return {"convolutions": "float64 (exact), once per layer on its T firing steps (windowed plan)",
+                    "neuron_update": "torch passes, layer by layer (windowed plan)"}
         int8 = any(t.int8 is not None for terms in self.terms.values() for t in terms)
         return {"convolutions": "int8 (exact)" if int8 else "float32 (exact)",
                 "neuron_update": f"fused C kernel ({len(self.fused)} of {len(self.terms)} layers)" if self.fused
@@ -249,7 +256,7 @@ class ChipModel:
         with ``return_spikes`` also spike counts per layer (N,). A windowed plan runs
         :func:`~.windowed_chip.reference_windowed` (layer by layer)."""
         fixed, plan = self.fixed, self.plan
-        if _windowed(plan):
+        if self.windowed:
             from .windowed_chip import reference_windowed
 
             return reference_windowed(fixed, x, return_spikes)

@@ -361,3 +361,11 @@ def test_windowed_plans_are_all_or_nothing_and_keep_their_reset():
     plan = build_plan(_windowed_residual_graph(), 4)
     with pytest.raises(UnsupportedLayerError, match="windowed"):
         check_sequential(plan)
+
+
+def test_the_chip_model_of_a_windowed_plan_says_which_code_runs():
+    from privatesnn.hw_targets.chip_model import ChipModel
+
+    plan = build_plan(_windowed_residual_graph(), 4)
+    model = ChipModel(quantize_plan(plan))
+    assert "windowed" in model.kernels()["convolutions"] and not hasattr(model, "terms")
