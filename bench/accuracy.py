@@ -32,6 +32,10 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
   low_latency_windowed_qat, low_latency_windowed_q60_qat, low_latency_windowed_l8_qat
                        + 2 epochs on the chip's grid at a third of the rate (`train --qat --ema 0.99`): the SNNs that
                        deploy to Lava with the chip model's spikes equal to the SNN's (bench/deploy.py)
+  qcfs_windowed_l6, low_latency_windowed_l6
+                       CIFAR: windowed, QCFS L=6 (60 epochs at lr 3e-4), encryption at T=6 (evaluated at T=6 too)
+  low_latency_windowed_q60_s1, _s2
+                       CIFAR: low_latency_windowed_q60 trained again with `--seed 1`, `--seed 2` (the spread)
 
 and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
 another seed), to show how well that real-data-free estimate predicts the real accuracy.
@@ -66,7 +70,8 @@ VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_
             "qcfs_signed_l8_calibrated", "low_latency_signed_l8", "qcfs_signed_q60", "qcfs_signed_q60_calibrated",
             "low_latency_signed_q60", "qcfs_windowed", "low_latency_windowed", "low_latency_windowed_qat",
             "qcfs_windowed_q60", "low_latency_windowed_q60", "low_latency_windowed_q60_qat", "qcfs_windowed_l8",
-            "low_latency_windowed_l8", "low_latency_windowed_l8_qat")
+            "low_latency_windowed_l8", "low_latency_windowed_l8_qat", "qcfs_windowed_l6", "low_latency_windowed_l6",
+            "low_latency_windowed_q60_s1", "low_latency_windowed_q60_s2", "low_latency_windowed_q60_s3")
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
@@ -92,23 +97,23 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
             times[key] = privsnn(*argv)
             write_json(times_path, times)
 
-    def ev(snn: Path | None, tag: str) -> dict:
+    def ev(snn: Path | None, tag: str, timesteps: str = TIMESTEPS) -> dict:
         out = work / f"eval_{tag}.json"
         if snn and out.exists() and out.stat().st_mtime < snn.stat().st_mtime:
             out.unlink()  # stale: the artifact was remade
         args = ["evaluate", *model, "--data", data, *lim, "--json", out, *dev]
         if snn:
-            args += ["--snn", snn, "--timesteps", TIMESTEPS]
+            args += ["--snn", snn, "--timesteps", timesteps]
         stage(f"evaluate_{tag}", out, *args)
         return read_json(out)
 
-    def variant(tag: str, snn: Path) -> None:
-        result[tag] = ev(snn, tag)["results"]
+    def variant(tag: str, snn: Path, timesteps: str = TIMESTEPS) -> None:
+        result[tag] = ev(snn, tag, timesteps)["results"]
         out = work / f"choose_t_{tag}.json"
         if out.exists() and out.stat().st_mtime < snn.stat().st_mtime:
             out.unlink()
         stage(f"choose_t_{tag}", out, "choose-t", "--snn", snn, *model, "--synthetic", heldout, "--timesteps",
-              TIMESTEPS, "--json", out, *dev)
+              timesteps, "--json", out, *dev)
         result.setdefault("synthetic_agreement", {})[tag] = read_json(out)["agreement"]
 
     ann = ev(None, "ann")
@@ -136,6 +141,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
               "--epochs", cfg["epochs"], "--timesteps", cfg["t"], "--batch-size", cfg["batch"], "--lr", cfg["lr"],
               "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7),
               "--neuron-lr", cfg.get("neuron_lr", 0.0), "--kd-loss", cfg.get("kd_loss", "kl"), "--out", out,
+              "--seed", cfg.get("seed", 0),
               *(["--qat"] if cfg.get("qat") else []), *(["--ema", cfg["ema"]] if cfg.get("ema") else []), *dev)
 
     private = work / "private.pt"
@@ -153,7 +159,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
                      *(["--windowed"] if low.get("windowed") else [])]
             stage(f"convert_qcfs{suffix}", qcfs, "convert", *model, "--synthetic", synth_path, "--timesteps", low["t"],
                   *qargs, "--out", qcfs, *dev)
-            variant(f"qcfs{suffix}", qcfs)
+            variant(f"qcfs{suffix}", qcfs, low.get("eval_timesteps", TIMESTEPS))
         calibrated = work / f"snn_qcfs{suffix}_calibrated.pt"
         if low.get("calibrate"):
             stage(f"calibrate_qcfs{suffix}", calibrated, "calibrate", "--snn", qcfs, "--synthetic", synth_path,
@@ -167,7 +173,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
                                  "kd_alpha": 1.0, "qat": low.get("qat"), "neuron_lr": low.get("neuron_lr", 0.0),
                                  "kd_loss": low.get("kd_loss", "kl"), "ema": low.get("ema", 0.0)},
                    f"low_latency{suffix}")
-        variant(f"low_latency{suffix}", fast)
+        variant(f"low_latency{suffix}", fast, low.get("eval_timesteps", TIMESTEPS))
         made = {f"qcfs{suffix}": qcfs, f"qcfs{suffix}_calibrated": calibrated, f"low_latency{suffix}": fast}
         if low.get("qat_epochs"):  # a short finish on the chip's grid at a lower rate: the deployable SNN
             deployed = work / f"private_low_latency{suffix}_qat.pt"
@@ -196,6 +202,27 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         made.update(low_path(windowed, "_windowed"))
         made.update(low_path({**windowed, "qcfs_epochs": 60, "qcfs_lr": 3e-4}, "_windowed_q60"))
         made.update(low_path({**windowed, "levels": 8, "t": 8, "epochs": windowed["epochs_t8"]}, "_windowed_l8"))
+        # QCFS L=6, encryption at T=6 (evaluated at T=6 too): between the T=4 and T=8 paths
+        made.update(low_path({**windowed, "levels": 6, "t": 6, "qcfs_epochs": 60, "qcfs_lr": 3e-4, "qat_epochs": 0,
+                              "eval_timesteps": "1,2,4,6,8,16,32"}, "_windowed_l6"))
+        # the T=4 encryption again with other seeds: its run-to-run spread
+        for seed in windowed.get("seeds", ()):
+            tag = f"low_latency_windowed_q60_s{seed}"
+            snn = work / f"private_{tag}.pt"
+            train_from(made["qcfs_windowed_q60"], snn,
+                       {"epochs": windowed["epochs"], "t": windowed["t"], "batch": windowed["batch"],
+                        "lr": windowed["lr"], "kd_alpha": 1.0, "neuron_lr": windowed["neuron_lr"], "kd_loss": "mse",
+                        "ema": windowed["ema"], "seed": seed}, tag)
+            variant(tag, snn)
+            made[tag] = snn
+        runs = [result[k] for k in ("low_latency_windowed_q60", *(f"low_latency_windowed_q60_s{s}" for s in
+                                                                  windowed.get("seeds", ()))) if k in result]
+        if len(runs) > 1:  # the same recipe, other seeds: mean and sample standard deviation per T
+            by_t = {e["timesteps"]: [r_["accuracy"] for run in runs for r_ in run if r_["timesteps"] == e["timesteps"]]
+                    for e in runs[0]}
+            result["windowed_t4_seed_spread"] = {
+                str(t): {"runs": len(a), "mean": statistics.mean(a), "sd": statistics.stdev(a)}
+                for t, a in by_t.items() if len(a) > 1}
         for key in [k for k in made if k.startswith("qcfs_windowed") and k.endswith("_calibrated")]:
             made.pop(key)
     result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "low_latency_2": low2,
@@ -223,7 +250,8 @@ def agreement_fit(case: dict) -> dict:
 
 
 def print_table(results: dict) -> None:
-    ts = TIMESTEPS.split(",")
+    ts = sorted({str(e["timesteps"]) for r in results["cases"].values() for k in VARIANTS for e in r.get(k, [])}
+                | set(TIMESTEPS.split(",")), key=int)
     print(f"\n{'case':<17} {'variant':<26} " + " ".join(f"T={t:<6}" for t in ts))
     for case, r in results["cases"].items():
         print(f"{case:<17} {'ANN':<26} {100 * r['ann_accuracy']:.2f}%")
@@ -235,6 +263,10 @@ def print_table(results: dict) -> None:
                     if row:
                         print(f"{'':<17} {label:<26} " + " ".join(f"{100 * row[t]:6.2f}%" if t in row else f"{'-':>7}"
                                                                for t in ts))
+        if r.get("windowed_t4_seed_spread"):
+            spread = r["windowed_t4_seed_spread"]
+            print(f"{'':<17} windowed T=4 encryption over {next(iter(spread.values()))['runs']} seeds, mean +- sd: "
+                  + ", ".join(f"T={t} {100 * v['mean']:.2f} +- {100 * v['sd']:.2f}%" for t, v in spread.items()))
         if r.get("agreement_fit"):
             f = r["agreement_fit"]
             print(f"{'':<17} synthetic agreement vs accuracy/ANN over {f['pairs']} (variant, T): median |diff| "
@@ -302,6 +334,9 @@ def main() -> None:
                    help="also run the windowed-neuron paths (`convert --windowed`, binary spikes; QCFS L=4 15 "
                         "and 60 epochs: encryption at T=4; QCFS L=8: at T=8; `--kd-loss mse`)")
     p.add_argument("--cifar-windowed-epochs", type=int, default=10, help="encryption epochs of the windowed paths")
+    p.add_argument("--cifar-windowed-seeds", default="1,2",
+                   help="train the windowed T=4 encryption (QCFS 60 epochs) again with these seeds (comma list, "
+                        "at most 1,2,3; '' = none): the spread between runs")
     p.add_argument("--reuse-synthetic", action="store_true", help="reuse runs/bench/<case>/synth.npz if present")
     p.add_argument("--reuse-results", action="store_true",
                    help="resume an interrupted run: keep every stage whose output exists in runs/bench/<case>/")
@@ -318,6 +353,8 @@ def main() -> None:
         write_results("accuracy.json", results)
         print_table(results)
         return
+    if not {s.strip() for s in args.cifar_windowed_seeds.split(",") if s.strip()} <= {"1", "2", "3"}:
+        raise SystemExit(f"--cifar-windowed-seeds: expected a comma list of 1, 2, 3, got {args.cifar_windowed_seeds!r}")
     set_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     out = {"cases": {}, "timesteps": [int(t) for t in TIMESTEPS.split(",")], "device": args.device,
@@ -344,7 +381,8 @@ def main() -> None:
                         if args.cifar_signed else None),
                 windowed=({**low_settings(args, "cifar"), "windowed": True, "calibrate": False, "kd_loss": "mse",
                            "epochs": args.cifar_windowed_epochs, "epochs_t8": args.cifar_windowed_epochs,
-                           "qat_epochs": 2, "ema": 0.998}
+                           "qat_epochs": 2, "ema": 0.998,
+                           "seeds": [int(s) for s in args.cifar_windowed_seeds.split(",") if s.strip()]}
                           if args.cifar_windowed else None),
                 low=low_settings(args, "cifar"), reuse=args.reuse_results, skip=tuple(args.skip.split(",")),
                 device=args.device, eval_limit=args.eval_limit, fresh=not args.reuse_synthetic,

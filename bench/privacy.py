@@ -393,6 +393,9 @@ def main() -> None:
                         "same start as --cifar-snn), reported as case cifar10_resnet20_defence")
     p.add_argument("--cifar-snn", default=None, metavar="PT",
                    help="audit this trained CIFAR-10 SNN (e.g. the low-latency one) instead of building one")
+    p.add_argument("--cifar-tag", default="", metavar="TAG",
+                   help="report the CIFAR-10 audit as case cifar10_resnet20_TAG (its own audit folder and PNGs), "
+                        "beside the other CIFAR-10 cases of privacy.json instead of replacing them")
     args = p.parse_args()
     set_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -437,9 +440,11 @@ def main() -> None:
                            "--limit", args.cifar_limit, "--prior-data", CIFAR_TRAIN4000]
             expect = {"per_class": args.cifar_per_class, "iterations": args.cifar_iterations,
                       "timesteps": args.cifar_inversion_t}
-            r = audit_or_reuse(Path(info["paths"]["encrypted"]), WORK / "cifar10_resnet20" / "audit", attack_args,
+            case = "cifar10_resnet20" + (f"_{args.cifar_tag}" if args.cifar_tag else "")
+            audit_dir = WORK / "cifar10_resnet20" / ("audit" + (f"_{args.cifar_tag}" if args.cifar_tag else ""))
+            r = audit_or_reuse(Path(info["paths"]["encrypted"]), audit_dir, attack_args,
                                args.device, args.fresh, expect)
-            results["cases"]["cifar10_resnet20"] = {**summary(r), "artifacts": info}
+            results["cases"][case] = {**summary(r), "artifacts": info}
             if args.cifar_defence:
                 d = audit_or_reuse(Path(args.cifar_defence), WORK / "cifar10_resnet20" / "audit_defence", attack_args,
                                    args.device, args.fresh, expect)
@@ -448,22 +453,24 @@ def main() -> None:
                                                 "note": "trained with a defence; its settings are in the manifest"}}
             for png in ("ann_inversion.png", "encrypted_snn_inversion.png", "encrypted_snn_snn_inversion.png",
                         "encrypted_snn_prior_inversion.png"):
-                src = WORK / "cifar10_resnet20" / "audit" / png
+                src = audit_dir / png
                 if src.exists():
-                    shutil.copyfile(src, RESULTS / f"privacy_cifar10_{png}")
+                    shutil.copyfile(src, RESULTS / f"privacy_{case.replace('_resnet20', '')}_{png}")
     results["total_seconds"] = round(time.time() - t0, 1)
+    run_keys = [f"{c}_{args.cifar_tag}" if c == "cifar10" and args.cifar_tag else c for c in cases]
     previous = RESULTS / "privacy.json"
     if previous.exists():  # keep the other cases' numbers when only some are rerun (read at the end:
         old = read_json(previous)  # another run may have finished meanwhile)
-        merged = {**{k: v for k, v in old.get("cases", {}).items() if k.split("_")[0] not in cases}, **results["cases"]}
+        rerun = {k for k in old.get("cases", {}) if k.split("_")[0] in cases and not args.cifar_tag}  # a tagged
+        merged = {**{k: v for k, v in old.get("cases", {}).items() if k not in rerun}, **results["cases"]}  # run adds
         results["cases"] = dict(sorted(merged.items(), key=lambda kv: (kv[0].split("_")[0] != "digits", kv[0])))
         for part in ("digits_tradeoff", "digits_keys"):
             if part not in results and part in old:
                 results[part] = old[part]
         results["runs"] = {**old.get("runs", {}), **{c: {"command": results["command"], "seconds": results["total_seconds"]}
-                                                     for c in cases}}
+                                                     for c in run_keys}}
     else:
-        results["runs"] = {c: {"command": results["command"], "seconds": results["total_seconds"]} for c in cases}
+        results["runs"] = {c: {"command": results["command"], "seconds": results["total_seconds"]} for c in run_keys}
     write_results("privacy.json", results)
     from privatesnn.io_utils import atomic_path
 

@@ -123,7 +123,8 @@ def synthesize(model: LoadedModel | str, num_images: int, out: PathLike, *, meth
     return synth
 
 
-def convert(model: LoadedModel | str, out: PathLike, *, synthetic: SyntheticSet | PathLike | None = None,
+def convert(model: LoadedModel | str, out: PathLike, *,
+            synthetic: SyntheticSet | PathLike | Sequence[SyntheticSet | PathLike] | None = None,
             calibration_data: str | None = None, calibration_limit: int | None = None, timesteps: int = 32,
             threshold: str = "percentile:99.9", balance: str = "none", encoding: str = "direct",
             reset: str = "subtract", leak: float = 1.0, v_init: float = 0.5, signed: bool = False,
@@ -134,6 +135,7 @@ def convert(model: LoadedModel | str, out: PathLike, *, synthetic: SyntheticSet 
             device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """ANN -> SNN with thresholds set on ``synthetic`` images (private), or on real
     ``calibration_data`` (the non-private baseline, marked so in the manifest); written to ``out``.
+    Several synthetic sets (e.g. other ``synthesize`` seeds) are used together, in the order given.
     ``qcfs_trapdoor``: share of QCFS batches stamped with secret class triggers made from
     ``trapdoor_key`` (a model-inversion defence; ``train(trapdoor=..., trapdoor_key=...)`` with the
     same key keeps them). The key is not written to the artifact or its manifest."""
@@ -156,11 +158,13 @@ def convert(model: LoadedModel | str, out: PathLike, *, synthetic: SyntheticSet 
     loaded = load_model(model)
     private = synthetic is not None
     if private:
-        synth = _synthetic(synthetic, expect_model_sha256=loaded.sha256)
-        images = synth.images
-        _fits(images, loaded.input_shape, str(synth.path), "the model's input")
-        parents = [parent_entry(synth.path, "synthetic")]
-        inputs = {"model": loaded.sha256, "synthetic": parents[0]["sha256"]}
+        sets = [_synthetic(s, expect_model_sha256=loaded.sha256) for s in _as_list(synthetic)]
+        for synth in sets:
+            _fits(synth.images, loaded.input_shape, str(synth.path), "the model's input")
+        images = torch.cat([s.images for s in sets])
+        parents = [parent_entry(s.path, "synthetic") for s in sets]
+        hashes = [p["sha256"] for p in parents]
+        inputs = {"model": loaded.sha256, "synthetic": hashes[0] if len(sets) == 1 else hashes}
     else:
         from .data import load_data
 

@@ -89,6 +89,8 @@ def render_markdown(res: dict[str, Any]) -> str:
     lines.append("")
     at = conv["all_timesteps"]
     lines.append(f"Synaptic ops only, all timesteps: ratio {_ratio(at.get('ratio_synaptic_only'))}. "
+                 f"All timesteps with the constant image current computed once per image (as the Lava "
+                 f"deployment does): ratio {_ratio(at.get('ratio_input_once'))}. "
                  f"Loihi: {conv['loihi']['ratio_note']}.")
     lines.append("")
     lines.append("What each convention counts (exactly):")

@@ -57,6 +57,9 @@ def test_conventions_by_hand():
     assert at["snn_pj"] == pytest.approx(12 * 4.6 + 10 * 0.9 + 18 * 0.9 + 8 * 0.9)
     assert at["ann_pj"] == pytest.approx(15 * 4.6 + 3 * 0.9)
     assert at["ratio_synaptic_only"] == pytest.approx(69 / (12 * 4.6 + 10 * 0.9))
+    # the constant image current once: l1's 12 MACs (6 steps x 2 nonzero inputs) become 2
+    assert at["snn_pj_input_once"] == pytest.approx(2 * 4.6 + 10 * 0.9 + 18 * 0.9 + 8 * 0.9)
+    assert at["ratio_input_once"] == pytest.approx(at["ann_pj"] / at["snn_pj_input_once"])
     lo = c["loihi"]
     assert lo["snn_pj"] == pytest.approx(22 * 23.6 + 12 * 81 + 6 * 52 + 12 * 81 + 8 * (1.7 + 3.5))
     assert lo["ratio"] is None and lo["ann_pj"] is None and "not defined" in lo["ratio_note"]
@@ -169,3 +172,30 @@ def test_user_energy_model_changes_the_energy(digits_snn, tmp_path):
         runs[name] = json.loads((out / "energy.json").read_text())["conventions"]["per_timestep"]
     assert runs["mine"]["snn_pj"] < runs["default"]["snn_pj"]
     assert runs["mine"]["ann_pj"] == pytest.approx(runs["default"]["ann_pj"])
+
+
+def test_energy_bench_entries_keep_the_ratios_it_reports():
+    """bench/energy.py's per-T entry keeps every ratio its within-ANN summary reads (a missing key
+    would only surface after minutes of counting)."""
+    import importlib.util
+    from pathlib import Path
+
+    from privatesnn.energy_report import make_result
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "energy.py"
+    spec = importlib.util.spec_from_file_location("bench_energy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    g, x = _hand_graph(), torch.tensor([1.0, 0.0, 0.5]).view(1, 1, 1, 3)
+    counts = count_snn(g, x, [2, 6])
+    entries = []
+    for t, acc in ((2, 0.5), (6, 0.9)):
+        res = make_result(counts[t], count_ann(g, x), load_energy_model(), {"snn": "hand"}, graph=g)
+        res["accuracy"] = acc
+        entries.append(bench.compact(res))
+    hit = bench.within_ann(entries, 0.905)["1_point"]
+    assert hit["timesteps"] == 6 and hit["accuracy"] == 0.9
+    at = entries[1]["conventions"]["all_timesteps"]
+    assert hit["all_timesteps_ratio"] == at["ratio"] and hit["all_timesteps_input_once_ratio"] == at["ratio_input_once"]
+    assert at["ratio_input_once"] > at["ratio"]  # the image layer's 6 passes become one
+    assert bench.within_ann(entries, 0.99)["2_point"] is None

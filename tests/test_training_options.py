@@ -223,6 +223,14 @@ def test_train_on_several_synthetic_sets(base, tmp_path):
     assert [p["sha256"] for p in synth_parents] == man.inputs["synthetic"]
     assert len(man.inputs["synthetic"]) == 2 and man.real_data_read is False
     assert main(["verify", str(out)]) == 0
+    conv = tmp_path / "conv_two.pt"  # convert takes several sets the same way
+    assert main(["convert", "--model", "digits", "--synthetic", str(base / "synth.npz"), str(second),
+                 "--timesteps", "8", "--out", str(conv)]) == 0
+    assert load_snn(conv).settings["calibration_images"] == 300
+    man = read_manifest(conv)
+    assert [p["sha256"] for p in man.parents if p["role"] == "synthetic"] == man.inputs["synthetic"]
+    assert len(man.inputs["synthetic"]) == 2 and man.real_data_read is False
+    assert main(["verify", str(conv)]) == 0
 
 
 def test_train_names_a_missing_second_synthetic_set(base, tmp_path, capsys):
@@ -232,6 +240,10 @@ def test_train_names_a_missing_second_synthetic_set(base, tmp_path, capsys):
                str(base / "synth.npz"), str(missing), "--epochs", "1", "--out", str(out)])
     assert rc == 2 and str(missing) in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written
+    rc = main(["convert", "--model", "digits", "--synthetic", str(base / "synth.npz"), str(missing),
+               "--timesteps", "8", "--out", str(out)])
+    assert rc == 2 and str(missing) in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_staircase_anchor_trains_and_is_recorded(base, tmp_path):

@@ -19,7 +19,9 @@ baseline); that artifact is marked "private": false and "real_data_read": true.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--synthetic", metavar="NPZ", help="synthetic images from `privsnn synthesize`")
+    src.add_argument("--synthetic", metavar="NPZ", nargs="+",
+                     help="synthetic images from `privsnn synthesize`; several sets (e.g. other --seed) are used "
+                          "together")
     src.add_argument("--calibration-data", metavar="SPEC",
                      help="NON-PRIVATE baseline: calibrate on real images (data spec, e.g. npy:X:Y)")
     p.add_argument("--calibration-limit", type=positive_int, default=None,
