@@ -461,8 +461,9 @@ def main() -> None:
     previous = RESULTS / "privacy.json"
     if previous.exists():  # keep the other cases' numbers when only some are rerun (read at the end:
         old = read_json(previous)  # another run may have finished meanwhile)
-        rerun = {k for k in old.get("cases", {}) if k.split("_")[0] in cases and not args.cifar_tag}  # a tagged
-        merged = {**{k: v for k, v in old.get("cases", {}).items() if k not in rerun}, **results["cases"]}  # run adds
+        # an untagged run replaces its cases' old entries; a tagged one (--cifar-tag) adds its own beside them
+        rerun = {k for k in old.get("cases", {}) if k.split("_")[0] in cases and not args.cifar_tag}
+        merged = {**{k: v for k, v in old.get("cases", {}).items() if k not in rerun}, **results["cases"]}
         results["cases"] = dict(sorted(merged.items(), key=lambda kv: (kv[0].split("_")[0] != "digits", kv[0])))
         for part in ("digits_tradeoff", "digits_keys"):
             if part not in results and part in old:
