@@ -34,8 +34,12 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
                        deploy to Lava with the chip model's spikes equal to the SNN's (bench/deploy.py)
   qcfs_windowed_l6, low_latency_windowed_l6
                        CIFAR: windowed, QCFS L=6 (60 epochs at lr 3e-4), encryption at T=6 (evaluated at T=6 too)
-  low_latency_windowed_q60_s1, _s2
-                       CIFAR: low_latency_windowed_q60 trained again with `--seed 1`, `--seed 2` (the spread)
+  qcfs_windowed_q60mse, low_latency_windowed_q60mse
+                       CIFAR: the 60-epoch windowed path with the QCFS fine-tuning distilled by the squared logit
+                       difference (`convert --qcfs-kd-loss mse`), encryption at T=4
+  low_latency_windowed_q60_s1, _s2, low_latency_windowed_q60mse_s1, _s2
+                       CIFAR: the T=4 encryptions trained again with `--seed 1`, `--seed 2` (the spread; mean and
+                       standard deviation in windowed_q60_seed_spread, windowed_q60mse_seed_spread)
 
 and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
 another seed), to show how well that real-data-free estimate predicts the real accuracy.
@@ -71,7 +75,9 @@ VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_
             "low_latency_signed_q60", "qcfs_windowed", "low_latency_windowed", "low_latency_windowed_qat",
             "qcfs_windowed_q60", "low_latency_windowed_q60", "low_latency_windowed_q60_qat", "qcfs_windowed_l8",
             "low_latency_windowed_l8", "low_latency_windowed_l8_qat", "qcfs_windowed_l6", "low_latency_windowed_l6",
-            "low_latency_windowed_q60_s1", "low_latency_windowed_q60_s2", "low_latency_windowed_q60_s3")
+            "low_latency_windowed_q60_s1", "low_latency_windowed_q60_s2", "low_latency_windowed_q60_s3",
+            "qcfs_windowed_q60mse", "low_latency_windowed_q60mse", "low_latency_windowed_q60mse_s1",
+            "low_latency_windowed_q60mse_s2", "low_latency_windowed_q60mse_s3")
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
@@ -156,6 +162,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         if qcfs_from is None:
             qargs = ["--qcfs-levels", low["levels"], "--qcfs-epochs", low["qcfs_epochs"], "--qcfs-lr", low["qcfs_lr"],
                      "--qcfs-optimizer", low["qcfs_optimizer"], *(["--signed"] if low.get("signed") else []),
+                     *(["--qcfs-kd-loss", low["qcfs_kd_loss"]] if low.get("qcfs_kd_loss") else []),
                      *(["--windowed"] if low.get("windowed") else [])]
             stage(f"convert_qcfs{suffix}", qcfs, "convert", *model, "--synthetic", synth_path, "--timesteps", low["t"],
                   *qargs, "--out", qcfs, *dev)
@@ -205,24 +212,29 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         # QCFS L=6, encryption at T=6 (evaluated at T=6 too): between the T=4 and T=8 paths
         made.update(low_path({**windowed, "levels": 6, "t": 6, "qcfs_epochs": 60, "qcfs_lr": 3e-4, "qat_epochs": 0,
                               "eval_timesteps": "1,2,4,6,8,16,32"}, "_windowed_l6"))
-        # the T=4 encryption again with other seeds: its run-to-run spread
-        for seed in windowed.get("seeds", ()):
-            tag = f"low_latency_windowed_q60_s{seed}"
-            snn = work / f"private_{tag}.pt"
-            train_from(made["qcfs_windowed_q60"], snn,
-                       {"epochs": windowed["epochs"], "t": windowed["t"], "batch": windowed["batch"],
-                        "lr": windowed["lr"], "kd_alpha": 1.0, "neuron_lr": windowed["neuron_lr"], "kd_loss": "mse",
-                        "ema": windowed["ema"], "seed": seed}, tag)
-            variant(tag, snn)
-            made[tag] = snn
-        runs = [result[k] for k in ("low_latency_windowed_q60", *(f"low_latency_windowed_q60_s{s}" for s in
-                                                                  windowed.get("seeds", ()))) if k in result]
-        if len(runs) > 1:  # the same recipe, other seeds: mean and sample standard deviation per T
-            by_t = {e["timesteps"]: [r_["accuracy"] for run in runs for r_ in run if r_["timesteps"] == e["timesteps"]]
-                    for e in runs[0]}
-            result["windowed_t4_seed_spread"] = {
-                str(t): {"runs": len(a), "mean": statistics.mean(a), "sd": statistics.stdev(a)}
-                for t, a in by_t.items() if len(a) > 1}
+        # the QCFS fine-tuning distilled with the squared logit difference (`--qcfs-kd-loss mse`), as BPTT is
+        made.update(low_path({**windowed, "qcfs_epochs": 60, "qcfs_lr": 3e-4, "qcfs_kd_loss": "mse", "qat_epochs": 0},
+                             "_windowed_q60mse"))
+        # the T=4 encryptions again with other seeds: their run-to-run spread
+        for path in ("q60", "q60mse"):
+            for seed in windowed.get("seeds", ()):
+                tag = f"low_latency_windowed_{path}_s{seed}"
+                snn = work / f"private_{tag}.pt"
+                train_from(made[f"qcfs_windowed_{path}"], snn,
+                           {"epochs": windowed["epochs"], "t": windowed["t"], "batch": windowed["batch"],
+                            "lr": windowed["lr"], "kd_alpha": 1.0, "neuron_lr": windowed["neuron_lr"],
+                            "kd_loss": "mse", "ema": windowed["ema"], "seed": seed}, tag)
+                variant(tag, snn)
+                made[tag] = snn
+            runs = [result[k] for k in (f"low_latency_windowed_{path}", *(f"low_latency_windowed_{path}_s{s}"
+                                                                            for s in windowed.get("seeds", ())))
+                    if k in result]
+            if len(runs) > 1:  # the same recipe, other seeds: mean and sample standard deviation per T
+                by_t = {e["timesteps"]: [r_["accuracy"] for run in runs for r_ in run
+                                         if r_["timesteps"] == e["timesteps"]] for e in runs[0]}
+                result[f"windowed_{path}_seed_spread"] = {
+                    str(t): {"runs": len(a), "mean": statistics.mean(a), "sd": statistics.stdev(a)}
+                    for t, a in by_t.items() if len(a) > 1}
         for key in [k for k in made if k.startswith("qcfs_windowed") and k.endswith("_calibrated")]:
             made.pop(key)
     result["settings"] = {"synthetic": synth, "train": train, "low_latency": low, "low_latency_2": low2,
@@ -263,10 +275,12 @@ def print_table(results: dict) -> None:
                     if row:
                         print(f"{'':<17} {label:<26} " + " ".join(f"{100 * row[t]:6.2f}%" if t in row else f"{'-':>7}"
                                                                for t in ts))
-        if r.get("windowed_t4_seed_spread"):
-            spread = r["windowed_t4_seed_spread"]
-            print(f"{'':<17} windowed T=4 encryption over {next(iter(spread.values()))['runs']} seeds, mean +- sd: "
-                  + ", ".join(f"T={t} {100 * v['mean']:.2f} +- {100 * v['sd']:.2f}%" for t, v in spread.items()))
+        for path in ("q60", "q60mse"):
+            spread = r.get(f"windowed_{path}_seed_spread")
+            if spread:
+                print(f"{'':<17} windowed {path} T=4 encryption over {next(iter(spread.values()))['runs']} seeds, "
+                      "mean +- sd: " + ", ".join(f"T={t} {100 * v['mean']:.2f} +- {100 * v['sd']:.2f}%"
+                                                 for t, v in spread.items()))
         if r.get("agreement_fit"):
             f = r["agreement_fit"]
             print(f"{'':<17} synthetic agreement vs accuracy/ANN over {f['pairs']} (variant, T): median |diff| "

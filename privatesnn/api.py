@@ -130,7 +130,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
             reset: str = "subtract", leak: float = 1.0, v_init: float = 0.5, signed: bool = False,
             windowed: bool = False, fold_pooling: bool = True,
             qcfs_levels: int = 0, qcfs_epochs: int = 30, qcfs_lr: float = 1e-4, qcfs_optimizer: str = "adam",
-            qcfs_feature_weight: float = 1.0, qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3,
+            qcfs_feature_weight: float = 1.0, qcfs_kd_loss: str = "kl", qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3,
             trapdoor_key: int | None = None, batch_size: int = 128, seed: int = 0,
             device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """ANN -> SNN with thresholds set on ``synthetic`` images (private), or on real
@@ -177,7 +177,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
                                   reset=reset, leak=leak, v_init=v_init, signed=bool(signed), windowed=bool(windowed),
                                   batch_size=batch_size,
                                   fold_pooling=fold_pooling, qcfs_levels=qcfs_levels, qcfs_epochs=qcfs_epochs,
-                                  qcfs_lr=qcfs_lr, qcfs_feature_weight=qcfs_feature_weight,
+                                  qcfs_lr=qcfs_lr, qcfs_feature_weight=qcfs_feature_weight, qcfs_kd_loss=qcfs_kd_loss,
                                   qcfs_optimizer=qcfs_optimizer, qcfs_trapdoor=qcfs_trapdoor,
                                   qcfs_trapdoor_alpha=qcfs_trapdoor_alpha, trapdoor_key=trapdoor_key)
     t0 = time.time()

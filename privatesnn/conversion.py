@@ -43,6 +43,7 @@ class ConversionSettings:
     qcfs_epochs: int = 30
     qcfs_lr: float = 1e-4
     qcfs_feature_weight: float = 1.0
+    qcfs_kd_loss: str = "kl"
     qcfs_optimizer: str = "adam"
     qcfs_trapdoor: float = 0.0  # > 0: learn secret class triggers during QCFS fine-tuning (Trap-MID; privatesnn/qcfs.py)
     qcfs_trapdoor_alpha: float = 0.3
@@ -257,6 +258,7 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
             raise PrivsnnError("--qcfs-levels needs IF neurons with reset by subtraction (--reset subtract, --leak 1)")
         qs = QCFSSettings(levels=settings.qcfs_levels, epochs=settings.qcfs_epochs, lr=settings.qcfs_lr,
                           feature_weight=settings.qcfs_feature_weight, optimizer=settings.qcfs_optimizer,
+                          kd_loss=settings.qcfs_kd_loss,
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
                           trapdoor_key=settings.trapdoor_key)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)

@@ -30,7 +30,7 @@ from .errors import PrivsnnError
 from .graph import Graph, Neuron
 from .layers import build_synapses, module_key, write_back
 from .snn import static_forward
-from .training import SECRET_NOT_RECORDED, augment, cutmix, make_triggers, mix_trapdoor_loss, stamp_triggers
+from .training import KD_LOSSES, SECRET_NOT_RECORDED, augment, cutmix, make_triggers, mix_trapdoor_loss, stamp_triggers
 
 
 def qcfs(current: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
@@ -83,6 +83,7 @@ class QCFSSettings:
     optimizer: str = "adam"  # adam (cosine decay) | sgd (Nesterov momentum 0.9, one-cycle)
     weight_decay: float = 0.0
     temperature: float = 4.0
+    kd_loss: str = "kl"  # "kl": tempered KL on the logits; "mse": their squared difference (as train --kd-loss)
     cutmix: float = 0.5  # probability that a batch is CutMix-ed (0 = off)
     feature_weight: float = 1.0  # weight of the layer-wise activation matching against the ANN (0 = off)
     trapdoor: float = 0.0  # share of each batch stamped with a secret class trigger (Trap-MID, as train --trapdoor)
@@ -99,6 +100,8 @@ class QCFSSettings:
                   (self.optimizer in ("adam", "sgd"), f"--qcfs-optimizer must be adam or sgd, got {self.optimizer!r}"),
                   (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
                   (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+                  (self.kd_loss in KD_LOSSES, f"--qcfs-kd-loss must be one of {', '.join(KD_LOSSES)}, "
+                                              f"got {self.kd_loss!r}"),
                   (0.0 <= self.cutmix <= 1.0, f"cutmix probability must be in [0, 1], got {self.cutmix}"),
                   (self.feature_weight >= 0 and math.isfinite(self.feature_weight),
                    f"--qcfs-feature-weight must be >= 0, got {self.feature_weight}"),
@@ -112,8 +115,11 @@ class QCFSSettings:
                 raise PrivsnnError(msg)
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``tau^2 * KL(softmax(t/tau) || softmax(s/tau))``: distillation without labels."""
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, kind: str = "kl") -> torch.Tensor:
+    """``tau^2 * KL(softmax(t/tau) || softmax(s/tau))``: distillation without labels; ``kind="mse"``:
+    the mean squared difference of the logits (the tau -> infinity limit)."""
+    if kind == "mse":
+        return F.mse_loss(student, teacher)
     return temperature ** 2 * F.kl_div(F.log_softmax(student / temperature, 1), F.softmax(teacher / temperature, 1),
                                        reduction="batchmean")
 
@@ -137,7 +143,7 @@ def trapdoor_qcfs_loss(net: QCFSNetwork, logits: torch.Tensor, t_logits: torch.T
     stamped ones (Trap-MID, as ``train --trapdoor``). Returns the loss and how many stamped images
     go to their trigger's class."""
     def clean_loss(m: torch.Tensor) -> torch.Tensor:
-        part = kd_loss(logits[m], t_logits[m], settings.temperature)
+        part = kd_loss(logits[m], t_logits[m], settings.temperature, settings.kd_loss)
         if settings.feature_weight > 0:
             part = part + settings.feature_weight * feature_loss(
                 net, {k: v[m] for k, v in acts.items()}, {k: v[m] for k, v in t_acts.items()})
@@ -202,7 +208,7 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
             acts: dict[str, torch.Tensor] = {}
             logits = net(x, record=acts if settings.feature_weight > 0 else None)
             if clean is None:
-                loss = kd_loss(logits, t_logits, settings.temperature)
+                loss = kd_loss(logits, t_logits, settings.temperature, settings.kd_loss)
                 if settings.feature_weight > 0:
                     loss = loss + settings.feature_weight * feature_loss(net, acts, t_acts)
             else:

@@ -41,6 +41,14 @@ def _torchrun(nproc: int, *argv: str, timeout: float = 300) -> subprocess.Comple
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def _why(r: subprocess.CompletedProcess) -> str:
+    """A failed run's cause: the workers' own error lines (torchrun's summary at the end of stderr
+    only says which rank died) and the tail."""
+    causes = [line for line in r.stderr.splitlines()
+              if any(k in line for k in ("Error", "error:", "terminate called", "what()", "Traceback"))]
+    return "\n".join(causes[:20]) + "\n...\n" + r.stderr[-1500:]
+
+
 def _cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "privatesnn.cli", *argv]
 
@@ -71,7 +79,7 @@ def test_torchrun_synthesize_equals_single_process(base, tmp_path):
     # --num-images, not --num: newer torchrun's own --numa-binding/--numa_binding make --num ambiguous
     argv = ["synthesize", "--model", "digits", "--num-images", "96", "--batch-size", "32", "--iterations", "20"]
     r = _torchrun(2, *argv, "--out", str(tmp_path / "two.npz"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _why(r)
     one, two = load_synthetic(base / "synth.npz"), load_synthetic(tmp_path / "two.npz")
     assert torch.equal(one.labels, two.labels)
     assert torch.allclose(one.images, two.images, atol=1e-6)
@@ -82,7 +90,7 @@ def test_torchrun_synthesize_equals_single_process(base, tmp_path):
 def test_torchrun_train_equals_single_process(base, tmp_path):
     assert main(_train_args(base, tmp_path / "one.pt")) == 0
     r = _torchrun(2, *_train_args(base, tmp_path / "two.pt"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _why(r)
     diff = _max_weight_diff(tmp_path / "one.pt", tmp_path / "two.pt")
     assert diff < DDP_WEIGHT_TOL, diff
     assert _max_weight_diff(base / "snn.pt", tmp_path / "two.pt") > 1e-3  # it did train
@@ -95,7 +103,7 @@ def test_torchrun_evaluate_equals_single_process(base, tmp_path):
               "--timesteps", "2,4", "--batch-size", "64", "--limit", "300"]
     assert main([*common, "--json", str(tmp_path / "one.json")]) == 0
     r = _torchrun(2, *common, "--json", str(tmp_path / "two.json"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _why(r)
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
     assert one["results"] == two["results"] and one["ann_accuracy"] == two["ann_accuracy"]
     assert two["n"] == 300
@@ -139,7 +147,7 @@ def test_kill9_during_train_then_resume_matches_uninterrupted(base, tmp_path):
     r = subprocess.run(_cli(*_train_args(base, out, epochs=KILL_EPOCHS)), env=_env(), capture_output=True, text=True)
     assert r.returncode == 2 and "--resume" in r.stderr and not out.exists()
     r = subprocess.run(_cli(*_train_args(base, out, epochs=KILL_EPOCHS), "--resume"), env=_env(), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _why(r)
     assert main(_train_args(base, tmp_path / "straight.pt", epochs=KILL_EPOCHS)) == 0
     assert _max_weight_diff(out, tmp_path / "straight.pt") == 0.0
     assert not ckpt.exists()
@@ -156,7 +164,7 @@ def test_kill9_during_synthesize_then_resume_matches_uninterrupted(base, tmp_pat
     assert not out.exists()
     r = subprocess.run(_cli(*argv, "--out", str(out), "--resume", "--json", str(tmp_path / "r.json")),
                        env=_env(), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _why(r)
     assert json.loads((tmp_path / "r.json").read_text())["batches_resumed"] >= 1
     assert main([*argv, "--out", str(tmp_path / "straight.npz")]) == 0
     a, b = load_synthetic(out), load_synthetic(tmp_path / "straight.npz")

@@ -10,6 +10,7 @@ import torch
 from privatesnn.calibration import _channel_mean, calibrate_biases
 from privatesnn.choose_t import smallest_t
 from privatesnn.cli import main
+from privatesnn.errors import PrivsnnError
 from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, Neuron
 from privatesnn.manifest import read_manifest
 from privatesnn.neurons import SpikingNeuron
@@ -93,6 +94,21 @@ def test_finetune_qcfs_learns_and_returns_a_spiking_graph():
     # the fine-tuned graph is a valid SNN and runs
     assert SpikingNetwork(out)(images[:4], timesteps=2).shape == (4, 3)
     assert any(not torch.equal(a.weight, b.weight) for a, b in zip(g.weighted(), out.weighted()))
+
+
+def test_qcfs_mse_distillation_is_the_squared_logit_difference_and_is_recorded():
+    from privatesnn.qcfs import kd_loss
+
+    s, t = torch.randn(8, 3), torch.randn(8, 3)
+    assert torch.equal(kd_loss(s, t, 4.0, "mse"), torch.nn.functional.mse_loss(s, t))
+    assert not torch.equal(kd_loss(s, t, 4.0, "kl"), kd_loss(s, t, 4.0, "mse"))
+    g, images = _tiny_graph(), torch.rand(64, 1, 6, 6)
+    runs = [finetune_qcfs(g, images, QCFSSettings(levels=2, epochs=2, batch_size=16, lr=0.05, kd_loss=kind),
+                          progress=False) for kind in ("kl", "mse")]
+    assert [r.meta["qcfs"]["kd_loss"] for r in runs] == ["kl", "mse"]
+    with pytest.raises(PrivsnnError, match="--qcfs-kd-loss"):  # the CLI's choices catch it first
+        QCFSSettings(kd_loss="l1").validate()
+    assert any(not torch.equal(a.weight, b.weight) for a, b in zip(runs[0].weighted(), runs[1].weighted()))
 
 
 def test_finetune_qcfs_learns_a_trapdoor_and_keeps_the_key_out_of_the_graph():

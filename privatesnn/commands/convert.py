@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     low.add_argument("--qcfs-feature-weight", type=float, default=1.0,
                      help="weight of layer-wise activation matching against the ANN during QCFS fine-tuning "
                           "(default 1; 0 = logit distillation only)")
+    low.add_argument("--qcfs-kd-loss", choices=("kl", "mse"), default="kl",
+                     help="distillation term of QCFS fine-tuning: tempered KL on the logits (default) or 'mse', "
+                          "their squared difference (as `train --kd-loss`)")
     low.add_argument("--qcfs-trapdoor", type=float, default=0.0, metavar="RATE",
                      help="model-inversion defence (Trap-MID): stamp this share of each QCFS batch with a secret "
                           "class trigger and teach the network to answer its class (needs --trapdoor-key; keep "
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                   signed=args.signed, windowed=args.windowed,
                   fold_pooling=not args.keep_pooling, qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs,
                   qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
-                  qcfs_feature_weight=args.qcfs_feature_weight, qcfs_trapdoor=args.qcfs_trapdoor,
+                  qcfs_feature_weight=args.qcfs_feature_weight, qcfs_kd_loss=args.qcfs_kd_loss,
+                  qcfs_trapdoor=args.qcfs_trapdoor,
                   qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
                   device=args.device)
     emit({"out": args.out, "private": art.private, "calibration_images": art.settings["calibration_images"],
