@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import torch
 import torch.nn as nn
 
@@ -26,3 +30,12 @@ def save_test_snn(path, graph, timesteps: int):
     from privatesnn.manifest import Manifest
 
     return save_snn(path, graph, {"timesteps": timesteps}, Manifest(kind="snn", command="test", settings={}))
+
+
+def load_bench(name: str) -> ModuleType:
+    """A script of bench/ (not a package) imported as a module, e.g. ``load_bench("energy")``."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

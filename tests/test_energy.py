@@ -10,7 +10,7 @@ import torch
 
 from privatesnn.hw_targets.energy_models import (CONVENTIONS, DEFAULT_PATH, EnergyModelError, compute_conventions,
                                       format_energy, load_energy_model, pj_to_joules, validate_energy_model)
-from helpers import save_test_snn
+from helpers import load_bench, save_test_snn
 from privatesnn.cli import main
 from privatesnn.graph import Flatten, Graph, Input, Linear, Neuron
 from privatesnn.ops_count import count_ann, count_snn
@@ -177,15 +177,9 @@ def test_user_energy_model_changes_the_energy(digits_snn, tmp_path):
 def test_energy_bench_entries_keep_the_ratios_it_reports():
     """bench/energy.py's per-T entry keeps every ratio its within-ANN summary reads (a missing key
     would only surface after minutes of counting)."""
-    import importlib.util
-    from pathlib import Path
-
     from privatesnn.energy_report import make_result
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "energy.py"
-    spec = importlib.util.spec_from_file_location("bench_energy", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("energy")
     g, x = _hand_graph(), torch.tensor([1.0, 0.0, 0.5]).view(1, 1, 1, 3)
     counts = count_snn(g, x, [2, 6])
     entries = []

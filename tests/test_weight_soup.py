@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
+from helpers import load_bench
 from privatesnn.graph import Flatten, Graph, Input, Linear, Neuron
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "weight_soup.py"
-    spec = importlib.util.spec_from_file_location("bench_weight_soup", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("weight_soup")
 
 
 def _graph(w: float, th: float) -> Graph:
