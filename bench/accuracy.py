@@ -37,9 +37,13 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
   qcfs_windowed_q60mse, low_latency_windowed_q60mse
                        CIFAR: the 60-epoch windowed path with the QCFS fine-tuning distilled by the squared logit
                        difference (`convert --qcfs-kd-loss mse`), encryption at T=4
-  low_latency_windowed_q60_s1, _s2, low_latency_windowed_q60mse_s1, _s2
-                       CIFAR: the T=4 encryptions trained again with `--seed 1`, `--seed 2` (the spread; mean and
-                       standard deviation in windowed_q60_seed_spread, windowed_q60mse_seed_spread)
+  low_latency_windowed_l6a1
+                       CIFAR: the same QCFS L=6 SNN encrypted at T=6 with `--surrogate-alpha 1` (the surrogate's
+                       slope summed over the window is then the staircase's straight-through slope, 1; at the
+                       default 0.3 each windowed layer scales the gradient by 0.3)
+  low_latency_windowed_q60_s1, _s2, low_latency_windowed_q60mse_s1, _s2, low_latency_windowed_l6a1_s1, _s2
+                       CIFAR: the T=4 and T=6 encryptions trained again with `--seed 1`, `--seed 2` (the spread;
+                       mean and standard deviation in windowed_{q60,q60mse,l6a1}_seed_spread)
 
 and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
 another seed), to show how well that real-data-free estimate predicts the real accuracy.
@@ -77,7 +81,8 @@ VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_
             "low_latency_windowed_l8", "low_latency_windowed_l8_qat", "qcfs_windowed_l6", "low_latency_windowed_l6",
             "low_latency_windowed_q60_s1", "low_latency_windowed_q60_s2", "low_latency_windowed_q60_s3",
             "qcfs_windowed_q60mse", "low_latency_windowed_q60mse", "low_latency_windowed_q60mse_s1",
-            "low_latency_windowed_q60mse_s2", "low_latency_windowed_q60mse_s3")
+            "low_latency_windowed_q60mse_s2", "low_latency_windowed_q60mse_s3", "low_latency_windowed_l6a1",
+            "low_latency_windowed_l6a1_s1", "low_latency_windowed_l6a1_s2", "low_latency_windowed_l6a1_s3")
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
@@ -148,7 +153,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
               "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7),
               "--neuron-lr", cfg.get("neuron_lr", 0.0), "--kd-loss", cfg.get("kd_loss", "kl"), "--out", out,
               "--seed", cfg.get("seed", 0),
-              *(["--qat"] if cfg.get("qat") else []), *(["--ema", cfg["ema"]] if cfg.get("ema") else []), *dev)
+              *(["--qat"] if cfg.get("qat") else []), *(["--ema", cfg["ema"]] if cfg.get("ema") else []),
+              *(["--surrogate-alpha", cfg["surrogate_alpha"]] if cfg.get("surrogate_alpha") else []), *dev)
 
     private = work / "private.pt"
     if "encrypted" not in skip:
@@ -178,7 +184,8 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         start = calibrated if low.get("calibrate") and not low.get("signed") else qcfs
         train_from(start, fast, {"epochs": low["epochs"], "t": low["t"], "batch": low["batch"], "lr": low["lr"],
                                  "kd_alpha": 1.0, "qat": low.get("qat"), "neuron_lr": low.get("neuron_lr", 0.0),
-                                 "kd_loss": low.get("kd_loss", "kl"), "ema": low.get("ema", 0.0)},
+                                 "kd_loss": low.get("kd_loss", "kl"), "ema": low.get("ema", 0.0),
+                                 "surrogate_alpha": low.get("surrogate_alpha")},
                    f"low_latency{suffix}")
         variant(f"low_latency{suffix}", fast, low.get("eval_timesteps", TIMESTEPS))
         made = {f"qcfs{suffix}": qcfs, f"qcfs{suffix}_calibrated": calibrated, f"low_latency{suffix}": fast}
@@ -215,16 +222,25 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         # the QCFS fine-tuning distilled with the squared logit difference (`--qcfs-kd-loss mse`), as BPTT is
         made.update(low_path({**windowed, "qcfs_epochs": 60, "qcfs_lr": 3e-4, "qcfs_kd_loss": "mse", "qat_epochs": 0},
                              "_windowed_q60mse"))
-        # the T=4 encryptions again with other seeds: their run-to-run spread
-        for path in ("q60", "q60mse"):
+        # the L=6 QCFS SNN encrypted at T=6 with the surrogate's slope at 1 (the staircase's straight-through
+        # slope; at 0.3 the gradient shrinks about 3x per layer, 1e-6 of the last layer's at conv1)
+        l6a1 = {**windowed, "levels": 6, "t": 6, "qat_epochs": 0, "surrogate_alpha": 1.0,
+                "eval_timesteps": "1,2,4,6,8,16,32"}
+        made.update(low_path(l6a1, "_windowed_l6a1", qcfs_from=made["qcfs_windowed_l6"]))
+        made.pop("qcfs_windowed_l6a1")
+        # the encryptions again with other seeds: their run-to-run spread
+        seed_paths = {"q60": ("qcfs_windowed_q60", {"t": windowed["t"]}),
+                      "q60mse": ("qcfs_windowed_q60mse", {"t": windowed["t"]}),
+                      "l6a1": ("qcfs_windowed_l6", {"t": 6, "surrogate_alpha": 1.0})}
+        for path, (source, extra) in seed_paths.items():
             for seed in windowed.get("seeds", ()):
                 tag = f"low_latency_windowed_{path}_s{seed}"
                 snn = work / f"private_{tag}.pt"
-                train_from(made[f"qcfs_windowed_{path}"], snn,
-                           {"epochs": windowed["epochs"], "t": windowed["t"], "batch": windowed["batch"],
+                train_from(made[source], snn,
+                           {"epochs": windowed["epochs"], "batch": windowed["batch"],
                             "lr": windowed["lr"], "kd_alpha": 1.0, "neuron_lr": windowed["neuron_lr"],
-                            "kd_loss": "mse", "ema": windowed["ema"], "seed": seed}, tag)
-                variant(tag, snn)
+                            "kd_loss": "mse", "ema": windowed["ema"], "seed": seed, **extra}, tag)
+                variant(tag, snn, l6a1["eval_timesteps"] if path == "l6a1" else TIMESTEPS)
                 made[tag] = snn
             runs = [result[k] for k in (f"low_latency_windowed_{path}", *(f"low_latency_windowed_{path}_s{s}"
                                                                             for s in windowed.get("seeds", ())))
@@ -275,10 +291,10 @@ def print_table(results: dict) -> None:
                     if row:
                         print(f"{'':<17} {label:<26} " + " ".join(f"{100 * row[t]:6.2f}%" if t in row else f"{'-':>7}"
                                                                for t in ts))
-        for path in ("q60", "q60mse"):
+        for path in ("q60", "q60mse", "l6a1"):
             spread = r.get(f"windowed_{path}_seed_spread")
             if spread:
-                print(f"{'':<17} windowed {path} T=4 encryption over {next(iter(spread.values()))['runs']} seeds, "
+                print(f"{'':<17} windowed {path} encryption over {next(iter(spread.values()))['runs']} seeds, "
                       "mean +- sd: " + ", ".join(f"T={t} {100 * v['mean']:.2f} +- {100 * v['sd']:.2f}%"
                                                  for t, v in spread.items()))
         if r.get("agreement_fit"):

@@ -85,6 +85,8 @@ class TrainSettings:
                   (self.kd_temperature > 0, f"--kd-temperature must be > 0, got {self.kd_temperature}"),
                   (self.kd_loss in KD_LOSSES, f"--kd-loss must be one of {', '.join(KD_LOSSES)}, got {self.kd_loss!r}"),
                   (self.rate_reg >= 0, f"--rate-reg must be >= 0, got {self.rate_reg}"),
+                  (self.surrogate_alpha > 0 and math.isfinite(self.surrogate_alpha),
+                   f"--surrogate-alpha must be > 0, got {self.surrogate_alpha}"),
                   (self.anchor >= 0 and math.isfinite(self.anchor), f"--anchor must be >= 0, got {self.anchor}"),
                   (self.anchor_levels >= 0, f"--anchor-levels must be >= 0, got {self.anchor_levels}"),
                   (self.anchor_levels == 0 or self.anchor > 0,

@@ -231,6 +231,7 @@ CASES = {
     "train/kd-temperature-0": _train(**{"--kd-temperature": "0"}),
     "train/leak-0": _train(**{"--leak": "0"}),
     "train/rate-reg-negative": _train(**{"--rate-reg": "-1"}),
+    "train/surrogate-alpha-zero": _train(**{"--surrogate-alpha": "0"}),
     "train/anchor-negative": _train(**{"--anchor": "-1"}),
     "train/anchor-nan": _train(**{"--anchor": "nan"}),
     "train/anchor-with-reset-zero": _train(**{"--anchor": "1", "--reset": "zero"}),

@@ -70,6 +70,22 @@ def test_training_and_inference_paths_agree_and_gradients_flow():
         windowed_spikes(cur[:3], 0.5, 0.9, 6)
 
 
+
+def test_the_spike_counts_surrogate_slope_is_alpha_per_threshold_inside_the_staircase():
+    """The count's surrogate is T triangles one threshold apart (height alpha, half-width one): its
+    slope is alpha / threshold wherever the total input lies inside the staircase, so alpha = 1 is
+    the QCFS staircase's straight-through slope and the default 0.3 shrinks every windowed layer's
+    gradient to 0.3 of it (bench/surrogate_gradients.py measures what that does over 19 layers)."""
+    th, T = 0.8, 6
+    totals = torch.linspace(1.2, T - 0.2, 41) * th  # the window's summed input, inside the staircase
+    for alpha in (0.3, 1.0):
+        per_step = (totals / T).requires_grad_(True)  # a constant current: one step stands for T equal ones
+        count = windowed_spikes(per_step.unsqueeze(0), 0.0, th, T, alpha=alpha).sum(0)
+        count.sum().backward()
+        assert torch.allclose(per_step.grad, torch.full_like(per_step, alpha * T / th), rtol=1e-5)
+        outside = (torch.tensor([-2.0, T + 2.0]) * th / T).requires_grad_(True)  # below 0 or above T: flat
+        windowed_spikes(outside.unsqueeze(0), 0.0, th, T, alpha=alpha).sum().backward()
+        assert torch.equal(outside.grad, torch.zeros(2))
 def test_windowed_neurons_must_be_if_neurons_and_the_graph_checks_it():
     for kwargs in ({"reset": "zero"}, {"leak": 0.9}, {"signed": True}):
         with pytest.raises(ValueError, match="windowed"):

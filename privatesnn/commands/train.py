@@ -65,7 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signed", action="store_true",
                    help="make every neuron signed (it also fires -1 spikes to take back early ones; "
                         "convert --signed does it at conversion); kept if the SNN has them already")
-    p.add_argument("--surrogate-alpha", type=float, default=0.3)
+    p.add_argument("--surrogate-alpha", type=float, default=0.3,
+                   help="height of the triangle surrogate gradient (default 0.3). A windowed neuron's spike "
+                        "count then has slope alpha per threshold: 1 is the QCFS staircase's straight-through "
+                        "slope (better at T = 6-8 on ResNet-20, not at T = 4; docs/low_latency.md)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--cutmix", type=float, default=0.0, metavar="P",
                    help="probability that a batch is CutMix-ed between synthetic images (more varied inputs; "
