@@ -63,14 +63,18 @@ def main() -> None:
     set_threads(args.threads)
     from privatesnn.api import load_model
     from privatesnn.artifact import load_snn
+    from privatesnn.errors import PrivsnnError
     from privatesnn.io_utils import write_json
     from privatesnn.synthesis.store import load_synthetic
 
     torch.manual_seed(0)
-    graph = load_snn(args.snn).graph
-    synth = load_synthetic(args.synthetic)
+    try:  # a missing or malformed file: the library's error names it
+        graph = load_snn(args.snn).graph
+        synth = load_synthetic(args.synthetic)
+        teacher = load_model(args.model, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)).module().eval()
+    except PrivsnnError as e:
+        raise SystemExit(f"bench/surrogate_gradients.py: {e}") from None
     images, labels = synth.images[:args.batch], synth.labels[:args.batch]
-    teacher = load_model(args.model, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)).module().eval()
     norms = {str(a): layer_gradient_norms(graph, teacher, images, labels, args.timesteps, a) for a in alphas}
     layers = list(next(iter(norms.values())))
     print(f"gradient norm of the distillation loss per layer's weights (T={args.timesteps}, {len(images)} synthetic "

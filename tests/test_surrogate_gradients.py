@@ -35,3 +35,19 @@ def test_each_windowed_layer_scales_the_gradient_by_the_slope():
     assert norms[0.3]["out"] == pytest.approx(norms[1.0]["out"], rel=1e-6)  # no neuron after the readout
     for name, depth in (("l0", 3), ("l1", 2), ("l2", 1)):
         assert norms[0.3][name] == pytest.approx(0.3 ** depth * norms[1.0][name], rel=1e-4), name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--snn", "{d}/missing.pt", "--synthetic", "{d}/missing.npz"], "missing.pt"),
+    (["--snn", "{d}/junk.pt", "--synthetic", "{d}/missing.npz"], "junk.pt"),
+    (["--snn", "a.pt", "--synthetic", "b.npz", "--alphas", "0.3,x"], "--alphas"),
+    (["--snn", "a.pt", "--synthetic", "b.npz", "--alphas", "0"], "--alphas"),
+])
+def test_bad_input_names_the_file_or_option(argv, message, tmp_path, monkeypatch):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    bench = load_bench("surrogate_gradients")
+    monkeypatch.setattr("sys.argv", ["surrogate_gradients.py", *(a.format(d=tmp_path) for a in argv),
+                                     "--out", str(tmp_path / "out.json")])
+    with pytest.raises(SystemExit, match=message.replace(".", r"\.")):
+        bench.main()
+    assert not (tmp_path / "out.json").exists()
