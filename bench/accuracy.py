@@ -37,10 +37,10 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
   qcfs_windowed_q60mse, low_latency_windowed_q60mse
                        CIFAR: the 60-epoch windowed path with the QCFS fine-tuning distilled by the squared logit
                        difference (`convert --qcfs-kd-loss mse`), encryption at T=4
-  low_latency_windowed_l6a1
+  low_latency_windowed_l6a1, low_latency_windowed_l6a1_qat
                        CIFAR: the same QCFS L=6 SNN encrypted at T=6 with `--surrogate-alpha 1` (the surrogate's
                        slope summed over the window is then the staircase's straight-through slope, 1; at the
-                       default 0.3 each windowed layer scales the gradient by 0.3)
+                       default 0.3 each windowed layer scales the gradient by 0.3), + 2 epochs `--qat`
   low_latency_windowed_q60_s1, _s2, low_latency_windowed_q60mse_s1, _s2, low_latency_windowed_l6a1_s1, _s2
                        CIFAR: the T=4 and T=6 encryptions trained again with `--seed 1`, `--seed 2` (the spread;
                        mean and standard deviation in windowed_{q60,q60mse,l6a1}_seed_spread)
@@ -82,7 +82,8 @@ VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_
             "low_latency_windowed_q60_s1", "low_latency_windowed_q60_s2", "low_latency_windowed_q60_s3",
             "qcfs_windowed_q60mse", "low_latency_windowed_q60mse", "low_latency_windowed_q60mse_s1",
             "low_latency_windowed_q60mse_s2", "low_latency_windowed_q60mse_s3", "low_latency_windowed_l6a1",
-            "low_latency_windowed_l6a1_s1", "low_latency_windowed_l6a1_s2", "low_latency_windowed_l6a1_s3")
+            "low_latency_windowed_l6a1_qat", "low_latency_windowed_l6a1_s1", "low_latency_windowed_l6a1_s2",
+            "low_latency_windowed_l6a1_s3")
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
@@ -194,9 +195,10 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
             train_from(fast, deployed, {"epochs": low["qat_epochs"], "t": low["t"], "batch": low["batch"],
                                         "lr": low["lr"] / 3, "kd_alpha": 1.0, "qat": True,
                                         "neuron_lr": low.get("neuron_lr", 0.0), "kd_loss": low.get("kd_loss", "kl"),
-                                        "ema": 0.99 if low.get("ema") else 0.0},
+                                        "ema": 0.99 if low.get("ema") else 0.0,
+                                        "surrogate_alpha": low.get("surrogate_alpha")},
                        f"low_latency{suffix}_qat")
-            variant(f"low_latency{suffix}_qat", deployed)
+            variant(f"low_latency{suffix}_qat", deployed, low.get("eval_timesteps", TIMESTEPS))
             made[f"low_latency{suffix}_qat"] = deployed
         return made
 
@@ -224,7 +226,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
                              "_windowed_q60mse"))
         # the L=6 QCFS SNN encrypted at T=6 with the surrogate's slope at 1 (the staircase's straight-through
         # slope; at 0.3 the gradient shrinks about 3x per layer, 1e-6 of the last layer's at conv1)
-        l6a1 = {**windowed, "levels": 6, "t": 6, "qat_epochs": 0, "surrogate_alpha": 1.0,
+        l6a1 = {**windowed, "levels": 6, "t": 6, "surrogate_alpha": 1.0,
                 "eval_timesteps": "1,2,4,6,8,16,32"}
         made.update(low_path(l6a1, "_windowed_l6a1", qcfs_from=made["qcfs_windowed_l6"]))
         made.pop("qcfs_windowed_l6a1")
