@@ -225,16 +225,18 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         made.update(low_path({**windowed, "qcfs_epochs": 60, "qcfs_lr": 3e-4, "qcfs_kd_loss": "mse", "qat_epochs": 0},
                              "_windowed_q60mse"))
         # the L=6 QCFS SNN encrypted at T=6 with the surrogate's slope at 1 (the staircase's straight-through
-        # slope; at 0.3 the gradient shrinks about 3x per layer, 1e-6 of the last layer's at conv1)
+        # slope; at 0.3 conv1's gradient is 3e-6 of the last layer's: bench/surrogate_gradients.py)
         l6a1 = {**windowed, "levels": 6, "t": 6, "surrogate_alpha": 1.0,
                 "eval_timesteps": "1,2,4,6,8,16,32"}
         made.update(low_path(l6a1, "_windowed_l6a1", qcfs_from=made["qcfs_windowed_l6"]))
         made.pop("qcfs_windowed_l6a1")
         # the encryptions again with other seeds: their run-to-run spread
-        seed_paths = {"q60": ("qcfs_windowed_q60", {"t": windowed["t"]}),
-                      "q60mse": ("qcfs_windowed_q60mse", {"t": windowed["t"]}),
-                      "l6a1": ("qcfs_windowed_l6", {"t": 6, "surrogate_alpha": 1.0})}
-        for path, (source, extra) in seed_paths.items():
+        # path -> (its QCFS SNN, its encryption settings, its evaluation T)
+        seed_paths = {"q60": ("qcfs_windowed_q60", {"t": windowed["t"]}, TIMESTEPS),
+                      "q60mse": ("qcfs_windowed_q60mse", {"t": windowed["t"]}, TIMESTEPS),
+                      "l6a1": ("qcfs_windowed_l6", {"t": l6a1["t"], "surrogate_alpha": l6a1["surrogate_alpha"]},
+                               l6a1["eval_timesteps"])}
+        for path, (source, extra, eval_timesteps) in seed_paths.items():
             for seed in windowed.get("seeds", ()):
                 tag = f"low_latency_windowed_{path}_s{seed}"
                 snn = work / f"private_{tag}.pt"
@@ -242,7 +244,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
                            {"epochs": windowed["epochs"], "batch": windowed["batch"],
                             "lr": windowed["lr"], "kd_alpha": 1.0, "neuron_lr": windowed["neuron_lr"],
                             "kd_loss": "mse", "ema": windowed["ema"], "seed": seed, **extra}, tag)
-                variant(tag, snn, l6a1["eval_timesteps"] if path == "l6a1" else TIMESTEPS)
+                variant(tag, snn, eval_timesteps)
                 made[tag] = snn
             runs = [result[k] for k in (f"low_latency_windowed_{path}", *(f"low_latency_windowed_{path}_s{s}"
                                                                             for s in windowed.get("seeds", ())))
