@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import IMAGENET_MEAN, IMAGENET_STD, RESNET20, RESULTS, ROOT, set_threads  # noqa: E402
+from common import IMAGENET_MEAN, IMAGENET_STD, RESNET20, set_threads, write_results  # noqa: E402
 
 
 def layer_gradient_norms(graph, teacher: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -64,7 +64,6 @@ def main() -> None:
     from privatesnn.api import load_model
     from privatesnn.artifact import load_snn
     from privatesnn.errors import PrivsnnError
-    from privatesnn.io_utils import write_json
     from privatesnn.synthesis.store import load_synthetic
 
     torch.manual_seed(0)
@@ -85,15 +84,9 @@ def main() -> None:
             f"{norms[str(a)][name]:>11.3e} ({norms[str(a)][name] / max(norms[str(a)][layers[-1]], 1e-30):8.1e})"
             for a in alphas))
 
-    def rel(path: str) -> str:
-        p_ = Path(path).resolve()
-        return str(p_.relative_to(ROOT)) if p_.is_relative_to(ROOT) else Path(path).name
-
-    out = RESULTS / args.out
-    write_json(out, {"snn": rel(args.snn), "synthetic": rel(args.synthetic), "timesteps": args.timesteps,
-                     "images": len(images), "loss": "mse distillation, kd_alpha 1", "gradient_norms": norms,
-                     "command": "bench/surrogate_gradients.py " + " ".join(sys.argv[1:])})
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_results(args.out, {"snn": args.snn, "synthetic": args.synthetic, "timesteps": args.timesteps,
+                             "images": len(images), "loss": "mse distillation, kd_alpha 1", "gradient_norms": norms,
+                             "command": "bench/surrogate_gradients.py " + " ".join(sys.argv[1:])})
 
 
 if __name__ == "__main__":
