@@ -22,6 +22,7 @@ does, and returns an object::
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -130,13 +131,17 @@ def convert(model: LoadedModel | str, out: PathLike, *,
             reset: str = "subtract", leak: float = 1.0, v_init: float = 0.5, signed: bool = False,
             windowed: bool = False, fold_pooling: bool = True,
             qcfs_levels: int = 0, qcfs_epochs: int = 30, qcfs_lr: float = 1e-4, qcfs_optimizer: str = "adam",
-            qcfs_feature_weight: float = 1.0, qcfs_kd_loss: str = "kl", qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3,
+            qcfs_feature_weight: float = 1.0, qcfs_kd_loss: str = "kl", qcfs_rate_reg: float = 0.0,
+            qcfs_rate_weighting: str = "layers",
+            qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3,
             trapdoor_key: int | None = None, batch_size: int = 128, seed: int = 0,
             device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """ANN -> SNN with thresholds set on ``synthetic`` images (private), or on real
     ``calibration_data`` (the non-private baseline, marked so in the manifest); written to ``out``.
     Several synthetic sets (e.g. other ``synthesize`` seeds) are used together, in the order given.
-    ``qcfs_trapdoor``: share of QCFS batches stamped with secret class triggers made from
+    ``qcfs_rate_reg``: weight of a penalty on the QCFS levels (fewer spikes, as ``train(rate_reg=...)``
+    but at the cost of an ANN step; ``qcfs_rate_weighting="synops"`` weighs each layer by what its
+    spikes cost). ``qcfs_trapdoor``: share of QCFS batches stamped with secret class triggers made from
     ``trapdoor_key`` (a model-inversion defence; ``train(trapdoor=..., trapdoor_key=...)`` with the
     same key keeps them). The key is not written to the artifact or its manifest."""
     from .conversion import ConversionSettings
@@ -154,6 +159,10 @@ def convert(model: LoadedModel | str, out: PathLike, *,
         raise PrivsnnError(f"--qcfs-lr must be in (0, 10), got {qcfs_lr}")
     if qcfs_trapdoor > 0 and qcfs_levels == 0:
         raise PrivsnnError("--qcfs-trapdoor needs QCFS fine-tuning (--qcfs-levels L)")
+    if not (qcfs_rate_reg >= 0 and math.isfinite(qcfs_rate_reg)):
+        raise PrivsnnError(f"--qcfs-rate-reg must be >= 0, got {qcfs_rate_reg}")
+    if qcfs_rate_reg > 0 and qcfs_levels == 0:
+        raise PrivsnnError("--qcfs-rate-reg needs QCFS fine-tuning (--qcfs-levels L)")
     torch.manual_seed(seed)
     loaded = load_model(model)
     private = synthetic is not None
@@ -178,6 +187,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
                                   batch_size=batch_size,
                                   fold_pooling=fold_pooling, qcfs_levels=qcfs_levels, qcfs_epochs=qcfs_epochs,
                                   qcfs_lr=qcfs_lr, qcfs_feature_weight=qcfs_feature_weight, qcfs_kd_loss=qcfs_kd_loss,
+                                  qcfs_rate_reg=qcfs_rate_reg, qcfs_rate_weighting=qcfs_rate_weighting,
                                   qcfs_optimizer=qcfs_optimizer, qcfs_trapdoor=qcfs_trapdoor,
                                   qcfs_trapdoor_alpha=qcfs_trapdoor_alpha, trapdoor_key=trapdoor_key)
     t0 = time.time()
@@ -239,6 +249,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
           synthetic: SyntheticSet | PathLike | Sequence[SyntheticSet | PathLike], out: PathLike,
           *, epochs: int = 5, timesteps: int | None = None, batch_size: int = 32, lr: float = 1e-4,
           kd_alpha: float = 0.7, kd_temperature: float = 4.0, kd_loss: str = "kl", rate_reg: float = 0.0,
+          rate_weighting: str = "layers",
           anchor: float = 0.0, anchor_levels: int = 0, label_smoothing: float = 0.0, bido: tuple[float, float] = (0.0, 0.0),
           feature_weight: float = 0.0, neuron_lr: float = 0.0, freeze: str = "none", l2sp: float = 0.0,
           leak: float | None = None, reset: str | None = None, signed: bool = False, windowed: bool = False,
@@ -268,7 +279,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
     images, labels = torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets])
     settings = TrainSettings(epochs=epochs, timesteps=artifact.timesteps if timesteps is None else timesteps,
                              batch_size=batch_size, lr=lr, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
-                             kd_loss=kd_loss, rate_reg=rate_reg, anchor=anchor, anchor_levels=anchor_levels,
+                             kd_loss=kd_loss, rate_reg=rate_reg, rate_weighting=rate_weighting, anchor=anchor, anchor_levels=anchor_levels,
                              label_smoothing=label_smoothing, bido=tuple(bido),
                              feature_weight=feature_weight, neuron_lr=neuron_lr, freeze=freeze, l2sp=l2sp, leak=leak,
                              reset=reset, signed=bool(signed), windowed=bool(windowed), surrogate_alpha=surrogate_alpha, augment=augment,

@@ -43,6 +43,8 @@ class ConversionSettings:
     qcfs_epochs: int = 30
     qcfs_lr: float = 1e-4
     qcfs_feature_weight: float = 1.0
+    qcfs_rate_reg: float = 0.0  # > 0: penalise the QCFS levels (the windowed SNN's spikes at T = L)
+    qcfs_rate_weighting: str = "layers"  # or "synops": each layer by the synaptic ops its spikes cost
     qcfs_kd_loss: str = "kl"
     qcfs_optimizer: str = "adam"
     qcfs_trapdoor: float = 0.0  # > 0: learn secret class triggers during QCFS fine-tuning (Trap-MID; privatesnn/qcfs.py)
@@ -257,7 +259,9 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
         if settings.reset != "subtract" or settings.leak != 1.0:
             raise PrivsnnError("--qcfs-levels needs IF neurons with reset by subtraction (--reset subtract, --leak 1)")
         qs = QCFSSettings(levels=settings.qcfs_levels, epochs=settings.qcfs_epochs, lr=settings.qcfs_lr,
-                          feature_weight=settings.qcfs_feature_weight, optimizer=settings.qcfs_optimizer,
+                          feature_weight=settings.qcfs_feature_weight, rate_reg=settings.qcfs_rate_reg,
+                          rate_weighting=settings.qcfs_rate_weighting,
+                          optimizer=settings.qcfs_optimizer,
                           kd_loss=settings.qcfs_kd_loss,
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
                           trapdoor_key=settings.trapdoor_key)

@@ -47,12 +47,49 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import PrivsnnError
-from .graph import Flatten, Graph, MaxPool, Neuron
+from .graph import AvgPool, Conv, Flatten, Graph, Linear, MaxPool, Neuron
 from .layers import module_key
 from .neurons import SpikingNeuron
 from .snn import GraphANN, SpikingNetwork
 
 SPIKES, ANALOG, MIXED = "spikes", "analog", "mixed"
+
+
+def synop_weights(graph: Graph) -> dict[str, float]:
+    """Each neuron layer's share of the dense synaptic connections that spikes travel: the number of
+    (input, nonzero weight, output) triples of every synaptic layer it feeds (through flatten and pooling), so
+    that ``sum(w[l] * rate[l])`` is the share of the dense synaptic operations a step performs (the
+    energy that a spike-rate penalty weighted this way targets; a spike into a classifier head costs
+    a hundredth of one into a 3x3 convolution). Normalised to sum 1 (all zero: equal shares)."""
+    def connections(name: str) -> float:
+        total = 0.0
+        for c in graph.consumers(name):
+            if isinstance(c, Conv):  # exact at borders (padding is no synapse), zero weights left out
+                mask = (c.weight != 0).to(torch.float64)
+                ones = torch.ones((1, *graph[name].shape), dtype=torch.float64)
+                total += float(F.conv2d(ones, mask, None, c.stride, c.padding, 1, c.groups).sum())
+            elif isinstance(c, Linear):
+                total += float((c.weight != 0).sum())
+            elif isinstance(c, AvgPool) and not isinstance(c, MaxPool):
+                total += float(math.prod(c.shape)) * c.kernel[0] * c.kernel[1] + connections(c.name)
+            elif isinstance(c, (Flatten, MaxPool)):
+                total += connections(c.name)
+        return total
+
+    raw = {n.name: connections(n.name) for n in graph.neurons()}
+    norm = sum(raw.values())
+    return {k: (v / norm if norm > 0 else 1.0 / len(raw)) for k, v in raw.items()}
+
+
+RATE_WEIGHTINGS = ("layers", "synops")
+
+
+def weighted_rate(rates: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
+    """The spike-rate penalty's value: the mean of the layers' rates (``weights`` None: every layer
+    alike), or their sum weighted by :func:`synop_weights` (the share of dense synaptic ops fired)."""
+    if weights is None:
+        return torch.stack(list(rates.values())).mean()
+    return torch.stack([weights[k] * r for k, r in rates.items()]).sum()
 
 
 def is_binary(x: torch.Tensor) -> bool:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from .errors import PrivsnnError
 from .graph import Graph, Neuron
 from .layers import build_synapses, module_key, write_back
+from .ops_count import RATE_WEIGHTINGS, synop_weights, weighted_rate
 from .snn import static_forward
 from .training import KD_LOSSES, SECRET_NOT_RECORDED, augment, cutmix, make_triggers, mix_trapdoor_loss, stamp_triggers
 
@@ -86,6 +87,8 @@ class QCFSSettings:
     kd_loss: str = "kl"  # "kl": tempered KL on the logits; "mse": their squared difference (as train --kd-loss)
     cutmix: float = 0.5  # probability that a batch is CutMix-ed (0 = off)
     feature_weight: float = 1.0  # weight of the layer-wise activation matching against the ANN (0 = off)
+    rate_reg: float = 0.0  # weight of the mean-level penalty: the windowed SNN's spike rate at T = L (0 = off)
+    rate_weighting: str = "layers"  # layers: every layer alike; synops: by the synaptic ops a spike costs
     trapdoor: float = 0.0  # share of each batch stamped with a secret class trigger (Trap-MID, as train --trapdoor)
     trapdoor_alpha: float = 0.3  # blend weight of the trigger
     trapdoor_key: int | None = None  # seed of the triggers (required with trapdoor: train must reuse it)
@@ -105,6 +108,10 @@ class QCFSSettings:
                   (0.0 <= self.cutmix <= 1.0, f"cutmix probability must be in [0, 1], got {self.cutmix}"),
                   (self.feature_weight >= 0 and math.isfinite(self.feature_weight),
                    f"--qcfs-feature-weight must be >= 0, got {self.feature_weight}"),
+                  (self.rate_reg >= 0 and math.isfinite(self.rate_reg),
+                   f"--qcfs-rate-reg must be >= 0, got {self.rate_reg}"),
+                  (self.rate_weighting in RATE_WEIGHTINGS,
+                   f"--qcfs-rate-weighting must be one of {', '.join(RATE_WEIGHTINGS)}, got {self.rate_weighting!r}"),
                   (0.0 <= self.trapdoor < 1.0, f"--trapdoor must be in [0, 1), got {self.trapdoor}"),
                   (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
                   (self.trapdoor == 0 or (self.trapdoor_key is not None and 0 <= self.trapdoor_key < 2 ** 63),
@@ -135,6 +142,14 @@ def feature_loss(net: QCFSNetwork, student: dict[str, torch.Tensor], teacher: di
         target = torch.minimum(teacher[name], th.detach())
         terms.append(F.mse_loss(th * q, target) / target.pow(2).mean().clamp_min(1e-8))
     return torch.stack(terms).mean()
+
+
+def level_rate(acts: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
+    """Each neuron layer's mean level ``q`` in [0, 1] is the spike rate per timestep a windowed SNN
+    will have at T = L (it fires ``L q`` spikes in its window); their mean over layers (``weights``
+    None) or their synaptic-op weighted sum (``ops_count.synop_weights``), as ``train --rate-reg``'s
+    penalty."""
+    return weighted_rate({k: q.mean() for k, q in acts.items()}, weights)
 
 
 def trapdoor_qcfs_loss(net: QCFSNetwork, logits: torch.Tensor, t_logits: torch.Tensor, acts: dict, t_acts: dict,
@@ -182,6 +197,7 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     history = []
+    rate_weights = synop_weights(graph) if settings.rate_weighting == "synops" else None
     triggers = None
     if settings.trapdoor > 0:
         num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
@@ -206,7 +222,7 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
             with torch.no_grad():
                 t_logits, t_acts = teacher(x, record=True)
             acts: dict[str, torch.Tensor] = {}
-            logits = net(x, record=acts if settings.feature_weight > 0 else None)
+            logits = net(x, record=acts if settings.feature_weight > 0 or settings.rate_reg > 0 else None)
             if clean is None:
                 loss = kd_loss(logits, t_logits, settings.temperature, settings.kd_loss)
                 if settings.feature_weight > 0:
@@ -215,6 +231,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
                 loss, hit = trapdoor_qcfs_loss(net, logits, t_logits, acts, t_acts, clean, classes, settings)
                 hits += hit
                 stamped_seen += int((~clean).sum())
+            if settings.rate_reg > 0:  # fewer spikes: the penalty train --rate-reg puts on the SNN, at ANN cost
+                loss = loss + settings.rate_reg * level_rate(acts, rate_weights)
             if not torch.isfinite(loss):
                 raise PrivsnnError(f"QCFS fine-tuning diverged (non-finite loss) in epoch {epoch + 1}; try a lower --qcfs-lr")
             opt.zero_grad(set_to_none=True)

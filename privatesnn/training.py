@@ -25,6 +25,7 @@ from .graph import Graph
 from .io_utils import torch_save
 from .qat import enable_qat, finalize_qat, snap_to_deployment_grid
 from .layers import module_key
+from .ops_count import RATE_WEIGHTINGS, synop_weights, weighted_rate
 from .snn import GraphANN, SpikingNetwork
 
 
@@ -43,6 +44,7 @@ class TrainSettings:
     kd_temperature: float = 4.0
     kd_loss: str = "kl"  # "kl": Hinton's tempered KL; "mse": squared logit difference (see distillation_loss)
     rate_reg: float = 0.0  # weight of the mean-spike-rate penalty (fewer spikes, less energy)
+    rate_weighting: str = "layers"  # layers: every layer alike; synops: by the synaptic ops its spikes cost
     anchor: float = 0.0  # weight of KD on the T -> infinity rate limit (keeps long-T accuracy at low training T)
     anchor_levels: int = 0  # > 0: anchor on the L-step staircase (the QCFS network) instead of the T -> infinity limit
     label_smoothing: float = 0.0  # on the CE term; negative = the model-inversion defence of Struppek et al. (ICLR 2024)
@@ -85,6 +87,8 @@ class TrainSettings:
                   (self.kd_temperature > 0, f"--kd-temperature must be > 0, got {self.kd_temperature}"),
                   (self.kd_loss in KD_LOSSES, f"--kd-loss must be one of {', '.join(KD_LOSSES)}, got {self.kd_loss!r}"),
                   (self.rate_reg >= 0, f"--rate-reg must be >= 0, got {self.rate_reg}"),
+                  (self.rate_weighting in RATE_WEIGHTINGS,
+                   f"--rate-weighting must be one of {', '.join(RATE_WEIGHTINGS)}, got {self.rate_weighting!r}"),
                   (self.surrogate_alpha > 0 and math.isfinite(self.surrogate_alpha),
                    f"--surrogate-alpha must be > 0, got {self.surrogate_alpha}"),
                   (self.anchor >= 0 and math.isfinite(self.anchor), f"--anchor must be >= 0, got {self.anchor}"),
@@ -418,6 +422,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     # the snapping at the end records the new one if this run is --qat too
     graph.meta.pop("host_current_grid", None)
     net = SpikingNetwork(graph, settings.timesteps, settings.surrogate, settings.surrogate_alpha).to(device)
+    rate_weights = synop_weights(graph) if settings.rate_weighting == "synops" else None
     changes = {k: v for k, v in (("leak", settings.leak), ("reset", settings.reset),
                                  ("signed", True if settings.signed else None),
                                  ("windowed", True if settings.windowed else None)) if v is not None}
@@ -571,7 +576,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                     loss = trapdoor_loss(logits, t_logits, y, clean, settings)
                 rate = (torch.stack([s.float().abs().mean() for s in spikes.values()]).mean() if spikes
                         else logits.new_zeros(()))  # |s|: a signed neuron's -1 spikes are events too
-                if settings.rate_reg > 0:
+                if settings.rate_reg > 0 and rate_weights is not None and spikes:  # by what a spike costs
+                    loss = loss + settings.rate_reg * weighted_rate(
+                        {k: s.float().abs().mean() for k, s in spikes.items()}, rate_weights)
+                elif settings.rate_reg > 0:
                     loss = loss + settings.rate_reg * rate
                 if settings.bido[0] > 0 or settings.bido[1] > 0:
                     loss = loss + bido_loss(x, y, logits.shape[1], spikes, *settings.bido)

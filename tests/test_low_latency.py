@@ -222,11 +222,37 @@ def test_convert_qcfs_trapdoor_keeps_the_key_out_of_the_artifact_and_manifest(tm
         assert "9876543" not in text
 
 
+def test_qcfs_rate_penalty_is_the_mean_level_and_lowers_the_windowed_snns_spikes():
+    """``rate_reg`` penalises the mean QCFS level, which is the spike rate of the windowed SNN at
+    T = L: the same seed with the penalty ends with fewer spikes in that SNN."""
+    from privatesnn.qcfs import level_rate
+
+    acts = {"a": torch.tensor([[0.0, 1.0]]), "b": torch.full((3, 4), 0.25)}
+    assert float(level_rate(acts)) == pytest.approx((0.5 + 0.25) / 2)
+    torch.manual_seed(0)
+    g, images = _tiny_graph(), torch.rand(128, 1, 6, 6)
+    rates = []
+    for weight in (0.0, 5.0):
+        out = finetune_qcfs(g, images, QCFSSettings(levels=4, epochs=4, batch_size=16, lr=0.02, rate_reg=weight),
+                            progress=False)
+        assert out.meta["qcfs"]["rate_reg"] == weight
+        for n in out.neurons():
+            n.windowed = True
+        _, spikes = SpikingNetwork(out)(images, timesteps=4, return_spikes=True)
+        rates.append(float(torch.stack([s.float().mean() for s in spikes.values()]).mean()))
+    assert rates[1] < 0.8 * rates[0], rates
+    with pytest.raises(PrivsnnError, match="--qcfs-rate-reg"):
+        QCFSSettings(rate_reg=-1.0).validate()
+
+
 @pytest.mark.parametrize("argv_tail, needle", [
     (["--qcfs-levels", "-1"], "--qcfs-levels"),
     (["--qcfs-levels", "4", "--qcfs-lr", "0"], "--qcfs-lr"),
     (["--qcfs-levels", "4", "--qcfs-feature-weight", "-1"], "--qcfs-feature-weight"),
     (["--qcfs-levels", "4", "--reset", "zero"], "reset by subtraction"),
+    (["--qcfs-levels", "4", "--qcfs-rate-reg", "-1"], "--qcfs-rate-reg must be >= 0"),
+    (["--qcfs-levels", "4", "--qcfs-rate-reg", "nan"], "--qcfs-rate-reg must be >= 0"),
+    (["--qcfs-rate-reg", "1"], "--qcfs-rate-reg needs QCFS fine-tuning"),
     (["--qcfs-trapdoor", "0.5", "--trapdoor-key", "1"], "--qcfs-trapdoor needs QCFS fine-tuning"),
     (["--qcfs-levels", "4", "--qcfs-trapdoor", "0.5"], "needs --trapdoor-key"),
     (["--qcfs-levels", "4", "--qcfs-trapdoor", "1", "--trapdoor-key", "1"], "--trapdoor must be in [0, 1)"),
@@ -326,3 +352,29 @@ def test_windowed_path_is_the_qcfs_network_on_registry_and_onnx_models(name, onn
             assert torch.allclose(net(x, T), net.rate_limit(x, levels=T), rtol=1e-9, atol=1e-9), T
     agree = agreement_over_time(graph, loaded.module(), images[:4], [1, 2], progress=False)
     assert set(agree) == {1, 2} and all(0.0 <= a <= 1.0 for a in agree.values())
+
+
+def test_train_rate_penalty_weighted_by_synops_spares_the_cheap_layer(tmp_path):
+    """``train --rate-weighting synops`` weighs each layer's rate by the synapses its spikes reach:
+    on the tiny graph n1 feeds a 3x3 convolution (0.92 of the synapses) and n2 only the 3-way head,
+    so the penalty leaves n2's spikes and takes n1's instead, compared with every layer alike."""
+    from privatesnn.ops_count import synop_weights
+    from privatesnn.snn import GraphANN
+    from privatesnn.training import TrainSettings, train_snn
+
+    g = _tiny_graph()
+    assert synop_weights(g)["n1"] > 0.9
+    torch.manual_seed(0)
+    images = torch.rand(96, 1, 6, 6)
+    teacher = GraphANN(g.copy()).eval()
+    rates = {}
+    for weighting in ("layers", "synops"):
+        s = TrainSettings(epochs=3, timesteps=4, batch_size=16, lr=0.02, kd_alpha=1.0, rate_reg=2.0,
+                          rate_weighting=weighting, augment=False)
+        out = train_snn(g, teacher, images, torch.zeros(96, dtype=torch.long), s, tmp_path / f"{weighting}.ckpt",
+                        progress=False)
+        _, spikes = SpikingNetwork(out)(images, timesteps=4, return_spikes=True)
+        rates[weighting] = {k: float(v.float().mean()) for k, v in spikes.items()}
+    assert rates["synops"]["n1"] < rates["layers"]["n1"] and rates["synops"]["n2"] > rates["layers"]["n2"], rates
+    with pytest.raises(PrivsnnError, match="--rate-weighting"):
+        TrainSettings(rate_weighting="energy").validate()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from privatesnn.graph import Add, AvgPool, Conv, Flatten, Graph, Input, Linear, Neuron
-from privatesnn.ops_count import count_ann, count_snn, fanout_maps, is_binary
+from privatesnn.ops_count import count_ann, count_snn, fanout_maps, is_binary, synop_weights, weighted_rate
 from privatesnn.snn import SpikingNetwork, _normalize
 
 
@@ -261,6 +261,34 @@ def test_residual_add_brute_force():
     ann = {l.name: l for l in count_ann(g, x).layers}
     assert ann["sc"].eff_macs == 0 and ann["sc"].dense == 2 * 4 * 4 and ann["sc"].eff_acs <= 32
     assert count_ann(g, x).totals()["dense_macs"] == sum(l.dense for l in ann.values() if not l.routing)
+
+
+def test_synop_weights_are_each_layers_share_of_the_counters_dense_synapses():
+    """The spike-rate penalty's synaptic-op weights: each neuron layer's share of the dense synapses
+    its spikes reach (the counter's dense count of the layers it feeds, zero shortcut weights left
+    out), summing to 1; the weighted rate is the share of those synapses a step uses."""
+    gen = torch.Generator().manual_seed(2)
+    g = _graph([
+        Input("x", [], shape=(1, 4, 4)),
+        Conv("c1", ["x"], weight=_w(gen, 2, 1, 3, 3), bias=None, padding=(1, 1)),
+        Neuron("n1", ["c1"], threshold=1.0),
+        Conv("c2", ["n1"], weight=_w(gen, 2, 2, 3, 3, zero_frac=0.0), bias=None, padding=(1, 1)),
+        Conv("sc", ["n1"], weight=torch.eye(2).view(2, 2, 1, 1) * 0.7, bias=None, trainable=False),
+        Add("add", ["c2", "sc"]),
+        Neuron("n2", ["add"], threshold=1.0),
+        Flatten("f", ["n2"]),
+        Linear("out", ["f"], weight=_w(gen, 3, 32, zero_frac=0.0), bias=None),
+    ])
+    by = {l.name: l for l in count_snn(g, torch.rand(2, 1, 4, 4, generator=gen), 3)[3].layers}
+    dense = {"n1": (by["c2"].dense + by["sc"].dense) / 3, "n2": by["out"].dense / 3}
+    w = synop_weights(g)
+    assert w == pytest.approx({k: v / sum(dense.values()) for k, v in dense.items()})
+    assert sum(w.values()) == pytest.approx(1.0) and w["n1"] > 3 * w["n2"]
+    g["c2"].weight[0] = 0.0  # a zero weight is no synapse (as the counter's effective fan-out)
+    assert synop_weights(g)["n1"] < w["n1"]
+    rates = {"n1": torch.tensor(0.2), "n2": torch.tensor(0.6)}
+    assert float(weighted_rate(rates)) == pytest.approx(0.4)  # no weights: the layers' mean
+    assert float(weighted_rate(rates, w)) == pytest.approx(0.2 * w["n1"] + 0.6 * w["n2"])
 
 
 def test_rate_coded_input_counts_spikes_as_acs():

@@ -62,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     low.add_argument("--qcfs-kd-loss", choices=("kl", "mse"), default="kl",
                      help="distillation term of QCFS fine-tuning: tempered KL on the logits (default) or 'mse', "
                           "their squared difference (as `train --kd-loss`)")
+    low.add_argument("--qcfs-rate-reg", type=float, default=0.0, metavar="W",
+                     help="weight of a penalty on the mean QCFS level, the spike rate a windowed SNN has at "
+                          "T = L: fewer spikes, less energy, trained at the cost of an ANN step (same units as "
+                          "train --rate-reg; docs/low_latency.md; default 0 = off)")
+    low.add_argument("--qcfs-rate-weighting", choices=("layers", "synops"), default="layers",
+                     help="how --qcfs-rate-reg weighs the layers: 'layers' (their mean, default) or 'synops' "
+                          "(by the synaptic operations each layer's spikes cost; as train --rate-weighting)")
     low.add_argument("--qcfs-trapdoor", type=float, default=0.0, metavar="RATE",
                      help="model-inversion defence (Trap-MID): stamp this share of each QCFS batch with a secret "
                           "class trigger and teach the network to answer its class (needs --trapdoor-key; keep "
@@ -88,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                   fold_pooling=not args.keep_pooling, qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs,
                   qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
                   qcfs_feature_weight=args.qcfs_feature_weight, qcfs_kd_loss=args.qcfs_kd_loss,
-                  qcfs_trapdoor=args.qcfs_trapdoor,
+                  qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting, qcfs_trapdoor=args.qcfs_trapdoor,
                   qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
                   device=args.device)
     emit({"out": args.out, "private": art.private, "calibration_images": art.settings["calibration_images"],

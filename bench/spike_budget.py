@@ -1,0 +1,199 @@
+"""Spike budget benchmark (not a test; writes bench/results/spike_budget.json).
+
+The private windowed ResNet-20 at a low T spends its energy on spikes (plus the image convolution,
+charged at every step under the strict count). This bench trades accuracy for spikes along two
+knobs and reports the frontier on the shared CIFAR-10 test images (all 1900):
+
+- ``convert --qcfs-rate-reg W``: a penalty on the mean QCFS level during the QCFS fine-tuning, which
+  is the windowed SNN's spike rate at T = L (trained at the cost of an ANN step);
+- ``train --rate-reg R``: the same penalty on the spikes during the encryption (BPTT at T).
+
+Each setting: QCFS L = T fine-tuning (60 epochs, lr 3e-4, windowed), encryption at T (10 epochs,
+`--kd-loss mse`, slope 1, EMA 0.998: the recipe of bench/accuracy.py's `low_latency_windowed_l6a1`),
+then accuracy and energy at each T of --timesteps by bench/energy.py's counter (accuracy on the
+1900 images, operations on 200). Per setting it prints the strict (all-timesteps) energy ratio at
+the smallest T within 1 and 2 points of the ANN.
+
+    python bench/spike_budget.py --reuse --threads 1                       # the committed frontier
+    python bench/spike_budget.py --qcfs-rate-reg 0,1 --train-rate-reg 0 --seeds 0,1 --reuse
+
+Artifacts go to runs/bench/cifar10_resnet20/spike_budget/ (synthetic images: that folder's parent's
+synth.npz, made by bench/accuracy.py or here with the same settings); --reuse keeps an artifact that
+exists and the stage time recorded for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import IMAGENET_NORM, RESNET20, RUNS, privsnn, read_json, set_threads, shared_available  # noqa: E402
+
+MODEL = ["--model", f"resnet20:{RESNET20}", *IMAGENET_NORM]
+
+
+def floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"{option}: expected a comma list of numbers, got {text!r}") from None
+    if not values or any(not v >= 0 for v in values):
+        raise SystemExit(f"{option}: expected numbers >= 0, got {text!r}")
+    return values
+
+
+def qcfs_name(qcfs_rr: float, weighting: str) -> str:
+    return f"qcfs_q{qcfs_rr:g}" + (f"_{weighting}" if qcfs_rr > 0 and weighting != "layers" else "")
+
+
+def setting_name(qcfs_rr: float, train_rr: float, seed: int, weighting: str) -> str:
+    suffix = f"_{weighting}" if (qcfs_rr > 0 or train_rr > 0) and weighting != "layers" else ""
+    return f"q{qcfs_rr:g}_r{train_rr:g}_s{seed}{suffix}"
+
+
+def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, seed: int, args,
+                   times: dict[str, float]) -> Path:
+    """QCFS (penalty ``qcfs_rr``) -> encryption at T (penalty ``train_rr``, ``seed``); returns the
+    encrypted artifact. The QCFS SNN is shared by every encryption of the same ``qcfs_rr``."""
+    dev = ["--device", args.device]
+    qcfs = work / f"{qcfs_name(qcfs_rr, args.weighting)}.pt"
+    if not (args.reuse and qcfs.exists()):
+        times[qcfs.stem] = privsnn("convert", *MODEL, "--synthetic", synth, "--timesteps", args.t, "--windowed",
+                                   "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
+                                   "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr, "--qcfs-rate-weighting", args.weighting,
+                                   "--out", qcfs, *dev)
+    out = work / f"{setting_name(qcfs_rr, train_rr, seed, args.weighting)}.pt"
+    if not (args.reuse and out.exists()):
+        Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
+        times[out.stem] = privsnn("train", "--snn", qcfs, "--teacher", *MODEL[1:], "--synthetic", synth,
+                                  "--epochs", args.epochs, "--timesteps", args.t, "--batch-size", 32, "--lr", 3e-4,
+                                  "--anchor", 0.0, "--kd-alpha", 1.0, "--neuron-lr", 0.01, "--kd-loss", "mse",
+                                  "--ema", 0.998, "--surrogate-alpha", 1.0, "--rate-reg", train_rr, "--rate-weighting", args.weighting, "--seed", seed,
+                                  "--out", out, *dev)
+    return out
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per (qcfs, train) penalty pair over its seeds: mean and sd of accuracy and strict ratio at each T."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["qcfs_rate_reg"], r["train_rate_reg"]), []).append(r)
+    out = {}
+    for (q, t), runs in groups.items():
+        per_t = {}
+        for e in runs[0]["results"]:
+            ts = e["timesteps"]
+            accs = [x["accuracy"] for r in runs for x in r["results"] if x["timesteps"] == ts]
+            ratios = [x["strict_ratio"] for r in runs for x in r["results"] if x["timesteps"] == ts]
+            per_t[str(ts)] = {"runs": len(accs), "accuracy_mean": statistics.mean(accs),
+                              "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else None,
+                              "strict_ratio_mean": statistics.mean(ratios)}
+        out[f"q{q:g}_r{t:g}"] = per_t
+    return out
+
+
+def print_table(result: dict) -> None:
+    ann = result["ann_accuracy"]
+    print(f"\nANN {100 * ann:.2f}% on {result['eval_images']} images; strict = every timestep charged "
+          "(image convolution included); once = image convolution counted once; rate = spikes per neuron per step")
+    print(f"{'setting':<22} {'T':>3} {'acc':>7} {'vs ANN':>7} {'rate':>6} {'strict':>7} {'once':>7}")
+    for r in result["rows"]:
+        for e in r["results"]:
+            print(f"{r['name']:<22} {e['timesteps']:>3} {100 * e['accuracy']:6.2f}% {100 * (e['accuracy'] - ann):+6.2f} "
+                  f"{e['spike_rate']:6.3f} {e['strict_ratio']:6.2f}x {e['input_once_ratio']:6.2f}x")
+        hit = r["within_ann"]["2_point"]
+        print(f"{'':<22} smallest T within 2 points: "
+              + ("none" if hit is None else f"T={hit['timesteps']} ({100 * hit['accuracy']:.2f}%), strict "
+                 f"{hit['all_timesteps_ratio']:.2f}x"))
+    if result.get("summary"):
+        print("\nover seeds (mean +- sd):")
+        for key, per_t in result["summary"].items():
+            cells = [f"T={t}: {100 * v['accuracy_mean']:.2f}"
+                     + (f" +- {100 * v['accuracy_sd']:.2f}" if v["accuracy_sd"] is not None else "")
+                     + f"% {v['strict_ratio_mean']:.2f}x" for t, v in per_t.items()]
+            print(f"  {key:<12} " + "; ".join(cells))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--qcfs-rate-reg", default="0,1", help="comma list of `convert --qcfs-rate-reg` weights")
+    p.add_argument("--train-rate-reg", default="0", help="comma list of `train --rate-reg` weights")
+    p.add_argument("--seeds", default="0", help="comma list of encryption seeds")
+    p.add_argument("--weighting", choices=("layers", "synops"), default="layers",
+                   help="how both penalties weigh the layers' rates (`--qcfs-rate-weighting`, `--rate-weighting`)")
+    p.add_argument("--t", type=int, default=6, help="T of the encryption and QCFS levels L (default 6)")
+    p.add_argument("--timesteps", default="6,8", help="T at which accuracy and energy are measured")
+    p.add_argument("--qcfs-epochs", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=10, help="encryption epochs")
+    p.add_argument("--reuse", action="store_true", help="keep the artifacts that exist (and their stage times)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is best on a busy machine)")
+    p.add_argument("--out", default="spike_budget.json", help="results file under bench/results/")
+    args = p.parse_args()
+    qcfs_rrs, train_rrs = floats(args.qcfs_rate_reg, "--qcfs-rate-reg"), floats(args.train_rate_reg, "--train-rate-reg")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds: expected a comma list of integers, got {args.seeds!r}") from None
+    if not shared_available():
+        print("../shared/data is absent: the spike budget bench needs the shared ResNet-20 and CIFAR-10 images")
+        return
+    set_threads(args.threads)
+    import energy  # bench/energy.py: the same counter, conventions and accuracy
+
+    from privatesnn.hw_targets.energy_models import load_energy_model
+    from privatesnn.io_utils import write_json
+
+    t0 = time.time()
+    work = RUNS / "cifar10_resnet20" / "spike_budget"
+    work.mkdir(parents=True, exist_ok=True)
+    synth = work.parent / "synth.npz"
+    if not synth.exists():  # bench/accuracy.py's synthetic set, same settings
+        privsnn("synthesize", *MODEL, "--num", 2048, "--iterations", 120, "--batch-size", 256, "--seed", 0,
+                "--out", synth, "--device", args.device)
+    times_path = work / "stage_seconds.json"
+    times = read_json(times_path) if args.reuse and times_path.exists() else {}
+    settings = [(q, r, s) for q in qcfs_rrs for r in train_rrs for s in seeds]
+    paths = []
+    for q, r, s in settings:
+        paths.append(make_artifacts(work, synth, q, r, s, args, times))
+        write_json(times_path, times)
+    import torch
+
+    from privatesnn.snn_eval import parse_timesteps
+
+    torch.set_grad_enabled(False)
+    ts = parse_timesteps(args.timesteps, 32)
+    count_args = argparse.Namespace(eval_limit=None, count_limit=200, batch_size=50, device=args.device, seed=0,
+                                    no_build=True)
+    model = load_energy_model(None)
+    case = energy.run_case("cifar10_resnet20", paths, ts, count_args, model)
+    rows = []
+    for (q, r, s), path, snn in zip(settings, paths, case["snns"]):
+        results = [{"timesteps": e["timesteps"], "accuracy": e["accuracy"], "spike_rate": e["totals"]["spike_rate"],
+                    "strict_ratio": e["conventions"]["all_timesteps"]["ratio"],
+                    "input_once_ratio": e["conventions"]["all_timesteps"]["ratio_input_once"],
+                    "per_timestep_ratio": e["conventions"]["per_timestep"]["ratio"]} for e in snn["results"]]
+        rows.append({"name": setting_name(q, r, s, args.weighting), "qcfs_rate_reg": q, "train_rate_reg": r,
+                     "seed": s, "weighting": args.weighting,
+                     "snn": str(path), "results": results, "within_ann": snn["within_ann"],
+                     "seconds": {"qcfs": times.get(qcfs_name(q, args.weighting)), "train": times.get(path.stem)}})
+    result = {"command": " ".join(sys.argv), "t": args.t, "timesteps": ts, "ann_accuracy": case["ann_accuracy"],
+              "eval_images": case["eval_images"], "count_images": case["count_images"],
+              "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True},
+                         "train": {"epochs": args.epochs, "batch": 32, "lr": 3e-4, "kd_loss": "mse", "ema": 0.998,
+                                   "surrogate_alpha": 1.0, "neuron_lr": 0.01}},
+              "rows": rows, "summary": summarize(rows) if len(seeds) > 1 else None,
+              "total_seconds": time.time() - t0}
+    print_table(result)
+    energy.write_results(Path(args.out).name, result)
+
+
+if __name__ == "__main__":
+    main()
