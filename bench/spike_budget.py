@@ -8,18 +8,22 @@ knobs and reports the frontier on the shared CIFAR-10 test images (all 1900):
   is the windowed SNN's spike rate at T = L (trained at the cost of an ANN step);
 - ``train --rate-reg R``: the same penalty on the spikes during the encryption (BPTT at T).
 
-Each setting: QCFS L = T fine-tuning (60 epochs, lr 3e-4, windowed), encryption at T (10 epochs,
-`--kd-loss mse`, slope 1, EMA 0.998: the recipe of bench/accuracy.py's `low_latency_windowed_l6a1`),
-then accuracy and energy at each T of --timesteps by bench/energy.py's counter (accuracy on the
-1900 images, operations on 200). Per setting it prints the strict (all-timesteps) energy ratio at
-the smallest T within 1 and 2 points of the ANN.
+Both weigh each layer by the synapses its spikes reach (``--weighting synops``, the default;
+``layers``: every layer alike). Each setting: QCFS L = T fine-tuning (60 epochs, lr 3e-4, windowed
+neurons), encryption at T (10 epochs, ``--kd-loss mse``, surrogate slope 1, EMA 0.998: the recipe of
+bench/accuracy.py's ``low_latency_windowed_l6a1``), then accuracy (all 1900 images) and operations
+(200 images) at each T of --timesteps by bench/energy.py's counter and conventions. Per setting it
+prints the strict (all-timesteps) energy ratio and the smallest T within 2 points of the ANN; with
+several --seeds, the mean and spread per setting.
 
-    python bench/spike_budget.py --reuse --threads 1                       # the committed frontier
-    python bench/spike_budget.py --qcfs-rate-reg 0,1 --train-rate-reg 0 --seeds 0,1 --reuse
+    python bench/spike_budget.py --reuse --threads 1          # penalties {0, 8} x {0, 30}, seed 0
+    python bench/spike_budget.py --qcfs-rate-reg 8 --train-rate-reg 30 --seeds 0,1,2 \
+        --out spike_budget_seeds.json --reuse --threads 1     # the spread of one setting
 
-Artifacts go to runs/bench/cifar10_resnet20/spike_budget/ (synthetic images: that folder's parent's
-synth.npz, made by bench/accuracy.py or here with the same settings); --reuse keeps an artifact that
-exists and the stage time recorded for it.
+Artifacts go to runs/bench/cifar10_resnet20/spike_budget/ (named by setting: ``qcfs_q8sy.pt``,
+``q8sy_r30sy_s0.pt``; the synthetic images are bench/accuracy.py's ``synth.npz`` one folder up, made
+here with the same settings if absent); --reuse keeps an artifact that exists and the stage time
+recorded for it in that folder's stage_seconds.json.
 """
 
 from __future__ import annotations
@@ -48,13 +52,17 @@ def floats(text: str, option: str) -> list[float]:
     return values
 
 
+def tag(weight: float, weighting: str) -> str:
+    """``8`` (layers alike) or ``8sy`` (synaptic-op weighted); a zero penalty has no weighting."""
+    return f"{weight:g}" + ("sy" if weight > 0 and weighting == "synops" else "")
+
+
 def qcfs_name(qcfs_rr: float, weighting: str) -> str:
-    return f"qcfs_q{qcfs_rr:g}" + (f"_{weighting}" if qcfs_rr > 0 and weighting != "layers" else "")
+    return f"qcfs_q{tag(qcfs_rr, weighting)}"
 
 
-def setting_name(qcfs_rr: float, train_rr: float, seed: int, weighting: str) -> str:
-    suffix = f"_{weighting}" if (qcfs_rr > 0 or train_rr > 0) and weighting != "layers" else ""
-    return f"q{qcfs_rr:g}_r{train_rr:g}_s{seed}{suffix}"
+def setting_name(qcfs_rr: float, train_rr: float, seed: int, args) -> str:
+    return f"q{tag(qcfs_rr, args.qcfs_weighting)}_r{tag(train_rr, args.weighting)}_s{seed}"
 
 
 def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, seed: int, args,
@@ -62,13 +70,13 @@ def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, see
     """QCFS (penalty ``qcfs_rr``) -> encryption at T (penalty ``train_rr``, ``seed``); returns the
     encrypted artifact. The QCFS SNN is shared by every encryption of the same ``qcfs_rr``."""
     dev = ["--device", args.device]
-    qcfs = work / f"{qcfs_name(qcfs_rr, args.weighting)}.pt"
+    qcfs = work / f"{qcfs_name(qcfs_rr, args.qcfs_weighting)}.pt"
     if not (args.reuse and qcfs.exists()):
         times[qcfs.stem] = privsnn("convert", *MODEL, "--synthetic", synth, "--timesteps", args.t, "--windowed",
                                    "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
-                                   "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr, "--qcfs-rate-weighting", args.weighting,
+                                   "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr, "--qcfs-rate-weighting", args.qcfs_weighting,
                                    "--out", qcfs, *dev)
-    out = work / f"{setting_name(qcfs_rr, train_rr, seed, args.weighting)}.pt"
+    out = work / f"{setting_name(qcfs_rr, train_rr, seed, args)}.pt"
     if not (args.reuse and out.exists()):
         Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
         times[out.stem] = privsnn("train", "--snn", qcfs, "--teacher", *MODEL[1:], "--synthetic", synth,
@@ -83,7 +91,7 @@ def summarize(rows: list[dict]) -> dict:
     """Per (qcfs, train) penalty pair over its seeds: mean and sd of accuracy and strict ratio at each T."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["qcfs_rate_reg"], r["train_rate_reg"]), []).append(r)
+        groups.setdefault((r["qcfs_rate_reg"], r["train_rate_reg"]), []).append(r)  # one weighting per run
     out = {}
     for (q, t), runs in groups.items():
         per_t = {}
@@ -94,7 +102,7 @@ def summarize(rows: list[dict]) -> dict:
             per_t[str(ts)] = {"runs": len(accs), "accuracy_mean": statistics.mean(accs),
                               "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else None,
                               "strict_ratio_mean": statistics.mean(ratios)}
-        out[f"q{q:g}_r{t:g}"] = per_t
+        out[runs[0]["name"].rsplit("_s", 1)[0]] = per_t  # the setting's name without its seed
     return out
 
 
@@ -122,11 +130,13 @@ def print_table(result: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--qcfs-rate-reg", default="0,1", help="comma list of `convert --qcfs-rate-reg` weights")
-    p.add_argument("--train-rate-reg", default="0", help="comma list of `train --rate-reg` weights")
+    p.add_argument("--qcfs-rate-reg", default="0,8", help="comma list of `convert --qcfs-rate-reg` weights")
+    p.add_argument("--train-rate-reg", default="0,30", help="comma list of `train --rate-reg` weights")
     p.add_argument("--seeds", default="0", help="comma list of encryption seeds")
-    p.add_argument("--weighting", choices=("layers", "synops"), default="layers",
-                   help="how both penalties weigh the layers' rates (`--qcfs-rate-weighting`, `--rate-weighting`)")
+    p.add_argument("--weighting", choices=("layers", "synops"), default="synops",
+                   help="how the encryption's penalty weighs the layers' rates (`train --rate-weighting`)")
+    p.add_argument("--qcfs-weighting", choices=("layers", "synops"), default=None,
+                   help="how the QCFS penalty weighs them (`convert --qcfs-rate-weighting`; default: --weighting)")
     p.add_argument("--t", type=int, default=6, help="T of the encryption and QCFS levels L (default 6)")
     p.add_argument("--timesteps", default="6,8", help="T at which accuracy and energy are measured")
     p.add_argument("--qcfs-epochs", type=int, default=60)
@@ -136,6 +146,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is best on a busy machine)")
     p.add_argument("--out", default="spike_budget.json", help="results file under bench/results/")
     args = p.parse_args()
+    args.qcfs_weighting = args.qcfs_weighting or args.weighting
     qcfs_rrs, train_rrs = floats(args.qcfs_rate_reg, "--qcfs-rate-reg"), floats(args.train_rate_reg, "--train-rate-reg")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -163,7 +174,8 @@ def main() -> None:
     paths = []
     for q, r, s in settings:
         paths.append(make_artifacts(work, synth, q, r, s, args, times))
-        write_json(times_path, times)
+        merged = read_json(times_path) if times_path.exists() else {}  # another run of the bench may share it
+        write_json(times_path, {**merged, **times})
     import torch
 
     from privatesnn.snn_eval import parse_timesteps
@@ -180,10 +192,10 @@ def main() -> None:
                     "strict_ratio": e["conventions"]["all_timesteps"]["ratio"],
                     "input_once_ratio": e["conventions"]["all_timesteps"]["ratio_input_once"],
                     "per_timestep_ratio": e["conventions"]["per_timestep"]["ratio"]} for e in snn["results"]]
-        rows.append({"name": setting_name(q, r, s, args.weighting), "qcfs_rate_reg": q, "train_rate_reg": r,
-                     "seed": s, "weighting": args.weighting,
+        rows.append({"name": setting_name(q, r, s, args), "qcfs_rate_reg": q, "train_rate_reg": r,
+                     "seed": s, "qcfs_weighting": args.qcfs_weighting, "weighting": args.weighting,
                      "snn": str(path), "results": results, "within_ann": snn["within_ann"],
-                     "seconds": {"qcfs": times.get(qcfs_name(q, args.weighting)), "train": times.get(path.stem)}})
+                     "seconds": {"qcfs": times.get(qcfs_name(q, args.qcfs_weighting)), "train": times.get(path.stem)}})
     result = {"command": " ".join(sys.argv), "t": args.t, "timesteps": ts, "ann_accuracy": case["ann_accuracy"],
               "eval_images": case["eval_images"], "count_images": case["count_images"],
               "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True},

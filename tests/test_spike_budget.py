@@ -1,0 +1,39 @@
+"""bench/spike_budget.py: its settings' names, the spread over seeds and its bad options."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from helpers import load_bench
+
+
+def test_names_tell_the_penalties_and_their_weighting_apart():
+    bench = load_bench("spike_budget")
+    args = argparse.Namespace(qcfs_weighting="synops", weighting="layers")
+    assert bench.setting_name(8, 30, 1, args) == "q8sy_r30_s1"
+    assert bench.setting_name(0, 0, 0, args) == "q0_r0_s0"  # no penalty, no weighting in the name
+    assert bench.qcfs_name(0.5, "layers") == "qcfs_q0.5" and bench.qcfs_name(8, "synops") == "qcfs_q8sy"
+
+
+def test_summary_is_the_mean_and_spread_over_seeds():
+    bench = load_bench("spike_budget")
+    rows = [{"name": f"q8sy_r30sy_s{s}", "qcfs_rate_reg": 8, "train_rate_reg": 30,
+             "results": [{"timesteps": 6, "accuracy": a, "strict_ratio": r}]}
+            for s, (a, r) in enumerate([(0.88, 5.1), (0.89, 5.2), (0.90, 5.3)])]
+    per_t = bench.summarize(rows)["q8sy_r30sy"]["6"]
+    assert per_t["runs"] == 3 and per_t["accuracy_mean"] == pytest.approx(0.89)
+    assert per_t["accuracy_sd"] == pytest.approx(0.01) and per_t["strict_ratio_mean"] == pytest.approx(5.2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--qcfs-rate-reg", "-1"], "--qcfs-rate-reg"),
+    (["--train-rate-reg", "0,x"], "--train-rate-reg"),
+    (["--seeds", "a"], "--seeds"),
+])
+def test_bad_options_exit_naming_the_option(argv, message, tmp_path, monkeypatch):
+    bench = load_bench("spike_budget")
+    monkeypatch.setattr("sys.argv", ["spike_budget.py", *argv, "--out", "never.json"])
+    with pytest.raises(SystemExit, match=message):
+        bench.main()
