@@ -74,7 +74,8 @@ def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, see
     if not (args.reuse and qcfs.exists()):
         times[qcfs.stem] = privsnn("convert", *MODEL, "--synthetic", synth, "--timesteps", args.t, "--windowed",
                                    "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
-                                   "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr, "--qcfs-rate-weighting", args.qcfs_weighting,
+                                   "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr,
+                                   "--qcfs-rate-weighting", args.qcfs_weighting,
                                    "--out", qcfs, *dev)
     out = work / f"{setting_name(qcfs_rr, train_rr, seed, args)}.pt"
     if not (args.reuse and out.exists()):
@@ -82,7 +83,8 @@ def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, see
         times[out.stem] = privsnn("train", "--snn", qcfs, "--teacher", *MODEL[1:], "--synthetic", synth,
                                   "--epochs", args.epochs, "--timesteps", args.t, "--batch-size", 32, "--lr", 3e-4,
                                   "--anchor", 0.0, "--kd-alpha", 1.0, "--neuron-lr", 0.01, "--kd-loss", "mse",
-                                  "--ema", 0.998, "--surrogate-alpha", 1.0, "--rate-reg", train_rr, "--rate-weighting", args.weighting, "--seed", seed,
+                                  "--ema", 0.998, "--surrogate-alpha", 1.0, "--rate-reg", train_rr,
+                                  "--rate-weighting", args.weighting, "--seed", seed,
                                   "--out", out, *dev)
     return out
 
@@ -113,7 +115,8 @@ def print_table(result: dict) -> None:
     print(f"{'setting':<22} {'T':>3} {'acc':>7} {'vs ANN':>7} {'rate':>6} {'strict':>7} {'once':>7}")
     for r in result["rows"]:
         for e in r["results"]:
-            print(f"{r['name']:<22} {e['timesteps']:>3} {100 * e['accuracy']:6.2f}% {100 * (e['accuracy'] - ann):+6.2f} "
+            print(f"{r['name']:<22} {e['timesteps']:>3} {100 * e['accuracy']:6.2f}% "
+                  f"{100 * (e['accuracy'] - ann):+6.2f} "
                   f"{e['spike_rate']:6.3f} {e['strict_ratio']:6.2f}x {e['input_once_ratio']:6.2f}x")
         hit = r["within_ann"]["2_point"]
         print(f"{'':<22} smallest T within 2 points: "

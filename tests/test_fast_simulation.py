@@ -62,7 +62,10 @@ def test_streaming_gives_identical_spikes(name, encoding, tmp_path):
         assert set(got) == set(ref)
         for layer in ref:
             assert torch.equal(got[layer], ref[layer]), (chunk, layer)
-        assert torch.equal(out.expand_as(ref_out) if out.shape[0] == 1 else out, ref_out.expand_as(out))
+        # the spikes are exact; the readout sums the same spikes in GEMMs of another batch shape, whose
+        # rounding depends on the BLAS build (1e-4 on logits of ~100 with torch 2.3.1+cu121's CPU kernels)
+        torch.testing.assert_close(out.expand_as(ref_out) if out.shape[0] == 1 else out, ref_out.expand_as(out),
+                                   rtol=1e-5, atol=1e-4)
 
 
 def test_logits_over_time_uses_the_streaming_path_and_matches_forward(tmp_path):

@@ -102,7 +102,7 @@ def test_streaming_gives_the_layer_by_layer_spikes_for_signed_neurons(tmp_path):
         out = run_streaming(net, x, T, chunk, observer=lambda name, t0, s: got.setdefault(name, []).append(s.clone()))
         for layer in ref:
             assert torch.equal(torch.cat(got[layer]), ref[layer]), (chunk, layer)
-        assert torch.equal(out, ref_out)
+        torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-4)  # readout: GEMM rounding
 
 
 def test_op_counter_counts_negative_spikes_as_events(tmp_path):
