@@ -574,13 +574,11 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                                              settings.label_smoothing, settings.kd_loss)
                 else:
                     loss = trapdoor_loss(logits, t_logits, y, clean, settings)
-                rate = (torch.stack([s.float().abs().mean() for s in spikes.values()]).mean() if spikes
-                        else logits.new_zeros(()))  # |s|: a signed neuron's -1 spikes are events too
-                if settings.rate_reg > 0 and rate_weights is not None and spikes:  # by what a spike costs
-                    loss = loss + settings.rate_reg * weighted_rate(
-                        {k: s.float().abs().mean() for k, s in spikes.items()}, rate_weights)
-                elif settings.rate_reg > 0:
-                    loss = loss + settings.rate_reg * rate
+                rates = {k: s.float().abs().mean() for k, s in spikes.items()}  # |s|: -1 spikes are events too
+                rate = weighted_rate(rates) if rates else logits.new_zeros(())  # the layers' mean (logged)
+                if settings.rate_reg > 0 and rates:  # weighted by what a spike costs with --rate-weighting synops
+                    penalty = rate if rate_weights is None else weighted_rate(rates, rate_weights)
+                    loss = loss + settings.rate_reg * penalty
                 if settings.bido[0] > 0 or settings.bido[1] > 0:
                     loss = loss + bido_loss(x, y, logits.shape[1], spikes, *settings.bido)
                 if layer_ann is not None:
