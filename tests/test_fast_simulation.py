@@ -75,7 +75,9 @@ def test_logits_over_time_uses_the_streaming_path_and_matches_forward(tmp_path):
     over = net.logits_over_time(x, [2, 5])
     with torch.no_grad():
         for T in (2, 5):
-            assert torch.allclose(over[T], net(x, T), atol=1e-5, rtol=1e-5)  # mean vs cumsum order
+            # mean vs cumsum order: float32 sums of logits of 100-400 (torch 2.14.1's CPU kernels: 1.8e-4 apart);
+            # a wrong step count or readout is off by whole units
+            torch.testing.assert_close(over[T], net(x, T), atol=5e-4, rtol=1e-5)
 
 
 def test_choose_chunk():
