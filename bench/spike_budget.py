@@ -37,7 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import IMAGENET_NORM, RESNET20, RUNS, privsnn, read_json, set_threads, shared_available  # noqa: E402
+from common import (IMAGENET_NORM, RESNET20, RUNS, privsnn, read_json, set_threads, shared_available,  # noqa: E402
+                    write_results)
 
 MODEL = ["--model", f"resnet20:{RESNET20}", *IMAGENET_NORM]
 
@@ -207,7 +208,7 @@ def main() -> None:
               "rows": rows, "summary": summarize(rows) if len(seeds) > 1 else None,
               "total_seconds": time.time() - t0}
     print_table(result)
-    energy.write_results(Path(args.out).name, result)
+    write_results(Path(args.out).name, result)
 
 
 if __name__ == "__main__":
