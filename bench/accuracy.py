@@ -69,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, ROOT, RUNS, privsnn,  # noqa: E402
-                    read_json, set_threads, shared_available, write_results)
+                    read_json, set_threads, shared_available, train_argv, write_results)
 
 TIMESTEPS = "1,2,4,8,16,32"
 VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_calibrated", "low_latency",
@@ -149,13 +149,7 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
     def train_from(src: Path, out: Path, cfg: dict, tag: str) -> None:
         if not (reuse and out.exists()):
             Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
-        stage(f"train_{tag}", out, "train", "--snn", src, "--teacher", *model[1:], "--synthetic", synth_path,
-              "--epochs", cfg["epochs"], "--timesteps", cfg["t"], "--batch-size", cfg["batch"], "--lr", cfg["lr"],
-              "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7),
-              "--neuron-lr", cfg.get("neuron_lr", 0.0), "--kd-loss", cfg.get("kd_loss", "kl"), "--out", out,
-              "--seed", cfg.get("seed", 0),
-              *(["--qat"] if cfg.get("qat") else []), *(["--ema", cfg["ema"]] if cfg.get("ema") else []),
-              *(["--surrogate-alpha", cfg["surrogate_alpha"]] if cfg.get("surrogate_alpha") else []), *dev)
+        stage(f"train_{tag}", out, *train_argv(src, out, model[1:], synth_path, cfg), *dev)
 
     private = work / "private.pt"
     if "encrypted" not in skip:

@@ -56,6 +56,24 @@ def privsnn(*args: str) -> float:
     return time.time() - t0
 
 
+def train_argv(src, out, teacher: list, synthetic, cfg: dict) -> list:
+    """The `privsnn train` arguments of a bench's encryption recipe, one place for every bench (they
+    must not drift apart). ``teacher``: the model spec and its normalisation options; ``cfg`` keys:
+    epochs, t, batch, lr and optionally anchor, kd_alpha, neuron_lr, kd_loss, seed, qat, ema,
+    surrogate_alpha, rate_reg, rate_weighting (absent: `train`'s defaults, kd_alpha 0.7)."""
+    argv = ["train", "--snn", src, "--teacher", *teacher, "--synthetic", synthetic, "--epochs", cfg["epochs"],
+            "--timesteps", cfg["t"], "--batch-size", cfg["batch"], "--lr", cfg["lr"],
+            "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7),
+            "--neuron-lr", cfg.get("neuron_lr", 0.0), "--kd-loss", cfg.get("kd_loss", "kl"), "--out", out,
+            "--seed", cfg.get("seed", 0)]
+    argv += ["--qat"] if cfg.get("qat") else []
+    argv += ["--ema", cfg["ema"]] if cfg.get("ema") else []
+    argv += ["--surrogate-alpha", cfg["surrogate_alpha"]] if cfg.get("surrogate_alpha") else []
+    argv += ["--rate-reg", cfg["rate_reg"]] if "rate_reg" in cfg else []
+    argv += ["--rate-weighting", cfg["rate_weighting"]] if "rate_weighting" in cfg else []
+    return argv
+
+
 def snn_paths(given: list[str] | None, default_names: tuple[str, ...]) -> list[Path] | None:
     """The SNN artifacts a CIFAR analysis bench reads: ``given`` (``--snn``), else those of
     ``default_names`` under runs/bench/cifar10_resnet20/ that exist; None (and a note) when

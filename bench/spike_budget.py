@@ -38,9 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (IMAGENET_NORM, RESNET20, RUNS, privsnn, read_json, set_threads, shared_available,  # noqa: E402
-                    write_results)
+                    train_argv, write_results)
 
 MODEL = ["--model", f"resnet20:{RESNET20}", *IMAGENET_NORM]
+# the encryption of the accuracy bench's T = 6 path (`low_latency_windowed_l6a1`), plus --rate-reg
+ENCRYPTION = {"batch": 32, "lr": 3e-4, "anchor": 0.0, "kd_alpha": 1.0, "neuron_lr": 0.01, "kd_loss": "mse",
+              "ema": 0.998, "surrogate_alpha": 1.0}
 
 
 def floats(text: str, option: str) -> list[float]:
@@ -81,12 +84,9 @@ def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, see
     out = work / f"{setting_name(qcfs_rr, train_rr, seed, args)}.pt"
     if not (args.reuse and out.exists()):
         Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
-        times[out.stem] = privsnn("train", "--snn", qcfs, "--teacher", *MODEL[1:], "--synthetic", synth,
-                                  "--epochs", args.epochs, "--timesteps", args.t, "--batch-size", 32, "--lr", 3e-4,
-                                  "--anchor", 0.0, "--kd-alpha", 1.0, "--neuron-lr", 0.01, "--kd-loss", "mse",
-                                  "--ema", 0.998, "--surrogate-alpha", 1.0, "--rate-reg", train_rr,
-                                  "--rate-weighting", args.weighting, "--seed", seed,
-                                  "--out", out, *dev)
+        recipe = {**ENCRYPTION, "epochs": args.epochs, "t": args.t, "seed": seed, "rate_reg": train_rr,
+                  "rate_weighting": args.weighting}
+        times[out.stem] = privsnn(*train_argv(qcfs, out, MODEL[1:], synth, recipe), *dev)
     return out
 
 

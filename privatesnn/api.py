@@ -133,7 +133,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
             qcfs_levels: int = 0, qcfs_epochs: int = 30, qcfs_lr: float = 1e-4, qcfs_optimizer: str = "adam",
             qcfs_feature_weight: float = 1.0, qcfs_kd_loss: str = "kl", qcfs_rate_reg: float = 0.0,
             qcfs_rate_weighting: str = "layers",
-            qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3,
+            qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3, qcfs_trapdoor_augment: bool = False,
             trapdoor_key: int | None = None, batch_size: int = 128, seed: int = 0,
             device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """ANN -> SNN with thresholds set on ``synthetic`` images (private), or on real
@@ -143,7 +143,8 @@ def convert(model: LoadedModel | str, out: PathLike, *,
     but at the cost of an ANN step; ``qcfs_rate_weighting="synops"`` weighs each layer by what its
     spikes cost). ``qcfs_trapdoor``: share of QCFS batches stamped with secret class triggers made from
     ``trapdoor_key`` (a model-inversion defence; ``train(trapdoor=..., trapdoor_key=...)`` with the
-    same key keeps them). The key is not written to the artifact or its manifest."""
+    same key keeps them; ``qcfs_trapdoor_augment`` stamps them before the random shift and flip, so the
+    network answers a trigger wherever it lands). The key is not written to the artifact or its manifest."""
     from .conversion import ConversionSettings
     from .conversion import convert as _convert
 
@@ -159,6 +160,8 @@ def convert(model: LoadedModel | str, out: PathLike, *,
         raise PrivsnnError(f"--qcfs-lr must be in (0, 10), got {qcfs_lr}")
     if qcfs_trapdoor > 0 and qcfs_levels == 0:
         raise PrivsnnError("--qcfs-trapdoor needs QCFS fine-tuning (--qcfs-levels L)")
+    if qcfs_trapdoor_augment and qcfs_trapdoor == 0:
+        raise PrivsnnError("--qcfs-trapdoor-augment needs --qcfs-trapdoor RATE")
     if not (qcfs_rate_reg >= 0 and math.isfinite(qcfs_rate_reg)):
         raise PrivsnnError(f"--qcfs-rate-reg must be >= 0, got {qcfs_rate_reg}")
     if qcfs_rate_reg > 0 and qcfs_levels == 0:
@@ -189,7 +192,8 @@ def convert(model: LoadedModel | str, out: PathLike, *,
                                   qcfs_lr=qcfs_lr, qcfs_feature_weight=qcfs_feature_weight, qcfs_kd_loss=qcfs_kd_loss,
                                   qcfs_rate_reg=qcfs_rate_reg, qcfs_rate_weighting=qcfs_rate_weighting,
                                   qcfs_optimizer=qcfs_optimizer, qcfs_trapdoor=qcfs_trapdoor,
-                                  qcfs_trapdoor_alpha=qcfs_trapdoor_alpha, trapdoor_key=trapdoor_key)
+                                  qcfs_trapdoor_alpha=qcfs_trapdoor_alpha,
+                                  qcfs_trapdoor_augment=bool(qcfs_trapdoor_augment), trapdoor_key=trapdoor_key)
     t0 = time.time()
     graph = _convert(loaded, images, settings, _device(device))
     elapsed = time.time() - t0

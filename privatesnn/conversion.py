@@ -48,6 +48,7 @@ class ConversionSettings:
     qcfs_kd_loss: str = "kl"
     qcfs_optimizer: str = "adam"
     qcfs_trapdoor: float = 0.0  # > 0: learn secret class triggers during QCFS fine-tuning (Trap-MID; privatesnn/qcfs.py)
+    qcfs_trapdoor_augment: bool = False  # stamp the triggers before the random shift/flip
     qcfs_trapdoor_alpha: float = 0.3
     trapdoor_key: int | None = None  # never recorded in the artifact
 
@@ -264,7 +265,7 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
                           optimizer=settings.qcfs_optimizer,
                           kd_loss=settings.qcfs_kd_loss,
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
-                          trapdoor_key=settings.trapdoor_key)
+                          trapdoor_key=settings.trapdoor_key, trapdoor_augment=settings.qcfs_trapdoor_augment)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
     if settings.signed or settings.windowed:
         for n in graph.neurons():

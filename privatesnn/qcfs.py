@@ -92,6 +92,7 @@ class QCFSSettings:
     trapdoor: float = 0.0  # share of each batch stamped with a secret class trigger (Trap-MID, as train --trapdoor)
     trapdoor_alpha: float = 0.3  # blend weight of the trigger
     trapdoor_key: int | None = None  # seed of the triggers (required with trapdoor: train must reuse it)
+    trapdoor_augment: bool = False  # stamp before the random shift/flip: triggers answered wherever they land
     seed: int = 0
     history: list = field(default_factory=list)
 
@@ -211,12 +212,15 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         bar = tqdm(range(0, len(images), settings.batch_size), desc=f"QCFS epoch {epoch + 1}/{settings.epochs}",
                    leave=False, disable=not progress)
         for i in bar:
-            x = augment(images[perm[i:i + settings.batch_size]], gen)
+            x, clean = images[perm[i:i + settings.batch_size]], None
+            if triggers is not None and settings.trapdoor_augment:  # the trigger moves and flips with the image
+                x, stamped, classes = stamp_triggers(x, triggers, settings.trapdoor, settings.trapdoor_alpha, gen)
+            x = augment(x, gen)
             if settings.cutmix > 0 and float(torch.rand((), generator=gen)) < settings.cutmix:
                 x = cutmix(x, gen)
-            clean = None
             if triggers is not None:
-                x, stamped, classes = stamp_triggers(x, triggers, settings.trapdoor, settings.trapdoor_alpha, gen)
+                if not settings.trapdoor_augment:
+                    x, stamped, classes = stamp_triggers(x, triggers, settings.trapdoor, settings.trapdoor_alpha, gen)
                 clean, classes = (~stamped).to(device), classes.to(device)
             x = x.to(device)
             with torch.no_grad():

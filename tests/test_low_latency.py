@@ -135,6 +135,24 @@ def test_finetune_qcfs_learns_a_trapdoor_and_keeps_the_key_out_of_the_graph():
     assert hits > 0.7 and by_chance < 0.5, (hits, by_chance)
 
 
+@pytest.mark.parametrize("stamp_first", [False, True])
+def test_qcfs_trapdoor_augment_stamps_before_the_shift_and_flip(monkeypatch, stamp_first):
+    """--qcfs-trapdoor-augment: the random shift/flip sees the stamped images (the trigger moves with
+    the image); without it the triggers are stamped after, at their fixed place."""
+    import privatesnn.qcfs as qcfs
+    from privatesnn.training import augment, make_triggers
+
+    seen = []
+    monkeypatch.setattr(qcfs, "augment", lambda x, gen: seen.append(x.clone()) or augment(x, gen))
+    images = torch.rand(32, 1, 6, 6)
+    settings = QCFSSettings(levels=2, epochs=1, batch_size=32, lr=0.01, trapdoor=0.999, trapdoor_alpha=1.0,
+                            trapdoor_key=5, trapdoor_augment=stamp_first, cutmix=0.0)
+    finetune_qcfs(_tiny_graph(), images, settings, progress=False)
+    triggers = make_triggers(3, (1, 6, 6), 5)
+    is_trigger = [any(torch.equal(x, t) for t in triggers) for x in seen[0]]
+    assert (sum(is_trigger) > 25) if stamp_first else not any(is_trigger), sum(is_trigger)
+
+
 def test_bias_calibration_moves_layer_means_onto_the_ann():
     """With membranes starting at 0 every layer under-fires by about 1/(2T) on average: a
     per-channel offset that bias calibration removes."""
@@ -258,6 +276,7 @@ def test_qcfs_rate_penalty_is_the_mean_level_and_lowers_the_windowed_snns_spikes
     (["--qcfs-levels", "4", "--qcfs-trapdoor", "1", "--trapdoor-key", "1"], "--trapdoor must be in [0, 1)"),
     (["--qcfs-levels", "4", "--qcfs-trapdoor", "0.5", "--qcfs-trapdoor-alpha", "0", "--trapdoor-key", "1"],
      "--trapdoor-alpha must be in (0, 1]"),
+    (["--qcfs-levels", "4", "--qcfs-trapdoor-augment"], "--qcfs-trapdoor-augment needs --qcfs-trapdoor"),
 ])
 def test_low_latency_bad_settings(tmp_path, capsys, argv_tail, needle):
     """convert's QCFS options: one error line naming the option, nothing written."""

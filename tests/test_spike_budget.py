@@ -37,3 +37,19 @@ def test_bad_options_exit_naming_the_option(argv, message, tmp_path, monkeypatch
     monkeypatch.setattr("sys.argv", ["spike_budget.py", *argv, "--out", "never.json"])
     with pytest.raises(SystemExit, match=message):
         bench.main()
+
+
+def test_the_encryption_recipe_is_the_accuracy_bench_one_plus_the_penalty():
+    """bench/common.train_argv builds both benches' `privsnn train` lines: the spike budget's parses
+    with train's own parser into the T = 6 recipe, and without rate keys no penalty option is passed."""
+    from privatesnn.cli import build_parser
+
+    bench = load_bench("spike_budget")
+    common = load_bench("common")
+    cfg = {**bench.ENCRYPTION, "epochs": 10, "t": 6, "seed": 2, "rate_reg": 30.0, "rate_weighting": "synops"}
+    argv = [str(a) for a in common.train_argv("q.pt", "o.pt", ["digits"], "s.npz", cfg)]
+    a = build_parser().parse_args(argv)
+    assert (a.timesteps, a.epochs, a.seed, a.kd_loss, a.surrogate_alpha, a.ema) == (6, 10, 2, "mse", 1.0, 0.998)
+    assert (a.rate_reg, a.rate_weighting, a.kd_alpha, a.neuron_lr, a.out) == (30.0, "synops", 1.0, 0.01, "o.pt")
+    plain = common.train_argv("q.pt", "o.pt", ["digits"], "s.npz", {"epochs": 1, "t": 4, "batch": 8, "lr": 1e-3})
+    assert "--rate-reg" not in plain and "--surrogate-alpha" not in plain and "--qat" not in plain

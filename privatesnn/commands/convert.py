@@ -75,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "the triggers with train --trapdoor R --trapdoor-key K; default 0 = off)")
     low.add_argument("--qcfs-trapdoor-alpha", type=float, default=0.3, metavar="A",
                      help="blend weight of the triggers (default 0.3)")
+    low.add_argument("--qcfs-trapdoor-augment", action="store_true",
+                     help="stamp the triggers before the random shift and flip of each batch, so that the network "
+                          "answers a trigger wherever it lands (an inversion jitters and flips its image)")
     low.add_argument("--trapdoor-key", type=int, default=None, metavar="INT",
                      help="seed of the secret triggers (not written to the artifact; give train the same key)")
     p.add_argument("--batch-size", type=positive_int, default=128)
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
                   qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
                   qcfs_feature_weight=args.qcfs_feature_weight, qcfs_kd_loss=args.qcfs_kd_loss,
                   qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting, qcfs_trapdoor=args.qcfs_trapdoor,
-                  qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
+                  qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, qcfs_trapdoor_augment=args.qcfs_trapdoor_augment,
+                  trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
                   device=args.device)
     emit({"out": args.out, "private": art.private, "calibration_images": art.settings["calibration_images"],
           "seconds": art.settings["seconds"], "activation_scales": art.graph.meta.get("activation_scales")}, args.json)
