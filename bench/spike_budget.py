@@ -19,6 +19,12 @@ several --seeds, the mean and spread per setting.
     python bench/spike_budget.py --reuse --threads 1          # penalties {0, 8} x {0, 30}, seed 0
     python bench/spike_budget.py --qcfs-rate-reg 8 --train-rate-reg 30 --seeds 0,1,2 \
         --out spike_budget_seeds.json --reuse --threads 1     # the spread of one setting
+    python bench/spike_budget.py --qcfs-kd-loss mse --qcfs-rate-reg 8,9,10,12 --qcfs-only \
+        --out spike_budget_qcfs_mse.json --reuse --threads 1  # QCFS SNNs distilled by the logit MSE, no BPTT
+
+``--qcfs-kd-loss mse`` distils the QCFS fine-tuning by the squared logit difference (artifacts named
+``..._mse``); ``--include-qcfs`` adds each QCFS SNN itself (before encryption) as a row; ``--qcfs-only``
+makes and measures only those.
 
 Artifacts go to runs/bench/cifar10_resnet20/spike_budget/ (named by setting: ``qcfs_q8sy.pt``,
 ``q8sy_r30sy_s0.pt``; the synthetic images are bench/accuracy.py's ``synth.npz`` one folder up, made
@@ -61,12 +67,34 @@ def tag(weight: float, weighting: str) -> str:
     return f"{weight:g}" + ("sy" if weight > 0 and weighting == "synops" else "")
 
 
-def qcfs_name(qcfs_rr: float, weighting: str) -> str:
-    return f"qcfs_q{tag(qcfs_rr, weighting)}"
+def qcfs_tag(qcfs_rr: float, weighting: str, kd_loss: str = "kl") -> str:
+    """``q8sy``, or ``q8sy_mse`` for a QCFS fine-tuning distilled by the squared logit difference."""
+    return f"q{tag(qcfs_rr, weighting)}" + ("" if kd_loss == "kl" else f"_{kd_loss}")
+
+
+def qcfs_name(qcfs_rr: float, weighting: str, kd_loss: str = "kl") -> str:
+    return f"qcfs_{qcfs_tag(qcfs_rr, weighting, kd_loss)}"
 
 
 def setting_name(qcfs_rr: float, train_rr: float, seed: int, args) -> str:
-    return f"q{tag(qcfs_rr, args.qcfs_weighting)}_r{tag(train_rr, args.weighting)}_s{seed}"
+    q = qcfs_tag(qcfs_rr, args.qcfs_weighting, getattr(args, "qcfs_kd_loss", "kl"))
+    return f"{q}_r{tag(train_rr, args.weighting)}_s{seed}"
+
+
+def qcfs_path(work: Path, qcfs_rr: float, args) -> Path:
+    return work / f"{qcfs_name(qcfs_rr, args.qcfs_weighting, args.qcfs_kd_loss)}.pt"
+
+
+def make_qcfs(work: Path, synth: Path, qcfs_rr: float, args, times: dict[str, float]) -> Path:
+    """The QCFS SNN of penalty ``qcfs_rr`` (L = T levels, windowed), made unless --reuse finds it."""
+    qcfs = qcfs_path(work, qcfs_rr, args)
+    if not (args.reuse and qcfs.exists()):
+        times[qcfs.stem] = privsnn("convert", *MODEL, "--synthetic", synth, "--timesteps", args.t, "--windowed",
+                                   "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
+                                   "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr,
+                                   "--qcfs-rate-weighting", args.qcfs_weighting, "--qcfs-kd-loss", args.qcfs_kd_loss,
+                                   "--out", qcfs, "--device", args.device)
+    return qcfs
 
 
 def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, seed: int, args,
@@ -74,13 +102,7 @@ def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, see
     """QCFS (penalty ``qcfs_rr``) -> encryption at T (penalty ``train_rr``, ``seed``); returns the
     encrypted artifact. The QCFS SNN is shared by every encryption of the same ``qcfs_rr``."""
     dev = ["--device", args.device]
-    qcfs = work / f"{qcfs_name(qcfs_rr, args.qcfs_weighting)}.pt"
-    if not (args.reuse and qcfs.exists()):
-        times[qcfs.stem] = privsnn("convert", *MODEL, "--synthetic", synth, "--timesteps", args.t, "--windowed",
-                                   "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
-                                   "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr,
-                                   "--qcfs-rate-weighting", args.qcfs_weighting,
-                                   "--out", qcfs, *dev)
+    qcfs = make_qcfs(work, synth, qcfs_rr, args, times)
     out = work / f"{setting_name(qcfs_rr, train_rr, seed, args)}.pt"
     if not (args.reuse and out.exists()):
         Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
@@ -141,6 +163,12 @@ def main() -> None:
                    help="how the encryption's penalty weighs the layers' rates (`train --rate-weighting`)")
     p.add_argument("--qcfs-weighting", choices=("layers", "synops"), default=None,
                    help="how the QCFS penalty weighs them (`convert --qcfs-rate-weighting`; default: --weighting)")
+    p.add_argument("--qcfs-kd-loss", choices=("kl", "mse"), default="kl",
+                   help="distillation of the QCFS fine-tuning (`convert --qcfs-kd-loss`; mse: artifacts named ..._mse)")
+    p.add_argument("--include-qcfs", action="store_true",
+                   help="also measure each QCFS SNN itself (no encryption): rows named qcfs_...")
+    p.add_argument("--qcfs-only", action="store_true",
+                   help="make and measure only the QCFS SNNs (no encryption; --train-rate-reg and --seeds unused)")
     p.add_argument("--t", type=int, default=6, help="T of the encryption and QCFS levels L (default 6)")
     p.add_argument("--timesteps", default="6,8", help="T at which accuracy and energy are measured")
     p.add_argument("--qcfs-epochs", type=int, default=60)
@@ -174,12 +202,15 @@ def main() -> None:
                 "--out", synth, "--device", args.device)
     times_path = work / "stage_seconds.json"
     times = read_json(times_path) if args.reuse and times_path.exists() else {}
-    settings = [(q, r, s) for q in qcfs_rrs for r in train_rrs for s in seeds]
+    settings = [] if args.qcfs_only else [(q, r, s) for q in qcfs_rrs for r in train_rrs for s in seeds]
     paths = []
     for q, r, s in settings:
         paths.append(make_artifacts(work, synth, q, r, s, args, times))
         merged = read_json(times_path) if times_path.exists() else {}  # another run of the bench may share it
         write_json(times_path, {**merged, **times})
+    for q in qcfs_rrs if args.qcfs_only else ():
+        make_qcfs(work, synth, q, args, times)
+        write_json(times_path, {**(read_json(times_path) if times_path.exists() else {}), **times})
     import torch
 
     from privatesnn.snn_eval import parse_timesteps
@@ -189,6 +220,10 @@ def main() -> None:
     count_args = argparse.Namespace(eval_limit=None, count_limit=200, batch_size=50, device=args.device, seed=0,
                                     no_build=True)
     model = load_energy_model(None)
+    if args.include_qcfs or args.qcfs_only:  # the QCFS SNNs themselves, before any encryption (train penalty: none)
+        for q in qcfs_rrs:
+            settings.append((q, None, None))
+            paths.append(qcfs_path(work, q, args))
     case = energy.run_case("cifar10_resnet20", paths, ts, count_args, model)
     rows = []
     for (q, r, s), path, snn in zip(settings, paths, case["snns"]):
@@ -196,13 +231,16 @@ def main() -> None:
                     "strict_ratio": e["conventions"]["all_timesteps"]["ratio"],
                     "input_once_ratio": e["conventions"]["all_timesteps"]["ratio_input_once"],
                     "per_timestep_ratio": e["conventions"]["per_timestep"]["ratio"]} for e in snn["results"]]
-        rows.append({"name": setting_name(q, r, s, args), "qcfs_rate_reg": q, "train_rate_reg": r,
-                     "seed": s, "qcfs_weighting": args.qcfs_weighting, "weighting": args.weighting,
+        rows.append({"name": setting_name(q, r, s, args) if r is not None else path.stem, "qcfs_rate_reg": q,
+                     "train_rate_reg": r, "seed": s, "qcfs_weighting": args.qcfs_weighting,
+                     "qcfs_kd_loss": args.qcfs_kd_loss, "weighting": args.weighting,
                      "snn": str(path), "results": results, "within_ann": snn["within_ann"],
-                     "seconds": {"qcfs": times.get(qcfs_name(q, args.qcfs_weighting)), "train": times.get(path.stem)}})
+                     "seconds": {"qcfs": times.get(path.stem if r is None else qcfs_path(work, q, args).stem),
+                                 "train": times.get(path.stem) if r is not None else None}})
     result = {"command": " ".join(sys.argv), "t": args.t, "timesteps": ts, "ann_accuracy": case["ann_accuracy"],
               "eval_images": case["eval_images"], "count_images": case["count_images"],
-              "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True},
+              "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True,
+                                  "kd_loss": args.qcfs_kd_loss},
                          "train": {"epochs": args.epochs, "batch": 32, "lr": 3e-4, "kd_loss": "mse", "ema": 0.998,
                                    "surrogate_alpha": 1.0, "neuron_lr": 0.01}},
               "rows": rows, "summary": summarize(rows) if len(seeds) > 1 else None,

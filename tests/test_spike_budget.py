@@ -15,6 +15,9 @@ def test_names_tell_the_penalties_and_their_weighting_apart():
     assert bench.setting_name(8, 30, 1, args) == "q8sy_r30_s1"
     assert bench.setting_name(0, 0, 0, args) == "q0_r0_s0"  # no penalty, no weighting in the name
     assert bench.qcfs_name(0.5, "layers") == "qcfs_q0.5" and bench.qcfs_name(8, "synops") == "qcfs_q8sy"
+    mse = argparse.Namespace(qcfs_weighting="synops", weighting="synops", qcfs_kd_loss="mse")
+    assert bench.setting_name(8, 30, 0, mse) == "q8sy_mse_r30sy_s0"  # the QCFS distillation in the name
+    assert bench.qcfs_name(8, "synops", "mse") == "qcfs_q8sy_mse"
 
 
 def test_summary_is_the_mean_and_spread_over_seeds():
