@@ -202,15 +202,17 @@ def main() -> None:
                 "--out", synth, "--device", args.device)
     times_path = work / "stage_seconds.json"
     times = read_json(times_path) if args.reuse and times_path.exists() else {}
+    def save_times() -> None:  # merged: another run of the bench may share the file
+        write_json(times_path, {**(read_json(times_path) if times_path.exists() else {}), **times})
+
     settings = [] if args.qcfs_only else [(q, r, s) for q in qcfs_rrs for r in train_rrs for s in seeds]
     paths = []
     for q, r, s in settings:
         paths.append(make_artifacts(work, synth, q, r, s, args, times))
-        merged = read_json(times_path) if times_path.exists() else {}  # another run of the bench may share it
-        write_json(times_path, {**merged, **times})
+        save_times()
     for q in qcfs_rrs if args.qcfs_only else ():
         make_qcfs(work, synth, q, args, times)
-        write_json(times_path, {**(read_json(times_path) if times_path.exists() else {}), **times})
+        save_times()
     import torch
 
     from privatesnn.snn_eval import parse_timesteps
@@ -241,8 +243,7 @@ def main() -> None:
               "eval_images": case["eval_images"], "count_images": case["count_images"],
               "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True,
                                   "kd_loss": args.qcfs_kd_loss},
-                         "train": {"epochs": args.epochs, "batch": 32, "lr": 3e-4, "kd_loss": "mse", "ema": 0.998,
-                                   "surrogate_alpha": 1.0, "neuron_lr": 0.01}},
+                         "train": {"epochs": args.epochs, **ENCRYPTION}},
               "rows": rows, "summary": summarize(rows) if len(seeds) > 1 else None,
               "total_seconds": time.time() - t0}
     print_table(result)
