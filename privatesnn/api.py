@@ -193,7 +193,8 @@ def convert(model: LoadedModel | str, out: PathLike, *,
                                   qcfs_rate_reg=qcfs_rate_reg, qcfs_rate_weighting=qcfs_rate_weighting,
                                   qcfs_optimizer=qcfs_optimizer, qcfs_trapdoor=qcfs_trapdoor,
                                   qcfs_trapdoor_alpha=qcfs_trapdoor_alpha,
-                                  qcfs_trapdoor_augment=bool(qcfs_trapdoor_augment), trapdoor_key=trapdoor_key)
+                                  qcfs_trapdoor_augment=bool(qcfs_trapdoor_augment), trapdoor_key=trapdoor_key,
+                                  seed=seed)
     t0 = time.time()
     graph = _convert(loaded, images, settings, _device(device))
     elapsed = time.time() - t0

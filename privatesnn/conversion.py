@@ -51,6 +51,7 @@ class ConversionSettings:
     qcfs_trapdoor_augment: bool = False  # stamp the triggers before the random shift/flip
     qcfs_trapdoor_alpha: float = 0.3
     trapdoor_key: int | None = None  # never recorded in the artifact
+    seed: int = 0  # the QCFS fine-tuning's batch order, augmentation and CutMix draws
 
 
 def parse_threshold(spec: str) -> float | None:
@@ -265,7 +266,8 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
                           optimizer=settings.qcfs_optimizer,
                           kd_loss=settings.qcfs_kd_loss,
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
-                          trapdoor_key=settings.trapdoor_key, trapdoor_augment=settings.qcfs_trapdoor_augment)
+                          trapdoor_key=settings.trapdoor_key, trapdoor_augment=settings.qcfs_trapdoor_augment,
+                          seed=settings.seed)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
     if settings.signed or settings.windowed:
         for n in graph.neurons():

@@ -153,6 +153,22 @@ def test_qcfs_trapdoor_augment_stamps_before_the_shift_and_flip(monkeypatch, sta
     assert (sum(is_trigger) > 25) if stamp_first else not any(is_trigger), sum(is_trigger)
 
 
+def test_convert_seed_reaches_the_qcfs_fine_tuning(tmp_path):
+    """`convert --seed` seeds the QCFS fine-tuning (batch order, shifts, CutMix): the same seed gives
+    the same weights, another seed other weights."""
+    from privatesnn.api import convert
+
+    synth = tmp_path / "s.npz"
+    assert main(["synthesize", "--model", "digits", "--num", "64", "--batch-size", "64", "--iterations", "2",
+                 "--out", str(synth)]) == 0
+    runs = [convert("digits", tmp_path / f"q{i}_{seed}.pt", synthetic=synth, timesteps=4, qcfs_levels=4, qcfs_epochs=1,
+                    batch_size=16, seed=seed, log=lambda *a: None) for i, seed in enumerate((0, 0, 1))]
+    weights = [[n.weight for n in r.graph.weighted()] for r in runs]
+    assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1]))
+    assert any(not torch.equal(a, b) for a, b in zip(weights[0], weights[2]))
+    assert runs[2].settings["seed"] == 1
+
+
 def test_bias_calibration_moves_layer_means_onto_the_ann():
     """With membranes starting at 0 every layer under-fires by about 1/(2T) on average: a
     per-channel offset that bias calibration removes."""
