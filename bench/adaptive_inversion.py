@@ -51,27 +51,17 @@ def repulsion(first: torch.Tensor, first_labels: torch.Tensor, labels: torch.Ten
     return penalty
 
 
-def score(evaluator, victim, images, labels) -> dict:
-    from privatesnn.privacy.inversion import attack_accuracy, clustered_se, per_class_rates, target_hits
-
-    hits = target_hits(evaluator, images, labels)
-    acc = float(hits.float().mean())
-    rates = per_class_rates(hits, labels)
-    return {"evaluator": acc, "se": clustered_se(rates, acc, len(labels)), "per_class": rates,
-            "self": attack_accuracy(victim, images, labels, batch_size=50)}
-
-
 def attack(snn_path: str, data: str, evaluator_spec: str | None, per_class: int, iterations: int, timesteps: int | None,
            weight: float, seed: int) -> dict:
     from privatesnn.artifact import load_snn
     from privatesnn.data import load_data
-    from privatesnn.privacy.audit import _load_evaluator
-    from privatesnn.privacy.inversion import InversionSettings, invert, snn_for_inversion
+    from privatesnn.privacy.audit import _load_evaluator, _num_classes
+    from privatesnn.privacy.inversion import InversionSettings, invert, score_inversion, snn_for_inversion
     from privatesnn.snn_eval import snn_accuracy_over_time
 
     art = load_snn(snn_path)
     graph = art.graph
-    num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
+    num_classes = _num_classes(art)
     input_shape = tuple(graph.input.shape)
     ev = _load_evaluator(evaluator_spec, data, num_classes, input_shape, None).module()
     for p in ev.parameters():
@@ -86,7 +76,8 @@ def attack(snn_path: str, data: str, evaluator_spec: str | None, per_class: int,
     first, labels = invert(net, classes, input_shape, InversionSettings(seed=seed, **settings), desc="round 1")
     second, labels2 = invert(net, classes, input_shape, InversionSettings(seed=seed + 1, **settings), desc="round 2",
                              regulariser=repulsion(first, labels, labels, weight))  # one batch, same order
-    rounds = {"round1": score(ev, net, first, labels), "round2_repelled": score(ev, net, second, labels2)}
+    rounds = {"round1": score_inversion(ev, net, first, labels),
+              "round2_repelled": score_inversion(ev, net, second, labels2)}
     best = torch.tensor([max(rounds["round1"]["per_class"][c], rounds["round2_repelled"]["per_class"][c])
                          for c in classes]).float()
     return {"snn": snn_path, "accuracy": accs[T], "timesteps": T, **rounds,

@@ -29,8 +29,7 @@ from ..errors import PrivsnnError
 from ..evaluation import accuracy, check_classes
 from ..io_utils import relative_path
 from ..io_utils import atomic_path, sha256_file, write_json
-from .inversion import (InversionSettings, attack_accuracy, clustered_se, invert, per_class_rates, save_grid,
-                        snn_for_inversion, target_hits)
+from .inversion import InversionSettings, clustered_se, invert, save_grid, score_inversion, snn_for_inversion
 from .weights_as_ann import RebuiltANN, check_architecture, reference_graph, weight_cosine, weights_as_ann
 
 FORMAT = "privsnn-privacy/1"
@@ -263,15 +262,11 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
 
     def scored(imgs, labs, model, kind: str, name: str) -> dict[str, Any]:
         png = out_dir / f"{name}_{kind}.png"
-        hits = target_hits(ev_module, imgs, labs, device)
-        acc_ev = float(hits.float().mean())
-        rates = per_class_rates(hits, labs)
-        acc_self = attack_accuracy(model, imgs, labs, device, batch_size=50)
+        s = score_inversion(ev_module, model, imgs, labs, device)
         title = (f"{VARIANT_LABELS[name]}: {THREAT_TITLES[kind]}"
-                 f" - evaluator accuracy {100 * acc_ev:.0f}% (chance {100 * chance:.0f}%)")
+                 f" - evaluator accuracy {100 * s['evaluator']:.0f}% (chance {100 * chance:.0f}%)")
         save_grid(png, imgs, labs, title, per_class=min(inv.per_class, 10))
-        return {"evaluator": acc_ev, "self": acc_self, "png": png.name, "per_class": rates,
-                "se": clustered_se(rates, acc_ev, len(labs))}
+        return {**s, "png": png.name}
 
     results: dict[str, dict[str, Any]] = {}
     for name, obj in variants:

@@ -212,6 +212,18 @@ def clustered_se(rates: dict[int, float] | None, p: float, n_images: int) -> flo
     return max(binom, float(vals.std(unbiased=True)) / math.sqrt(len(vals)))
 
 
+def score_inversion(evaluator: nn.Module, victim: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    device: torch.device | str = "cpu") -> dict:
+    """An attack's score: the independent ``evaluator``'s accuracy on the inverted ``images`` with its
+    clustered standard error and per-class rates, and ``self``: the share the attacked ``victim``
+    itself puts in their target class (did the attack reach its goal)."""
+    hits = target_hits(evaluator, images, labels, device)
+    acc = float(hits.float().mean())
+    rates = per_class_rates(hits, labels)
+    return {"evaluator": acc, "se": clustered_se(rates, acc, len(labels)), "per_class": rates,
+            "self": attack_accuracy(victim, images, labels, device, batch_size=50)}
+
+
 def save_grid(path, images: torch.Tensor, labels: torch.Tensor, title: str = "", per_class: int = 8,
               class_names: list[str] | None = None):
     """A PNG grid (atomically written): one row per class, up to ``per_class`` images each."""
