@@ -44,6 +44,10 @@ T = 1, 2, 4, 8, 16, 32 (one simulation of 32 steps per image), with the wall tim
   low_latency_windowed_q60_s1, _s2, low_latency_windowed_q60mse_s1, _s2, low_latency_windowed_l6a1_s1, _s2
                        CIFAR: the T=4 and T=6 encryptions trained again with `--seed 1`, `--seed 2` (the spread;
                        mean and standard deviation in windowed_{q60,q60mse,l6a1}_seed_spread)
+  qcfs_windowed_t3, low_latency_windowed_t3
+                       digits: windowed neurons at T=3 (`--digits-windowed-t`): QCFS L=3 (the digits QCFS recipe),
+                       encryption at T=3 on the chip's weight grid (the digits low-T recipe with `--qat`: the SNN
+                       deploys to Lava as it is, bench/deploy.py --digits-snn), evaluated at T=3 too
 
 and, for each, the top-1 agreement with the ANN on held-out synthetic images (`privsnn choose-t`,
 another seed), to show how well that real-data-free estimate predicts the real accuracy.
@@ -83,12 +87,13 @@ VARIANTS = ("converted_real", "converted_synthetic", "encrypted", "qcfs", "qcfs_
             "qcfs_windowed_q60mse", "low_latency_windowed_q60mse", "low_latency_windowed_q60mse_s1",
             "low_latency_windowed_q60mse_s2", "low_latency_windowed_q60mse_s3", "low_latency_windowed_l6a1",
             "low_latency_windowed_l6a1_qat", "low_latency_windowed_l6a1_s1", "low_latency_windowed_l6a1_s2",
-            "low_latency_windowed_l6a1_s3")
+            "low_latency_windowed_l6a1_s3", "qcfs_windowed_t3", "low_latency_windowed_t3")
 
 
 def run_case(name: str, model: list[str], data: str, calib_real: str | None, synth: dict, train: dict, low: dict,
              device: str, eval_limit: int | None, fresh: bool, reuse: bool = False, skip: tuple[str, ...] = (),
-             low2: dict | None = None, signed: dict | None = None, windowed: dict | None = None) -> dict:
+             low2: dict | None = None, signed: dict | None = None, windowed: dict | None = None,
+             windowed_small: dict | None = None) -> dict:
     """One model: every variant converted/trained by the CLI, evaluated on the real test images at
     every T, and its agreement with the ANN on held-out synthetic images (choose-t). With ``reuse``,
     a stage whose output (artifact, or evaluation JSON newer than its artifact) exists is not rerun;
@@ -208,6 +213,9 @@ def run_case(name: str, model: list[str], data: str, calib_real: str | None, syn
         made.update(low_path({**signed, "levels": 8, "t": 8, "epochs": signed["epochs_t8"]}, "_signed_l8"))
         # a longer QCFS fine-tuning for T = 4 (a static network: cheap next to BPTT)
         made.update(low_path({**signed, "qcfs_epochs": 60, "qcfs_lr": 3e-4}, "_signed_q60"))
+    if windowed_small:  # one windowed path at a small T (digits: T = 3, the smallest within 1 point)
+        made.update(low_path(windowed_small, f"_windowed_t{windowed_small['t']}"))
+        made.pop(f"qcfs_windowed_t{windowed_small['t']}_calibrated")
     if windowed:  # windowed IF neurons (binary spikes): the same QCFS networks, encryption at T=4 / T=8
         made.update(low_path(windowed, "_windowed"))
         made.update(low_path({**windowed, "qcfs_epochs": 60, "qcfs_lr": 3e-4}, "_windowed_q60"))
@@ -320,6 +328,9 @@ def main() -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="CIFAR test images (default all 1900)")
     p.add_argument("--digits-synth", type=int, default=2000)
     p.add_argument("--digits-epochs", type=int, default=5)
+    p.add_argument("--digits-windowed-t", type=int, default=3,
+                   help="T (= QCFS levels) of the digits windowed path (0 = off): the digits QCFS and low-T "
+                        "encryption recipes with windowed neurons")
     p.add_argument("--cifar-synth", type=int, default=2048)
     p.add_argument("--cifar-synth-iters", type=int, default=120)
     p.add_argument("--cifar-epochs", type=int, default=2)
@@ -381,6 +392,8 @@ def main() -> None:
         write_results("accuracy.json", results)
         print_table(results)
         return
+    if args.digits_windowed_t < 0:
+        raise SystemExit(f"--digits-windowed-t: expected T >= 1 (or 0 = off), got {args.digits_windowed_t}")
     if not {s.strip() for s in args.cifar_windowed_seeds.split(",") if s.strip()} <= {"1", "2", "3"}:
         raise SystemExit(f"--cifar-windowed-seeds: expected a comma list of 1, 2, 3, got {args.cifar_windowed_seeds!r}")
     set_threads(args.threads)
@@ -394,7 +407,12 @@ def main() -> None:
             synth={"num": args.digits_synth, "iters": 300, "batch": 250, "heldout": 500},
             train={"epochs": args.digits_epochs, "t": 8, "batch": 32, "lr": 1e-4},
             low=low_settings(args, "digits"), reuse=args.reuse_results, skip=tuple(args.skip.split(",")),
-            device=args.device, eval_limit=None, fresh=not args.reuse_synthetic)
+            device=args.device, eval_limit=None, fresh=not args.reuse_synthetic,
+            windowed_small=({**low_settings(args, "digits"), "windowed": True, "calibrate": False,
+                             "levels": args.digits_windowed_t, "t": args.digits_windowed_t, "qat": True,
+                             "eval_timesteps": ",".join(sorted({*TIMESTEPS.split(","), str(args.digits_windowed_t)},
+                                                               key=int))}
+                            if args.digits_windowed_t else None))
     if "cifar10" in cases:
         if not shared_available():
             print("cifar10: ../shared/data is absent; skipped")

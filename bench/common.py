@@ -60,8 +60,10 @@ def train_argv(src, out, teacher: list, synthetic, cfg: dict) -> list:
     """The `privsnn train` arguments of a bench's encryption recipe, one place for every bench (they
     must not drift apart). ``teacher``: the model spec and its normalisation options; ``cfg`` keys:
     epochs, t, batch, lr and optionally anchor, kd_alpha, neuron_lr, kd_loss, seed, qat, ema,
-    surrogate_alpha, rate_reg, rate_weighting (absent: `train`'s defaults, kd_alpha 0.7)."""
-    argv = ["train", "--snn", src, "--teacher", *teacher, "--synthetic", synthetic, "--epochs", cfg["epochs"],
+    surrogate_alpha, rate_reg, rate_weighting (absent: `train`'s defaults, kd_alpha 0.7). ``synthetic``:
+    one synthetic set or a list of them."""
+    sets = list(synthetic) if isinstance(synthetic, (list, tuple)) else [synthetic]
+    argv = ["train", "--snn", src, "--teacher", *teacher, "--synthetic", *sets, "--epochs", cfg["epochs"],
             "--timesteps", cfg["t"], "--batch-size", cfg["batch"], "--lr", cfg["lr"],
             "--anchor", cfg.get("anchor", 0.0), "--kd-alpha", cfg.get("kd_alpha", 0.7),
             "--neuron-lr", cfg.get("neuron_lr", 0.0), "--kd-loss", cfg.get("kd_loss", "kl"), "--out", out,

@@ -200,6 +200,9 @@ def main(argv=None) -> int:
     p.add_argument("--cifar-name", default=None,
                    help="the run's name in deploy.json (default cifar10-resnet20[-private]; e.g. "
                         "cifar10-resnet20-private-t8 keeps the T=64 run's results beside it)")
+    p.add_argument("--digits-name", default=None,
+                   help="the digits run's name in deploy.json (default digits, or digits-t<T>; e.g. "
+                        "digits-windowed-t3 keeps the other digits runs' results beside it)")
     p.add_argument("--skip-cifar", action="store_true")
     p.add_argument("--skip-digits", action="store_true")
     p.add_argument("--reference-all", default="digits", choices=("digits", "all", "none"),
@@ -252,6 +255,7 @@ def main(argv=None) -> int:
             g = load_snn(path).graph
             src = (f"{path}: the private digits SNN for Lava: synthesize -> convert --reset zero -> "
                    f"train --reset zero --qat (5 epochs, T={T}); no real data")
+        name = args.digits_name or name
         d = load_data("digits")
         r = measure(name, g, d, T, args.digits_limit, args.reference_all != "none", args.chunk)
         r["snn"] = src

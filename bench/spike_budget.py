@@ -24,7 +24,13 @@ several --seeds, the mean and spread per setting.
 
 ``--qcfs-kd-loss mse`` distils the QCFS fine-tuning by the squared logit difference (artifacts named
 ``..._mse``); ``--include-qcfs`` adds each QCFS SNN itself (before encryption) as a row; ``--qcfs-only``
-makes and measures only those.
+makes and measures only those. ``--qcfs-seeds 0,1,2`` repeats each QCFS fine-tuning with those seeds
+(``convert --seed``; ``..._qs1``), and the summary gives each QCFS setting's mean and spread over them;
+``--synthetic-sets K`` fine-tunes (and encrypts) on K synthetic sets of 2048 images, the bench's own and
+``synth_s2.npz`` ... made with seeds 2 ... (``..._x3``):
+
+    python bench/spike_budget.py --qcfs-kd-loss mse --qcfs-rate-reg 10,12 --synthetic-sets 3 --qcfs-epochs 30 \
+        --qcfs-only --out spike_budget_qcfs_x3.json --reuse --threads 1
 
 Artifacts go to runs/bench/cifar10_resnet20/spike_budget/ (named by setting: ``qcfs_q8sy.pt``,
 ``q8sy_r30sy_s0.pt``; the synthetic images are bench/accuracy.py's ``synth.npz`` one folder up, made
@@ -62,48 +68,78 @@ def floats(text: str, option: str) -> list[float]:
     return values
 
 
+def integers(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"{option}: expected a comma list of integers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise SystemExit(f"{option}: expected integers >= 0, got {text!r}")
+    return values
+
+
 def tag(weight: float, weighting: str) -> str:
     """``8`` (layers alike) or ``8sy`` (synaptic-op weighted); a zero penalty has no weighting."""
     return f"{weight:g}" + ("sy" if weight > 0 and weighting == "synops" else "")
 
 
-def qcfs_tag(qcfs_rr: float, weighting: str, kd_loss: str = "kl") -> str:
-    """``q8sy``, or ``q8sy_mse`` for a QCFS fine-tuning distilled by the squared logit difference."""
-    return f"q{tag(qcfs_rr, weighting)}" + ("" if kd_loss == "kl" else f"_{kd_loss}")
+def qcfs_tag(qcfs_rr: float, weighting: str, kd_loss: str = "kl", sets: int = 1, seed: int = 0,
+             ema: float = 0.0) -> str:
+    """``q8sy``; ``q8sy_mse`` for a QCFS fine-tuning distilled by the squared logit difference, ``_x3``
+    on three synthetic sets, ``_ema0.998`` keeping its weight average, ``_qs1`` with its seed 1 (seed 0,
+    one set, no average: no suffix)."""
+    return (f"q{tag(qcfs_rr, weighting)}" + ("" if kd_loss == "kl" else f"_{kd_loss}")
+            + (f"_x{sets}" if sets > 1 else "") + (f"_ema{ema:g}" if ema else "") + (f"_qs{seed}" if seed else ""))
 
 
-def qcfs_name(qcfs_rr: float, weighting: str, kd_loss: str = "kl") -> str:
-    return f"qcfs_{qcfs_tag(qcfs_rr, weighting, kd_loss)}"
+def qcfs_name(qcfs_rr: float, weighting: str, kd_loss: str = "kl", sets: int = 1, seed: int = 0,
+              ema: float = 0.0) -> str:
+    return f"qcfs_{qcfs_tag(qcfs_rr, weighting, kd_loss, sets, seed, ema)}"
 
 
-def setting_name(qcfs_rr: float, train_rr: float, seed: int, args) -> str:
-    q = qcfs_tag(qcfs_rr, args.qcfs_weighting, getattr(args, "qcfs_kd_loss", "kl"))
+def setting_name(qcfs_rr: float, train_rr: float, seed: int, args, qcfs_seed: int = 0) -> str:
+    q = qcfs_tag(qcfs_rr, args.qcfs_weighting, getattr(args, "qcfs_kd_loss", "kl"),
+                 getattr(args, "synthetic_sets", 1), qcfs_seed, getattr(args, "qcfs_ema", 0.0))
     return f"{q}_r{tag(train_rr, args.weighting)}_s{seed}"
 
 
-def qcfs_path(work: Path, qcfs_rr: float, args) -> Path:
-    return work / f"{qcfs_name(qcfs_rr, args.qcfs_weighting, args.qcfs_kd_loss)}.pt"
+def qcfs_path(work: Path, qcfs_rr: float, args, qcfs_seed: int = 0) -> Path:
+    name = qcfs_name(qcfs_rr, args.qcfs_weighting, args.qcfs_kd_loss, args.synthetic_sets, qcfs_seed, args.qcfs_ema)
+    return work / f"{name}.pt"
 
 
-def make_qcfs(work: Path, synth: Path, qcfs_rr: float, args, times: dict[str, float]) -> Path:
+def synthetic_sets(work: Path, count: int, device: str) -> list[Path]:
+    """bench/accuracy.py's ``synth.npz`` (seed 0) and ``synth_s2.npz`` ... (seeds 2 ...; seed 1 is its
+    held-out set) up to ``count`` sets of 2048 images, made with the same settings where absent."""
+    paths = [work / "synth.npz"] + [work / f"synth_s{i + 1}.npz" for i in range(1, count)]
+    for seed, path in zip([0, *range(2, count + 1)], paths):
+        if not path.exists():
+            privsnn("synthesize", *MODEL, "--num", 2048, "--iterations", 120, "--batch-size", 256, "--seed", seed,
+                    "--out", path, "--device", device)
+    return paths
+
+
+def make_qcfs(work: Path, synth: list[Path], qcfs_rr: float, args, times: dict[str, float],
+              qcfs_seed: int = 0) -> Path:
     """The QCFS SNN of penalty ``qcfs_rr`` (L = T levels, windowed), made unless --reuse finds it."""
-    qcfs = qcfs_path(work, qcfs_rr, args)
+    qcfs = qcfs_path(work, qcfs_rr, args, qcfs_seed)
     if not (args.reuse and qcfs.exists()):
-        times[qcfs.stem] = privsnn("convert", *MODEL, "--synthetic", synth, "--timesteps", args.t, "--windowed",
+        times[qcfs.stem] = privsnn("convert", *MODEL, "--synthetic", *synth, "--timesteps", args.t, "--windowed",
                                    "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
                                    "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr,
                                    "--qcfs-rate-weighting", args.qcfs_weighting, "--qcfs-kd-loss", args.qcfs_kd_loss,
-                                   "--out", qcfs, "--device", args.device)
+                                   "--qcfs-ema", args.qcfs_ema, "--seed", qcfs_seed, "--out", qcfs,
+                                   "--device", args.device)
     return qcfs
 
 
-def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, seed: int, args,
-                   times: dict[str, float]) -> Path:
+def make_artifacts(work: Path, synth: list[Path], qcfs_rr: float, train_rr: float, seed: int, args,
+                   times: dict[str, float], qcfs_seed: int = 0) -> Path:
     """QCFS (penalty ``qcfs_rr``) -> encryption at T (penalty ``train_rr``, ``seed``); returns the
     encrypted artifact. The QCFS SNN is shared by every encryption of the same ``qcfs_rr``."""
     dev = ["--device", args.device]
-    qcfs = make_qcfs(work, synth, qcfs_rr, args, times)
-    out = work / f"{setting_name(qcfs_rr, train_rr, seed, args)}.pt"
+    qcfs = make_qcfs(work, synth, qcfs_rr, args, times, qcfs_seed)
+    out = work / f"{setting_name(qcfs_rr, train_rr, seed, args, qcfs_seed)}.pt"
     if not (args.reuse and out.exists()):
         Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
         recipe = {**ENCRYPTION, "epochs": args.epochs, "t": args.t, "seed": seed, "rate_reg": train_rr,
@@ -112,13 +148,24 @@ def make_artifacts(work: Path, synth: Path, qcfs_rr: float, train_rr: float, see
     return out
 
 
+def setting_without_seed(name: str) -> str:
+    """``q8sy_r30sy_s1`` -> ``q8sy_r30sy``; ``qcfs_q8sy_mse_qs2`` -> ``qcfs_q8sy_mse`` (a seed-0 QCFS
+    name has no seed)."""
+    for mark in ("_qs", "_s"):
+        head, sep, seed = name.rpartition(mark)
+        if sep and seed.isdigit():
+            return head
+    return name
+
+
 def summarize(rows: list[dict]) -> dict:
-    """Per (qcfs, train) penalty pair over its seeds: mean and sd of accuracy and strict ratio at each T."""
-    groups: dict[tuple, list[dict]] = {}
+    """Per setting (its name without the seed) over its seeds: mean and sd of accuracy and strict
+    ratio at each T."""
+    groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["qcfs_rate_reg"], r["train_rate_reg"]), []).append(r)  # one weighting per run
+        groups.setdefault(setting_without_seed(r["name"]), []).append(r)
     out = {}
-    for (q, t), runs in groups.items():
+    for key, runs in groups.items():
         per_t = {}
         for e in runs[0]["results"]:
             ts = e["timesteps"]
@@ -127,7 +174,7 @@ def summarize(rows: list[dict]) -> dict:
             per_t[str(ts)] = {"runs": len(accs), "accuracy_mean": statistics.mean(accs),
                               "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else None,
                               "strict_ratio_mean": statistics.mean(ratios)}
-        out[runs[0]["name"].rsplit("_s", 1)[0]] = per_t  # the setting's name without its seed
+        out[key] = per_t
     return out
 
 
@@ -159,6 +206,11 @@ def main() -> None:
     p.add_argument("--qcfs-rate-reg", default="0,8", help="comma list of `convert --qcfs-rate-reg` weights")
     p.add_argument("--train-rate-reg", default="0,30", help="comma list of `train --rate-reg` weights")
     p.add_argument("--seeds", default="0", help="comma list of encryption seeds")
+    p.add_argument("--qcfs-seeds", default="0", help="comma list of QCFS fine-tuning seeds (`convert --seed`)")
+    p.add_argument("--qcfs-ema", type=float, default=0.0,
+                   help="`convert --qcfs-ema`: keep the QCFS weights' moving average with this decay (..._ema<D>)")
+    p.add_argument("--synthetic-sets", type=int, default=1,
+                   help="synthetic sets of 2048 images to fine-tune and encrypt on (the bench's, then seeds 2 ...)")
     p.add_argument("--weighting", choices=("layers", "synops"), default="synops",
                    help="how the encryption's penalty weighs the layers' rates (`train --rate-weighting`)")
     p.add_argument("--qcfs-weighting", choices=("layers", "synops"), default=None,
@@ -180,10 +232,11 @@ def main() -> None:
     args = p.parse_args()
     args.qcfs_weighting = args.qcfs_weighting or args.weighting
     qcfs_rrs, train_rrs = floats(args.qcfs_rate_reg, "--qcfs-rate-reg"), floats(args.train_rate_reg, "--train-rate-reg")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise SystemExit(f"--seeds: expected a comma list of integers, got {args.seeds!r}") from None
+    seeds, qcfs_seeds = integers(args.seeds, "--seeds"), integers(args.qcfs_seeds, "--qcfs-seeds")
+    if not 0 <= args.qcfs_ema < 1:
+        raise SystemExit(f"--qcfs-ema: expected a decay in [0, 1), got {args.qcfs_ema}")
+    if args.synthetic_sets < 1:
+        raise SystemExit(f"--synthetic-sets: expected >= 1, got {args.synthetic_sets}")
     if not shared_available():
         print("../shared/data is absent: the spike budget bench needs the shared ResNet-20 and CIFAR-10 images")
         return
@@ -196,22 +249,20 @@ def main() -> None:
     t0 = time.time()
     work = RUNS / "cifar10_resnet20" / "spike_budget"
     work.mkdir(parents=True, exist_ok=True)
-    synth = work.parent / "synth.npz"
-    if not synth.exists():  # bench/accuracy.py's synthetic set, same settings
-        privsnn("synthesize", *MODEL, "--num", 2048, "--iterations", 120, "--batch-size", 256, "--seed", 0,
-                "--out", synth, "--device", args.device)
+    synth = synthetic_sets(work.parent, args.synthetic_sets, args.device)
     times_path = work / "stage_seconds.json"
     times = read_json(times_path) if args.reuse and times_path.exists() else {}
     def save_times() -> None:  # merged: another run of the bench may share the file
         write_json(times_path, {**(read_json(times_path) if times_path.exists() else {}), **times})
 
-    settings = [] if args.qcfs_only else [(q, r, s) for q in qcfs_rrs for r in train_rrs for s in seeds]
+    settings = [] if args.qcfs_only else [(q, qs, r, s) for q in qcfs_rrs for qs in qcfs_seeds
+                                          for r in train_rrs for s in seeds]
     paths = []
-    for q, r, s in settings:
-        paths.append(make_artifacts(work, synth, q, r, s, args, times))
+    for q, qs, r, s in settings:
+        paths.append(make_artifacts(work, synth, q, r, s, args, times, qs))
         save_times()
-    for q in qcfs_rrs if args.qcfs_only else ():
-        make_qcfs(work, synth, q, args, times)
+    for q, qs in [(q, qs) for q in qcfs_rrs for qs in qcfs_seeds] if args.qcfs_only else ():
+        make_qcfs(work, synth, q, args, times, qs)
         save_times()
     import torch
 
@@ -224,27 +275,30 @@ def main() -> None:
     model = load_energy_model(None)
     if args.include_qcfs or args.qcfs_only:  # the QCFS SNNs themselves, before any encryption (train penalty: none)
         for q in qcfs_rrs:
-            settings.append((q, None, None))
-            paths.append(qcfs_path(work, q, args))
+            for qs in qcfs_seeds:
+                settings.append((q, qs, None, None))
+                paths.append(qcfs_path(work, q, args, qs))
     case = energy.run_case("cifar10_resnet20", paths, ts, count_args, model)
     rows = []
-    for (q, r, s), path, snn in zip(settings, paths, case["snns"]):
+    for (q, qs, r, s), path, snn in zip(settings, paths, case["snns"]):
         results = [{"timesteps": e["timesteps"], "accuracy": e["accuracy"], "spike_rate": e["totals"]["spike_rate"],
                     "strict_ratio": e["conventions"]["all_timesteps"]["ratio"],
                     "input_once_ratio": e["conventions"]["all_timesteps"]["ratio_input_once"],
                     "per_timestep_ratio": e["conventions"]["per_timestep"]["ratio"]} for e in snn["results"]]
-        rows.append({"name": setting_name(q, r, s, args) if r is not None else path.stem, "qcfs_rate_reg": q,
-                     "train_rate_reg": r, "seed": s, "qcfs_weighting": args.qcfs_weighting,
+        rows.append({"name": setting_name(q, r, s, args, qs) if r is not None else path.stem, "qcfs_rate_reg": q,
+                     "train_rate_reg": r, "seed": s, "qcfs_seed": qs, "synthetic_sets": args.synthetic_sets,
+                     "qcfs_weighting": args.qcfs_weighting,
                      "qcfs_kd_loss": args.qcfs_kd_loss, "weighting": args.weighting,
                      "snn": str(path), "results": results, "within_ann": snn["within_ann"],
-                     "seconds": {"qcfs": times.get(path.stem if r is None else qcfs_path(work, q, args).stem),
+                     "seconds": {"qcfs": times.get(path.stem if r is None else qcfs_path(work, q, args, qs).stem),
                                  "train": times.get(path.stem) if r is not None else None}})
     result = {"command": " ".join(sys.argv), "t": args.t, "timesteps": ts, "ann_accuracy": case["ann_accuracy"],
               "eval_images": case["eval_images"], "count_images": case["count_images"],
               "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True,
-                                  "kd_loss": args.qcfs_kd_loss},
+                                  "kd_loss": args.qcfs_kd_loss, "ema": args.qcfs_ema,
+                                  "synthetic_images": 2048 * args.synthetic_sets},
                          "train": {"epochs": args.epochs, **ENCRYPTION}},
-              "rows": rows, "summary": summarize(rows) if len(seeds) > 1 else None,
+              "rows": rows, "summary": summarize(rows) if len(seeds) > 1 or len(qcfs_seeds) > 1 else None,
               "total_seconds": time.time() - t0}
     print_table(result)
     write_results(Path(args.out).name, result)

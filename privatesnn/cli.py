@@ -54,6 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_watchdog(rc: int, seconds: float, where: str) -> None:
+    """The work is done and written. Should leaving the process group or exiting hang (seen rarely
+    with gloo on a loaded 2-core machine), print every thread's stack and exit with the work's own
+    code after ``seconds`` instead of waiting forever (a timer thread); should even that thread not
+    run (a hang holding the interpreter), faulthandler's C watchdog exits with 1 a minute later."""
+    import faulthandler
+    import threading
+
+    def leave() -> None:
+        faulthandler.dump_traceback(all_threads=True)
+        print(f"{where}warning: exit hung {seconds:g} s after the work was done; leaving with its exit code {rc}",
+              file=sys.stderr, flush=True)
+        os._exit(rc)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()
+    faulthandler.dump_traceback_later(seconds + 60, exit=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     if rank > 0:  # under torchrun only rank 0 talks; the others report errors only
@@ -81,12 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutdown(clean=False)  # other ranks may be inside a collective: no barrier
             raise
         if launched_by_torchrun():
-            # The work is done and written. Should leaving the process group or exiting ever hang
-            # (seen rarely with gloo on a loaded 2-core machine), print every thread's stack and exit
-            # instead of waiting forever.
-            import faulthandler
-
-            faulthandler.dump_traceback_later(float(os.environ.get("PRIVSNN_DIST_EXIT_TIMEOUT_S", "120")), exit=True)
+            _exit_watchdog(int(rc or 0), float(os.environ.get("PRIVSNN_DIST_EXIT_TIMEOUT_S", "120")), where)
         shutdown(clean=True)
         return int(rc or 0)
     except PrivsnnError as e:

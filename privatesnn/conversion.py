@@ -46,6 +46,7 @@ class ConversionSettings:
     qcfs_rate_reg: float = 0.0  # > 0: penalise the QCFS levels (the windowed SNN's spikes at T = L)
     qcfs_rate_weighting: str = "layers"  # or "synops": each layer by the synaptic ops its spikes cost
     qcfs_kd_loss: str = "kl"
+    qcfs_ema: float = 0.0  # > 0: keep the weights' exponential moving average (decay per step)
     qcfs_optimizer: str = "adam"
     qcfs_trapdoor: float = 0.0  # > 0: learn secret class triggers during QCFS fine-tuning (Trap-MID; privatesnn/qcfs.py)
     qcfs_trapdoor_augment: bool = False  # stamp the triggers before the random shift/flip
@@ -264,7 +265,7 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
                           feature_weight=settings.qcfs_feature_weight, rate_reg=settings.qcfs_rate_reg,
                           rate_weighting=settings.qcfs_rate_weighting,
                           optimizer=settings.qcfs_optimizer,
-                          kd_loss=settings.qcfs_kd_loss,
+                          kd_loss=settings.qcfs_kd_loss, ema=settings.qcfs_ema,
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
                           trapdoor_key=settings.trapdoor_key, trapdoor_augment=settings.qcfs_trapdoor_augment,
                           seed=settings.seed)

@@ -31,7 +31,8 @@ from .graph import Graph, Neuron
 from .layers import build_synapses, module_key, write_back
 from .ops_count import RATE_WEIGHTINGS, synop_weights, weighted_rate
 from .snn import static_forward
-from .training import KD_LOSSES, SECRET_NOT_RECORDED, augment, cutmix, make_triggers, mix_trapdoor_loss, stamp_triggers
+from .training import (KD_LOSSES, SECRET_NOT_RECORDED, WeightAverage, augment, cutmix, make_triggers, mix_trapdoor_loss,
+                       stamp_triggers)
 
 
 def qcfs(current: torch.Tensor, threshold: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
@@ -85,6 +86,7 @@ class QCFSSettings:
     weight_decay: float = 0.0
     temperature: float = 4.0
     kd_loss: str = "kl"  # "kl": tempered KL on the logits; "mse": their squared difference (as train --kd-loss)
+    ema: float = 0.0  # > 0: the result is the exponential moving average of the parameters (decay per step)
     cutmix: float = 0.5  # probability that a batch is CutMix-ed (0 = off)
     feature_weight: float = 1.0  # weight of the layer-wise activation matching against the ANN (0 = off)
     rate_reg: float = 0.0  # weight of the mean-level penalty: the windowed SNN's spike rate at T = L (0 = off)
@@ -104,6 +106,7 @@ class QCFSSettings:
                   (self.optimizer in ("adam", "sgd"), f"--qcfs-optimizer must be adam or sgd, got {self.optimizer!r}"),
                   (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
                   (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+                  (0.0 <= self.ema < 1.0, f"--qcfs-ema must be in [0, 1), got {self.ema}"),
                   (self.kd_loss in KD_LOSSES, f"--qcfs-kd-loss must be one of {', '.join(KD_LOSSES)}, "
                                               f"got {self.kd_loss!r}"),
                   (0.0 <= self.cutmix <= 1.0, f"cutmix probability must be in [0, 1], got {self.cutmix}"),
@@ -197,6 +200,7 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
     else:
         opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    ema = WeightAverage(params, settings.ema) if settings.ema > 0 else None
     history = []
     rate_weights = synop_weights(graph) if settings.rate_weighting == "synops" else None
     triggers = None
@@ -243,6 +247,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(params)
             loss_sum += float(loss) * len(x)
             total += len(x)
             keep = slice(None) if clean is None else clean
@@ -257,6 +263,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         if on_epoch:
             on_epoch(epoch + 1, record)
     settings.history = history
+    if ema is not None:  # the averaged weights and clips are the result
+        ema.copy_to(params)
     net.cpu()
     out = net.sync_graph()
     out.meta["qcfs"] = {k: v for k, v in asdict(settings).items() if k != "trapdoor_key"}  # history: per epoch

@@ -170,3 +170,14 @@ def test_kill9_during_synthesize_then_resume_matches_uninterrupted(base, tmp_pat
     a, b = load_synthetic(out), load_synthetic(tmp_path / "straight.npz")
     assert np.array_equal(a.images.numpy(), b.images.numpy()) and torch.equal(a.labels, b.labels)
     assert not part.exists()
+
+
+def test_exit_watchdog_leaves_a_hung_exit_with_the_work_exit_code():
+    """A rank whose work is done but whose exit hangs leaves after the timeout with the work's code
+    (and every thread's stack), not with 1: an overloaded machine must not fail finished work."""
+    code = ("import time; from privatesnn.cli import _exit_watchdog; "
+            "_exit_watchdog(3, 0.5, '[rank 1] '); time.sleep(60)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert r.returncode == 3, r.stderr[-500:]
+    assert "[rank 1] warning: exit hung 0.5 s" in r.stderr
+    assert "Thread" in r.stderr  # the stacks were printed

@@ -169,6 +169,23 @@ def test_convert_seed_reaches_the_qcfs_fine_tuning(tmp_path):
     assert runs[2].settings["seed"] == 1
 
 
+def test_qcfs_ema_keeps_the_weight_average(tmp_path):
+    """`--qcfs-ema D` keeps the moving average of the weights: with a vanishing decay it is the last
+    step's weights (the plain run), with 0.9 other weights; a decay outside [0, 1) is refused."""
+    images = torch.rand(64, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+
+    def run(ema):
+        out = finetune_qcfs(_tiny_graph(), images, QCFSSettings(levels=4, epochs=2, batch_size=16, lr=1e-2, ema=ema),
+                            progress=False)
+        return [n.weight for n in out.weighted()]
+
+    plain, tiny, averaged = run(0.0), run(1e-12), run(0.9)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, tiny))
+    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(plain, averaged))
+    with pytest.raises(PrivsnnError, match="--qcfs-ema"):
+        QCFSSettings(ema=1.0).validate()
+
+
 def test_bias_calibration_moves_layer_means_onto_the_ann():
     """With membranes starting at 0 every layer under-fires by about 1/(2T) on average: a
     per-channel offset that bias calibration removes."""

@@ -18,6 +18,28 @@ def test_names_tell_the_penalties_and_their_weighting_apart():
     mse = argparse.Namespace(qcfs_weighting="synops", weighting="synops", qcfs_kd_loss="mse")
     assert bench.setting_name(8, 30, 0, mse) == "q8sy_mse_r30sy_s0"  # the QCFS distillation in the name
     assert bench.qcfs_name(8, "synops", "mse") == "qcfs_q8sy_mse"
+    assert bench.qcfs_name(12, "synops", "mse", sets=3, seed=2) == "qcfs_q12sy_mse_x3_qs2"  # sets, QCFS seed
+    x3 = argparse.Namespace(qcfs_weighting="synops", weighting="synops", qcfs_kd_loss="mse", synthetic_sets=3)
+    assert bench.setting_name(8, 30, 0, x3, qcfs_seed=1) == "q8sy_mse_x3_qs1_r30sy_s0"
+    assert bench.qcfs_name(10, "synops", "mse", sets=3, ema=0.998) == "qcfs_q10sy_mse_x3_ema0.998"
+
+
+def test_settings_lose_only_their_seed_when_grouped():
+    bench = load_bench("spike_budget")
+    assert bench.setting_without_seed("q8sy_r30sy_s1") == "q8sy_r30sy"
+    assert bench.setting_without_seed("qcfs_q8sy_mse_qs2") == "qcfs_q8sy_mse"
+    assert bench.setting_without_seed("qcfs_q8sy_mse") == "qcfs_q8sy_mse"  # seed 0 has no suffix
+    assert bench.setting_without_seed("q8sy_mse_qs1_r30sy_s0") == "q8sy_mse_qs1_r30sy"  # per QCFS seed
+    assert bench.setting_without_seed("qcfs_q10sy_mse_x3") == "qcfs_q10sy_mse_x3"
+
+
+def test_summary_groups_qcfs_seeds_of_one_setting():
+    bench = load_bench("spike_budget")
+    rows = [{"name": n, "results": [{"timesteps": 6, "accuracy": a, "strict_ratio": 5.0}]}
+            for n, a in [("qcfs_q8sy_mse", 0.89), ("qcfs_q8sy_mse_qs1", 0.87), ("qcfs_q10sy_mse", 0.5)]]
+    summary = bench.summarize(rows)
+    assert summary["qcfs_q8sy_mse"]["6"]["runs"] == 2 and summary["qcfs_q8sy_mse"]["6"]["accuracy_mean"] == pytest.approx(0.88)
+    assert summary["qcfs_q10sy_mse"]["6"]["runs"] == 1 and summary["qcfs_q10sy_mse"]["6"]["accuracy_sd"] is None
 
 
 def test_summary_is_the_mean_and_spread_over_seeds():
@@ -34,6 +56,9 @@ def test_summary_is_the_mean_and_spread_over_seeds():
     (["--qcfs-rate-reg", "-1"], "--qcfs-rate-reg"),
     (["--train-rate-reg", "0,x"], "--train-rate-reg"),
     (["--seeds", "a"], "--seeds"),
+    (["--qcfs-seeds", "1,-2"], "--qcfs-seeds"),
+    (["--synthetic-sets", "0"], "--synthetic-sets"),
+    (["--qcfs-ema", "1"], "--qcfs-ema"),
 ])
 def test_bad_options_exit_naming_the_option(argv, message, tmp_path, monkeypatch):
     bench = load_bench("spike_budget")

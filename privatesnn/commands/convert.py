@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     low.add_argument("--qcfs-kd-loss", choices=("kl", "mse"), default="kl",
                      help="distillation term of QCFS fine-tuning: tempered KL on the logits (default) or 'mse', "
                           "their squared difference (as `train --kd-loss`)")
+    low.add_argument("--qcfs-ema", type=float, default=0.0, metavar="DECAY",
+                     help="the QCFS network kept is the exponential moving average of its weights and clips "
+                          "with this decay per step (e.g. 0.998; as train --ema; default 0 = the last step's)")
     low.add_argument("--qcfs-rate-reg", type=float, default=0.0, metavar="W",
                      help="weight of a penalty on the mean QCFS level, the spike rate a windowed SNN has at "
                           "T = L: fewer spikes, less energy, trained at the cost of an ANN step (same units as "
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                   fold_pooling=not args.keep_pooling, qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs,
                   qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
                   qcfs_feature_weight=args.qcfs_feature_weight, qcfs_kd_loss=args.qcfs_kd_loss,
-                  qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting, qcfs_trapdoor=args.qcfs_trapdoor,
+                  qcfs_ema=args.qcfs_ema, qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting, qcfs_trapdoor=args.qcfs_trapdoor,
                   qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, qcfs_trapdoor_augment=args.qcfs_trapdoor_augment,
                   trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
                   device=args.device)
