@@ -55,15 +55,15 @@ def attack(snn_path: str, data: str, evaluator_spec: str | None, per_class: int,
            weight: float, seed: int) -> dict:
     from privatesnn.artifact import load_snn
     from privatesnn.data import load_data
-    from privatesnn.privacy.audit import _load_evaluator, _num_classes
+    from privatesnn.privacy.audit import load_evaluator, num_classes_of
     from privatesnn.privacy.inversion import InversionSettings, invert, score_inversion, snn_for_inversion
     from privatesnn.snn_eval import snn_accuracy_over_time
 
     art = load_snn(snn_path)
     graph = art.graph
-    num_classes = _num_classes(art)
+    num_classes = num_classes_of(art)
     input_shape = tuple(graph.input.shape)
-    ev = _load_evaluator(evaluator_spec, data, num_classes, input_shape, None).module()
+    ev = load_evaluator(evaluator_spec, data, num_classes, input_shape, None).module()
     for p in ev.parameters():
         p.requires_grad_(False)
     T = int(timesteps or art.timesteps)

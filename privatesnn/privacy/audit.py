@@ -56,7 +56,8 @@ def _is_trained(artifact: SNNArtifact) -> bool:
     return "epochs" in artifact.settings
 
 
-def _num_classes(artifact: SNNArtifact) -> int:
+def num_classes_of(artifact: SNNArtifact) -> int:
+    """The SNN's number of classes (recorded, else its output layer's size)."""
     n = artifact.graph.meta.get("num_classes")
     return int(n) if n else int(artifact.graph[artifact.graph.output].shape[0])
 
@@ -106,7 +107,9 @@ def _load_parent(artifact: SNNArtifact, notes: list[str]) -> SNNArtifact | None:
     return load_snn(path)
 
 
-def _load_evaluator(evaluator_spec: str | None, data_spec: str, num_classes: int, input_shape, victim_sha: str | None):
+def load_evaluator(evaluator_spec: str | None, data_spec: str, num_classes: int, input_shape, victim_sha: str | None):
+    """The independent evaluator that scores inverted images (``--evaluator``, else the default for the
+    dataset), checked against the victim: same classes and input shape, not the victim itself."""
     from ..models import load_model
 
     spec = evaluator_spec or DEFAULT_EVALUATORS.get(str(data_spec).lower())
@@ -217,7 +220,7 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
     notes: list[str] = []
     artifact = load_snn(snn_path)
     graph = artifact.graph
-    num_classes = _num_classes(artifact)
+    num_classes = num_classes_of(artifact)
     input_shape = tuple(graph.input.shape)
     loaded = _load_ann(artifact, model_spec, notes, model_kwargs)
     ann_g = None
@@ -226,7 +229,7 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
 
         ann_g = reference_graph(ann_graph(loaded), graph)
         check_architecture(graph, ann_g, f"the SNN {snn_path}")
-    evaluator = _load_evaluator(evaluator_spec, data_spec, num_classes, input_shape,
+    evaluator = load_evaluator(evaluator_spec, data_spec, num_classes, input_shape,
                                 loaded.sha256 if loaded is not None else artifact.model.get("sha256"))
     data = load_data(data_spec).limit(limit)
     check_classes(data, num_classes, "the SNN")
