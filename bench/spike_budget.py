@@ -84,27 +84,30 @@ def tag(weight: float, weighting: str) -> str:
 
 
 def qcfs_tag(qcfs_rr: float, weighting: str, kd_loss: str = "kl", sets: int = 1, seed: int = 0,
-             ema: float = 0.0) -> str:
+             ema: float = 0.0, anchor: float = 0.0) -> str:
     """``q8sy``; ``q8sy_mse`` for a QCFS fine-tuning distilled by the squared logit difference, ``_x3``
-    on three synthetic sets, ``_ema0.998`` keeping its weight average, ``_qs1`` with its seed 1 (seed 0,
-    one set, no average: no suffix)."""
+    on three synthetic sets, ``_ema0.998`` keeping its weight average, ``_a100`` with an L2-SP pull of
+    100, ``_qs1`` with its seed 1 (seed 0, one set, none of these: no suffix)."""
     return (f"q{tag(qcfs_rr, weighting)}" + ("" if kd_loss == "kl" else f"_{kd_loss}")
-            + (f"_x{sets}" if sets > 1 else "") + (f"_ema{ema:g}" if ema else "") + (f"_qs{seed}" if seed else ""))
+            + (f"_x{sets}" if sets > 1 else "") + (f"_ema{ema:g}" if ema else "") + (f"_a{anchor:g}" if anchor else "")
+            + (f"_qs{seed}" if seed else ""))
 
 
 def qcfs_name(qcfs_rr: float, weighting: str, kd_loss: str = "kl", sets: int = 1, seed: int = 0,
-              ema: float = 0.0) -> str:
-    return f"qcfs_{qcfs_tag(qcfs_rr, weighting, kd_loss, sets, seed, ema)}"
+              ema: float = 0.0, anchor: float = 0.0) -> str:
+    return f"qcfs_{qcfs_tag(qcfs_rr, weighting, kd_loss, sets, seed, ema, anchor)}"
 
 
 def setting_name(qcfs_rr: float, train_rr: float, seed: int, args, qcfs_seed: int = 0) -> str:
     q = qcfs_tag(qcfs_rr, args.qcfs_weighting, getattr(args, "qcfs_kd_loss", "kl"),
-                 getattr(args, "synthetic_sets", 1), qcfs_seed, getattr(args, "qcfs_ema", 0.0))
+                 getattr(args, "synthetic_sets", 1), qcfs_seed, getattr(args, "qcfs_ema", 0.0),
+                 getattr(args, "qcfs_anchor", 0.0))
     return f"{q}_r{tag(train_rr, args.weighting)}_s{seed}"
 
 
 def qcfs_path(work: Path, qcfs_rr: float, args, qcfs_seed: int = 0) -> Path:
-    name = qcfs_name(qcfs_rr, args.qcfs_weighting, args.qcfs_kd_loss, args.synthetic_sets, qcfs_seed, args.qcfs_ema)
+    name = qcfs_name(qcfs_rr, args.qcfs_weighting, args.qcfs_kd_loss, args.synthetic_sets, qcfs_seed, args.qcfs_ema,
+                     args.qcfs_anchor)
     return work / f"{name}.pt"
 
 
@@ -128,7 +131,7 @@ def make_qcfs(work: Path, synth: list[Path], qcfs_rr: float, args, times: dict[s
                                    "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
                                    "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr,
                                    "--qcfs-rate-weighting", args.qcfs_weighting, "--qcfs-kd-loss", args.qcfs_kd_loss,
-                                   "--qcfs-ema", args.qcfs_ema, "--seed", qcfs_seed, "--out", qcfs,
+                                   "--qcfs-ema", args.qcfs_ema, "--qcfs-anchor", args.qcfs_anchor, "--seed", qcfs_seed, "--out", qcfs,
                                    "--device", args.device)
     return qcfs
 
@@ -209,6 +212,8 @@ def main() -> None:
     p.add_argument("--qcfs-seeds", default="0", help="comma list of QCFS fine-tuning seeds (`convert --seed`)")
     p.add_argument("--qcfs-ema", type=float, default=0.0,
                    help="`convert --qcfs-ema`: keep the QCFS weights' moving average with this decay (..._ema<D>)")
+    p.add_argument("--qcfs-anchor", type=float, default=0.0,
+                   help="`convert --qcfs-anchor`: L2-SP pull towards the converted ANN's weights (..._a<W>)")
     p.add_argument("--synthetic-sets", type=int, default=1,
                    help="synthetic sets of 2048 images to fine-tune and encrypt on (the bench's, then seeds 2 ...)")
     p.add_argument("--weighting", choices=("layers", "synops"), default="synops",
@@ -235,6 +240,8 @@ def main() -> None:
     seeds, qcfs_seeds = integers(args.seeds, "--seeds"), integers(args.qcfs_seeds, "--qcfs-seeds")
     if not 0 <= args.qcfs_ema < 1:
         raise SystemExit(f"--qcfs-ema: expected a decay in [0, 1), got {args.qcfs_ema}")
+    if not args.qcfs_anchor >= 0:
+        raise SystemExit(f"--qcfs-anchor: expected a weight >= 0, got {args.qcfs_anchor}")
     if args.synthetic_sets < 1:
         raise SystemExit(f"--synthetic-sets: expected >= 1, got {args.synthetic_sets}")
     if not shared_available():
@@ -295,7 +302,7 @@ def main() -> None:
     result = {"command": " ".join(sys.argv), "t": args.t, "timesteps": ts, "ann_accuracy": case["ann_accuracy"],
               "eval_images": case["eval_images"], "count_images": case["count_images"],
               "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True,
-                                  "kd_loss": args.qcfs_kd_loss, "ema": args.qcfs_ema,
+                                  "kd_loss": args.qcfs_kd_loss, "ema": args.qcfs_ema, "anchor": args.qcfs_anchor,
                                   "synthetic_images": 2048 * args.synthetic_sets},
                          "train": {"epochs": args.epochs, **ENCRYPTION}},
               "rows": rows, "summary": summarize(rows) if len(seeds) > 1 or len(qcfs_seeds) > 1 else None,

@@ -87,6 +87,7 @@ class QCFSSettings:
     temperature: float = 4.0
     kd_loss: str = "kl"  # "kl": tempered KL on the logits; "mse": their squared difference (as train --kd-loss)
     ema: float = 0.0  # > 0: the result is the exponential moving average of the parameters (decay per step)
+    anchor: float = 0.0  # > 0: weight of the L2-SP pull of the synaptic weights towards the converted ANN's
     cutmix: float = 0.5  # probability that a batch is CutMix-ed (0 = off)
     feature_weight: float = 1.0  # weight of the layer-wise activation matching against the ANN (0 = off)
     rate_reg: float = 0.0  # weight of the mean-level penalty: the windowed SNN's spike rate at T = L (0 = off)
@@ -107,6 +108,7 @@ class QCFSSettings:
                   (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
                   (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
                   (0.0 <= self.ema < 1.0, f"--qcfs-ema must be in [0, 1), got {self.ema}"),
+                  (self.anchor >= 0 and math.isfinite(self.anchor), f"--qcfs-anchor must be >= 0, got {self.anchor}"),
                   (self.kd_loss in KD_LOSSES, f"--qcfs-kd-loss must be one of {', '.join(KD_LOSSES)}, "
                                               f"got {self.kd_loss!r}"),
                   (0.0 <= self.cutmix <= 1.0, f"cutmix probability must be in [0, 1], got {self.cutmix}"),
@@ -146,6 +148,13 @@ def feature_loss(net: QCFSNetwork, student: dict[str, torch.Tensor], teacher: di
         target = torch.minimum(teacher[name], th.detach())
         terms.append(F.mse_loss(th * q, target) / target.pow(2).mean().clamp_min(1e-8))
     return torch.stack(terms).mean()
+
+
+def weight_drift(weights: list[torch.Tensor], start: list[torch.Tensor]) -> torch.Tensor:
+    """L2-SP (Li et al., ICML 2018): the mean over weight tensors of their squared distance from the
+    start, relative to the start's squared norm (scale-free across layers)."""
+    return torch.stack([((w - w0) ** 2).sum() / (w0 ** 2).sum().clamp_min(1e-12)
+                        for w, w0 in zip(weights, start)]).mean()
 
 
 def level_rate(acts: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
@@ -201,6 +210,9 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     ema = WeightAverage(params, settings.ema) if settings.ema > 0 else None
+    # the converted ANN's weights, for --qcfs-anchor (biases and clips move freely)
+    anchored = [p for name, p in net.synapses.named_parameters() if name.endswith("weight") and p.requires_grad]
+    start = [p.detach().clone() for p in anchored]
     history = []
     rate_weights = synop_weights(graph) if settings.rate_weighting == "synops" else None
     triggers = None
@@ -239,6 +251,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
                 loss, hit = trapdoor_qcfs_loss(net, logits, t_logits, acts, t_acts, clean, classes, settings)
                 hits += hit
                 stamped_seen += int((~clean).sum())
+            if settings.anchor > 0:  # stay near the ANN the synthetic images were made from
+                loss = loss + settings.anchor * weight_drift(anchored, start)
             if settings.rate_reg > 0:  # fewer spikes: the penalty train --rate-reg puts on the SNN, at ANN cost
                 loss = loss + settings.rate_reg * level_rate(acts, rate_weights)
             if not torch.isfinite(loss):

@@ -186,6 +186,25 @@ def test_qcfs_ema_keeps_the_weight_average(tmp_path):
         QCFSSettings(ema=1.0).validate()
 
 
+def test_qcfs_anchor_keeps_the_weights_near_the_converted_ann():
+    """`--qcfs-anchor W` (L2-SP) pulls the fine-tuned weights towards the converted ANN's: a strong
+    pull leaves them closer than no pull does; a negative weight is refused."""
+    from privatesnn.qcfs import weight_drift
+
+    images = torch.rand(64, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    start = [n.weight.clone() for n in _tiny_graph().weighted()]
+
+    def drift(anchor):
+        out = finetune_qcfs(_tiny_graph(), images, QCFSSettings(levels=2, epochs=3, batch_size=16, lr=3e-2,
+                                                                anchor=anchor), progress=False)
+        return float(weight_drift([n.weight for n in out.weighted()], start))
+
+    free, pulled = drift(0.0), drift(1e4)
+    assert free > 0 and pulled < 0.5 * free, (free, pulled)
+    with pytest.raises(PrivsnnError, match="--qcfs-anchor"):
+        QCFSSettings(anchor=-1.0).validate()
+
+
 def test_bias_calibration_moves_layer_means_onto_the_ann():
     """With membranes starting at 0 every layer under-fires by about 1/(2T) on average: a
     per-channel offset that bias calibration removes."""

@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     low.add_argument("--qcfs-ema", type=float, default=0.0, metavar="DECAY",
                      help="the QCFS network kept is the exponential moving average of its weights and clips "
                           "with this decay per step (e.g. 0.998; as train --ema; default 0 = the last step's)")
+    low.add_argument("--qcfs-anchor", type=float, default=0.0, metavar="W",
+                     help="weight of an L2-SP pull of the weights towards the converted ANN's during QCFS "
+                          "fine-tuning (mean relative squared distance per layer; default 0 = off)")
     low.add_argument("--qcfs-rate-reg", type=float, default=0.0, metavar="W",
                      help="weight of a penalty on the mean QCFS level, the spike rate a windowed SNN has at "
                           "T = L: fewer spikes, less energy, trained at the cost of an ANN step (same units as "
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                   fold_pooling=not args.keep_pooling, qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs,
                   qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
                   qcfs_feature_weight=args.qcfs_feature_weight, qcfs_kd_loss=args.qcfs_kd_loss,
-                  qcfs_ema=args.qcfs_ema, qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting, qcfs_trapdoor=args.qcfs_trapdoor,
+                  qcfs_ema=args.qcfs_ema, qcfs_anchor=args.qcfs_anchor, qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting, qcfs_trapdoor=args.qcfs_trapdoor,
                   qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, qcfs_trapdoor_augment=args.qcfs_trapdoor_augment,
                   trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
                   device=args.device)
