@@ -31,6 +31,12 @@ makes and measures only those. ``--qcfs-seeds 0,1,2`` repeats each QCFS fine-tun
 
     python bench/spike_budget.py --qcfs-kd-loss mse --qcfs-rate-reg 10,12 --synthetic-sets 3 --qcfs-epochs 30 \
         --qcfs-only --out spike_budget_qcfs_x3.json --reuse --threads 1
+    python bench/spike_budget.py --qcfs-kd-loss mse --qcfs-rate-reg 8 --qcfs-seeds 0,1,2 --qcfs-only \
+        --out spike_budget_qcfs_mse_seeds.json --reuse --threads 1     # one QCFS setting's spread
+    python bench/spike_budget.py --qcfs-kd-loss mse --qcfs-rate-reg 10,12 --qcfs-ema 0.998 --qcfs-only \
+        --out spike_budget_qcfs_ema.json --reuse --threads 1
+    python bench/spike_budget.py --qcfs-kd-loss mse --qcfs-rate-reg 12 --qcfs-anchor 30 --qcfs-only \
+        --out spike_budget_qcfs_anchor30.json --reuse --threads 1        # and --qcfs-anchor 300
 
 Artifacts go to runs/bench/cifar10_resnet20/spike_budget/ (named by setting: ``qcfs_q8sy.pt``,
 ``q8sy_r30sy_s0.pt``; the synthetic images are bench/accuracy.py's ``synth.npz`` one folder up, made
