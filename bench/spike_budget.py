@@ -137,8 +137,8 @@ def make_qcfs(work: Path, synth: list[Path], qcfs_rr: float, args, times: dict[s
                                    "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
                                    "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr,
                                    "--qcfs-rate-weighting", args.qcfs_weighting, "--qcfs-kd-loss", args.qcfs_kd_loss,
-                                   "--qcfs-ema", args.qcfs_ema, "--qcfs-anchor", args.qcfs_anchor, "--seed", qcfs_seed, "--out", qcfs,
-                                   "--device", args.device)
+                                   "--qcfs-ema", args.qcfs_ema, "--qcfs-anchor", args.qcfs_anchor, "--seed", qcfs_seed,
+                                   "--out", qcfs, "--device", args.device)
     return qcfs
 
 

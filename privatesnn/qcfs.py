@@ -211,7 +211,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     ema = WeightAverage(params, settings.ema) if settings.ema > 0 else None
     # the converted ANN's weights, for --qcfs-anchor (biases and clips move freely)
-    anchored = [p for name, p in net.synapses.named_parameters() if name.endswith("weight") and p.requires_grad]
+    anchored = [p for name, p in net.synapses.named_parameters() if name.endswith("weight") and p.requires_grad
+                ] if settings.anchor > 0 else []
     start = [p.detach().clone() for p in anchored]
     history = []
     rate_weights = synop_weights(graph) if settings.rate_weighting == "synops" else None
