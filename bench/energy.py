@@ -94,7 +94,7 @@ def compact(res: dict) -> dict:
     conv = {}
     for name, c in res["conventions"].items():
         conv[name] = {k: c.get(k) for k in ("snn_pj", "ann_pj", "ratio", "ratio_synaptic_only", "ratio_input_once",
-                                            "snn_pj_input_once", "ratio_note", "description", "snn_breakdown_pj", "ann_breakdown_pj") if k in c}
+                                            "snn_pj_input_once", "ratio_vs_ann_pruned_alike", "ratio_note", "description", "snn_breakdown_pj", "ann_breakdown_pj") if k in c}
     return {"timesteps": res["timesteps"], "accuracy": res["accuracy"], "count_accuracy": res.get("count_accuracy"),
             "totals": res["totals"], "layers": [{k: l[k] for k in keep} for l in res["layers"]],
             "neurons": [{k: n[k] for k in ("name", "neurons", "spikes", "spike_rate", "readout")} for n in res["neurons"]],

@@ -38,6 +38,10 @@ makes and measures only those. ``--qcfs-seeds 0,1,2`` repeats each QCFS fine-tun
     python bench/spike_budget.py --qcfs-kd-loss mse --qcfs-rate-reg 12 --qcfs-anchor 30 --qcfs-only \
         --out spike_budget_qcfs_anchor30.json --reuse --threads 1        # and --qcfs-anchor 300
 
+``--qcfs-prune S --qcfs-prune-input S1`` prunes the QCFS network's weights during its fine-tuning
+(gradual magnitude pruning, ``convert --qcfs-prune``; ``..._p50i50``): fewer synapses per spike and fewer
+multiply-accumulates on the image; each row also gives the share of zero weights.
+
 Artifacts go to runs/bench/cifar10_resnet20/spike_budget/ (named by setting: ``qcfs_q8sy.pt``,
 ``q8sy_r30sy_s0.pt``; the synthetic images are bench/accuracy.py's ``synth.npz`` one folder up, made
 here with the same settings if absent); --reuse keeps an artifact that exists and the stage time
@@ -89,31 +93,40 @@ def tag(weight: float, weighting: str) -> str:
     return f"{weight:g}" + ("sy" if weight > 0 and weighting == "synops" else "")
 
 
+def prune_tag(prune: float, prune_input: float) -> str:
+    """``_p50i30``: 50% of the spike-fed layers' weights and 30% of the image layer's pruned ('' if none)."""
+    if not prune and not prune_input:
+        return ""
+    return f"_p{round(100 * prune)}" + (f"i{round(100 * prune_input)}" if prune_input else "")
+
+
 def qcfs_tag(qcfs_rr: float, weighting: str, kd_loss: str = "kl", sets: int = 1, seed: int = 0,
-             ema: float = 0.0, anchor: float = 0.0) -> str:
+             ema: float = 0.0, anchor: float = 0.0, prune: float = 0.0, prune_input: float = 0.0) -> str:
     """``q8sy``; ``q8sy_mse`` for a QCFS fine-tuning distilled by the squared logit difference, ``_x3``
     on three synthetic sets, ``_ema0.998`` keeping its weight average, ``_a100`` with an L2-SP pull of
-    100, ``_qs1`` with its seed 1 (seed 0, one set, none of these: no suffix)."""
+    100, ``_p50i30`` pruned (:func:`prune_tag`), ``_qs1`` with its seed 1 (seed 0, one set, none of these:
+    no suffix)."""
     return (f"q{tag(qcfs_rr, weighting)}" + ("" if kd_loss == "kl" else f"_{kd_loss}")
             + (f"_x{sets}" if sets > 1 else "") + (f"_ema{ema:g}" if ema else "") + (f"_a{anchor:g}" if anchor else "")
-            + (f"_qs{seed}" if seed else ""))
+            + prune_tag(prune, prune_input) + (f"_qs{seed}" if seed else ""))
 
 
 def qcfs_name(qcfs_rr: float, weighting: str, kd_loss: str = "kl", sets: int = 1, seed: int = 0,
-              ema: float = 0.0, anchor: float = 0.0) -> str:
-    return f"qcfs_{qcfs_tag(qcfs_rr, weighting, kd_loss, sets, seed, ema, anchor)}"
+              ema: float = 0.0, anchor: float = 0.0, prune: float = 0.0, prune_input: float = 0.0) -> str:
+    return f"qcfs_{qcfs_tag(qcfs_rr, weighting, kd_loss, sets, seed, ema, anchor, prune, prune_input)}"
 
 
 def setting_name(qcfs_rr: float, train_rr: float, seed: int, args, qcfs_seed: int = 0) -> str:
     q = qcfs_tag(qcfs_rr, args.qcfs_weighting, getattr(args, "qcfs_kd_loss", "kl"),
                  getattr(args, "synthetic_sets", 1), qcfs_seed, getattr(args, "qcfs_ema", 0.0),
-                 getattr(args, "qcfs_anchor", 0.0))
+                 getattr(args, "qcfs_anchor", 0.0), getattr(args, "qcfs_prune", 0.0),
+                 getattr(args, "qcfs_prune_input", 0.0))
     return f"{q}_r{tag(train_rr, args.weighting)}_s{seed}"
 
 
 def qcfs_path(work: Path, qcfs_rr: float, args, qcfs_seed: int = 0) -> Path:
     name = qcfs_name(qcfs_rr, args.qcfs_weighting, args.qcfs_kd_loss, args.synthetic_sets, qcfs_seed, args.qcfs_ema,
-                     args.qcfs_anchor)
+                     args.qcfs_anchor, args.qcfs_prune, args.qcfs_prune_input)
     return work / f"{name}.pt"
 
 
@@ -137,7 +150,9 @@ def make_qcfs(work: Path, synth: list[Path], qcfs_rr: float, args, times: dict[s
                                    "--qcfs-levels", args.t, "--qcfs-epochs", args.qcfs_epochs, "--qcfs-lr", 3e-4,
                                    "--qcfs-optimizer", "adam", "--qcfs-rate-reg", qcfs_rr,
                                    "--qcfs-rate-weighting", args.qcfs_weighting, "--qcfs-kd-loss", args.qcfs_kd_loss,
-                                   "--qcfs-ema", args.qcfs_ema, "--qcfs-anchor", args.qcfs_anchor, "--seed", qcfs_seed,
+                                   "--qcfs-ema", args.qcfs_ema, "--qcfs-anchor", args.qcfs_anchor,
+                                   "--qcfs-prune", args.qcfs_prune, "--qcfs-prune-input", args.qcfs_prune_input,
+                                   "--seed", qcfs_seed,
                                    "--out", qcfs, "--device", args.device)
     return qcfs
 
@@ -220,6 +235,10 @@ def main() -> None:
                    help="`convert --qcfs-ema`: keep the QCFS weights' moving average with this decay (..._ema<D>)")
     p.add_argument("--qcfs-anchor", type=float, default=0.0,
                    help="`convert --qcfs-anchor`: L2-SP pull towards the converted ANN's weights (..._a<W>)")
+    p.add_argument("--qcfs-prune", type=float, default=0.0,
+                   help="`convert --qcfs-prune`: share of zero weights in the spike-fed layers (..._p<S>, in percent)")
+    p.add_argument("--qcfs-prune-input", type=float, default=0.0,
+                   help="`convert --qcfs-prune-input`: the same for the layer reading the image (..._p<S>i<S1>, in percent)")
     p.add_argument("--synthetic-sets", type=int, default=1,
                    help="synthetic sets of 2048 images to fine-tune and encrypt on (the bench's, then seeds 2 ...)")
     p.add_argument("--weighting", choices=("layers", "synops"), default="synops",
@@ -248,6 +267,9 @@ def main() -> None:
         raise SystemExit(f"--qcfs-ema: expected a decay in [0, 1), got {args.qcfs_ema}")
     if not args.qcfs_anchor >= 0:
         raise SystemExit(f"--qcfs-anchor: expected a weight >= 0, got {args.qcfs_anchor}")
+    for option, value in (("--qcfs-prune", args.qcfs_prune), ("--qcfs-prune-input", args.qcfs_prune_input)):
+        if not 0 <= value < 1:
+            raise SystemExit(f"{option}: expected a share of the weights in [0, 1), got {value}")
     if args.synthetic_sets < 1:
         raise SystemExit(f"--synthetic-sets: expected >= 1, got {args.synthetic_sets}")
     if not shared_available():
@@ -292,6 +314,9 @@ def main() -> None:
                 settings.append((q, qs, None, None))
                 paths.append(qcfs_path(work, q, args, qs))
     case = energy.run_case("cifar10_resnet20", paths, ts, count_args, model)
+    from privatesnn.artifact import load_snn
+    from privatesnn.pruning import weight_sparsity
+
     rows = []
     for (q, qs, r, s), path, snn in zip(settings, paths, case["snns"]):
         results = [{"timesteps": e["timesteps"], "accuracy": e["accuracy"], "spike_rate": e["totals"]["spike_rate"],
@@ -302,13 +327,15 @@ def main() -> None:
                      "train_rate_reg": r, "seed": s, "qcfs_seed": qs, "synthetic_sets": args.synthetic_sets,
                      "qcfs_weighting": args.qcfs_weighting,
                      "qcfs_kd_loss": args.qcfs_kd_loss, "weighting": args.weighting,
-                     "snn": str(path), "results": results, "within_ann": snn["within_ann"],
+                     "snn": str(path), "weight_sparsity": weight_sparsity(load_snn(path).graph)["all"],
+                     "results": results, "within_ann": snn["within_ann"],
                      "seconds": {"qcfs": times.get(path.stem if r is None else qcfs_path(work, q, args, qs).stem),
                                  "train": times.get(path.stem) if r is not None else None}})
     result = {"command": " ".join(sys.argv), "t": args.t, "timesteps": ts, "ann_accuracy": case["ann_accuracy"],
               "eval_images": case["eval_images"], "count_images": case["count_images"],
               "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True,
                                   "kd_loss": args.qcfs_kd_loss, "ema": args.qcfs_ema, "anchor": args.qcfs_anchor,
+                                  "prune": args.qcfs_prune, "prune_input": args.qcfs_prune_input,
                                   "synthetic_images": 2048 * args.synthetic_sets},
                          "train": {"epochs": args.epochs, **ENCRYPTION}},
               "rows": rows, "summary": summarize(rows) if len(seeds) > 1 or len(qcfs_seeds) > 1 else None,

@@ -256,9 +256,24 @@ def all_timesteps(snn: dict, ann: dict, m: EnergyModel) -> dict[str, Any]:
             f"MACs (direct-coded input at every step, pooled-spike inputs) x {mac:g} pJ + neuron work (threshold "
             f"compare per update, subtraction per reset, bias and pooling adds at {ac:g} pJ). ANN: dense MACs x "
             f"{mac:g} pJ + ReLU compares, bias and pooling adds.")
+    extra = {}
+    kept = _kept_weights(snn)
+    if kept:  # a pruned SNN: also against the same ANN with the same weights removed (a zero-skipping ANN)
+        saved = sum(l["dense"] * mac * (1.0 - kept[l["name"]]) for l in ann["layers"]
+                    if l["type"] != "avgpool" and not l.get("routing") and l["name"] in kept)
+        extra = {"ann_pj_pruned_alike": sum(ann_parts.values()) - saved,
+                 "ratio_vs_ann_pruned_alike": _ratio(sum(ann_parts.values()) - saved, sum(parts.values())),
+                 "weights_kept": kept}
     return _pack(desc, layers, parts, ann_layers, ann_parts,
                  ratio_synaptic_only=_ratio(ann_parts["dense_macs"] + ann_parts["residual_adds"], snn_syn),
-                 snn_pj_input_once=snn_once, ratio_input_once=_ratio(sum(ann_parts.values()), snn_once))
+                 snn_pj_input_once=snn_once, ratio_input_once=_ratio(sum(ann_parts.values()), snn_once), **extra)
+
+
+def _kept_weights(snn: dict) -> dict[str, float]:
+    """Share of nonzero weights per learned SNN layer, if any layer was pruned (else {})."""
+    kept = {l["name"]: l["nonzero_weights"] / l["weights"] for l in snn["layers"]
+            if l["type"] != "avgpool" and not l.get("routing") and l.get("weights")}
+    return kept if any(v < 0.999 for v in kept.values()) else {}
 
 
 def memory_aware(snn: dict, ann: dict, m: EnergyModel) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
             qcfs_levels: int = 0, qcfs_epochs: int = 30, qcfs_lr: float = 1e-4, qcfs_optimizer: str = "adam",
             qcfs_feature_weight: float = 1.0, qcfs_kd_loss: str = "kl", qcfs_rate_reg: float = 0.0,
             qcfs_ema: float = 0.0, qcfs_anchor: float = 0.0,
-            qcfs_rate_weighting: str = "layers",
+            qcfs_rate_weighting: str = "layers", qcfs_prune: float = 0.0, qcfs_prune_input: float = 0.0,
             qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3, qcfs_trapdoor_augment: bool = False,
             trapdoor_key: int | None = None, batch_size: int = 128, seed: int = 0,
             device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
@@ -142,7 +142,9 @@ def convert(model: LoadedModel | str, out: PathLike, *,
     Several synthetic sets (e.g. other ``synthesize`` seeds) are used together, in the order given.
     ``qcfs_rate_reg``: weight of a penalty on the QCFS levels (fewer spikes, as ``train(rate_reg=...)``
     but at the cost of an ANN step; ``qcfs_rate_weighting="synops"`` weighs each layer by what its
-    spikes cost). ``qcfs_trapdoor``: share of QCFS batches stamped with secret class triggers made from
+    spikes cost). ``qcfs_prune`` / ``qcfs_prune_input``: final share of zero weights in the layers fed by
+    spikes / by the analog image, reached by gradual magnitude pruning during the QCFS fine-tuning (fewer
+    synaptic operations; :mod:`privatesnn.pruning`). ``qcfs_trapdoor``: share of QCFS batches stamped with secret class triggers made from
     ``trapdoor_key`` (a model-inversion defence; ``train(trapdoor=..., trapdoor_key=...)`` with the
     same key keeps them; ``qcfs_trapdoor_augment`` stamps them before the random shift and flip, so the
     network answers a trigger wherever it lands). The key is not written to the artifact or its manifest."""
@@ -167,6 +169,11 @@ def convert(model: LoadedModel | str, out: PathLike, *,
         raise PrivsnnError(f"--qcfs-rate-reg must be >= 0, got {qcfs_rate_reg}")
     if qcfs_rate_reg > 0 and qcfs_levels == 0:
         raise PrivsnnError("--qcfs-rate-reg needs QCFS fine-tuning (--qcfs-levels L)")
+    for name, value in (("--qcfs-prune", qcfs_prune), ("--qcfs-prune-input", qcfs_prune_input)):
+        if not (0.0 <= value < 1.0):
+            raise PrivsnnError(f"{name} must be in [0, 1), got {value}")
+        if value > 0 and qcfs_levels == 0:
+            raise PrivsnnError(f"{name} needs QCFS fine-tuning (--qcfs-levels L)")
     torch.manual_seed(seed)
     loaded = load_model(model)
     private = synthetic is not None
@@ -192,6 +199,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
                                   fold_pooling=fold_pooling, qcfs_levels=qcfs_levels, qcfs_epochs=qcfs_epochs,
                                   qcfs_lr=qcfs_lr, qcfs_feature_weight=qcfs_feature_weight, qcfs_kd_loss=qcfs_kd_loss, qcfs_ema=qcfs_ema, qcfs_anchor=qcfs_anchor,
                                   qcfs_rate_reg=qcfs_rate_reg, qcfs_rate_weighting=qcfs_rate_weighting,
+                                  qcfs_prune=qcfs_prune, qcfs_prune_input=qcfs_prune_input,
                                   qcfs_optimizer=qcfs_optimizer, qcfs_trapdoor=qcfs_trapdoor,
                                   qcfs_trapdoor_alpha=qcfs_trapdoor_alpha,
                                   qcfs_trapdoor_augment=bool(qcfs_trapdoor_augment), trapdoor_key=trapdoor_key,

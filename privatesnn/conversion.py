@@ -48,6 +48,8 @@ class ConversionSettings:
     qcfs_kd_loss: str = "kl"
     qcfs_ema: float = 0.0  # > 0: keep the weights' exponential moving average (decay per step)
     qcfs_anchor: float = 0.0  # > 0: L2-SP pull of the weights towards the converted ANN's
+    qcfs_prune: float = 0.0  # > 0: gradual magnitude pruning of the spike-fed layers to this sparsity
+    qcfs_prune_input: float = 0.0  # the same for the layers that read the analog image
     qcfs_optimizer: str = "adam"
     qcfs_trapdoor: float = 0.0  # > 0: learn secret class triggers during QCFS fine-tuning (Trap-MID; privatesnn/qcfs.py)
     qcfs_trapdoor_augment: bool = False  # stamp the triggers before the random shift/flip
@@ -267,6 +269,7 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
                           rate_weighting=settings.qcfs_rate_weighting,
                           optimizer=settings.qcfs_optimizer,
                           kd_loss=settings.qcfs_kd_loss, ema=settings.qcfs_ema, anchor=settings.qcfs_anchor,
+                          prune=settings.qcfs_prune, prune_input=settings.qcfs_prune_input,
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
                           trapdoor_key=settings.trapdoor_key, trapdoor_augment=settings.qcfs_trapdoor_augment,
                           seed=settings.seed)

@@ -92,6 +92,13 @@ def render_markdown(res: dict[str, Any]) -> str:
                  f"All timesteps with the constant image current computed once per image (as the Lava "
                  f"deployment does): ratio {_ratio(at.get('ratio_input_once'))}. "
                  f"Loihi: {conv['loihi']['ratio_note']}.")
+    if at.get("ratio_vs_ann_pruned_alike") is not None:
+        kept = at["weights_kept"]
+        lines.append(f"Some SNN weights are zero (pruned, or rounded to zero on the chip's grid; up to "
+                     f"{100 * (1 - min(kept.values())):.0f}% of a layer), and zero weights cost no synaptic ops: the "
+                     f"ratios above are against the user's dense ANN; against the same ANN with the same weights "
+                     f"removed, on hardware that skips them, all timesteps: ratio "
+                     f"{_ratio(at['ratio_vs_ann_pruned_alike'])}.")
     lines.append("")
     lines.append("What each convention counts (exactly):")
     lines.append("")

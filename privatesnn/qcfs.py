@@ -30,6 +30,7 @@ from .errors import PrivsnnError
 from .graph import Graph, Neuron
 from .layers import build_synapses, module_key, write_back
 from .ops_count import RATE_WEIGHTINGS, synop_weights, weighted_rate
+from .pruning import make_pruner, weight_sparsity
 from .snn import static_forward
 from .training import (KD_LOSSES, SECRET_NOT_RECORDED, WeightAverage, augment, cutmix, make_triggers, mix_trapdoor_loss,
                        stamp_triggers)
@@ -96,6 +97,9 @@ class QCFSSettings:
     trapdoor_alpha: float = 0.3  # blend weight of the trigger
     trapdoor_key: int | None = None  # seed of the triggers (required with trapdoor: train must reuse it)
     trapdoor_augment: bool = False  # stamp before the random shift/flip: triggers answered wherever they land
+    prune: float = 0.0  # final share of zero weights in each layer fed by spikes (gradual magnitude pruning)
+    prune_input: float = 0.0  # the same for layers fed by the analog image (their MACs are charged every step)
+    prune_until: float = 0.5  # share of the epochs over which the sparsity rises (the rest recovers)
     seed: int = 0
     history: list = field(default_factory=list)
 
@@ -118,6 +122,10 @@ class QCFSSettings:
                    f"--qcfs-rate-reg must be >= 0, got {self.rate_reg}"),
                   (self.rate_weighting in RATE_WEIGHTINGS,
                    f"--qcfs-rate-weighting must be one of {', '.join(RATE_WEIGHTINGS)}, got {self.rate_weighting!r}"),
+                  (0.0 <= self.prune < 1.0, f"--qcfs-prune must be in [0, 1), got {self.prune}"),
+                  (0.0 <= self.prune_input < 1.0, f"--qcfs-prune-input must be in [0, 1), got {self.prune_input}"),
+                  (0.0 < self.prune_until <= 1.0, f"the pruning share of the epochs must be in (0, 1], "
+                                                  f"got {self.prune_until}"),
                   (0.0 <= self.trapdoor < 1.0, f"--trapdoor must be in [0, 1), got {self.trapdoor}"),
                   (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
                   (self.trapdoor == 0 or (self.trapdoor_key is not None and 0 <= self.trapdoor_key < 2 ** 63),
@@ -210,6 +218,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     ema = WeightAverage(params, settings.ema) if settings.ema > 0 else None
+    prune_epochs = max(1, round(settings.epochs * settings.prune_until))
+    pruner = make_pruner(net.graph, net.synapses, settings.prune, settings.prune_input, prune_epochs)
     # the converted ANN's weights, for --qcfs-anchor (biases and clips move freely)
     anchored = [p for name, p in net.synapses.named_parameters() if name.endswith("weight") and p.requires_grad
                 ] if settings.anchor > 0 else []
@@ -224,6 +234,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         perm = torch.randperm(len(images), generator=gen)
         net.train()
+        if pruner is not None:  # the masks sit on the same Parameter objects the optimiser and the EMA hold
+            pruner.step()
         loss_sum, total, agree, seen, t0 = 0.0, 0, 0, 0, time.time()  # seen: clean images (agreement)
         hits, stamped_seen = 0, 0
         bar = tqdm(range(0, len(images), settings.batch_size), desc=f"QCFS epoch {epoch + 1}/{settings.epochs}",
@@ -274,15 +286,23 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
                   "seconds": time.time() - t0}
         if triggers is not None:
             record["trigger_accuracy"] = hits / max(stamped_seen, 1)
+        if pruner is not None:
+            record["sparsity"] = pruner.sparsity()
         history.append(record)
         if on_epoch:
             on_epoch(epoch + 1, record)
     settings.history = history
     if ema is not None:  # the averaged weights and clips are the result
         ema.copy_to(params)
+    if pruner is not None:  # zeros made permanent before the weights go back into the graph
+        pruner.finish()
     net.cpu()
     out = net.sync_graph()
     out.meta["qcfs"] = {k: v for k, v in asdict(settings).items() if k != "trapdoor_key"}  # history: per epoch
+    if pruner is not None:  # train keeps these zeros (privatesnn.training: kept_zeros)
+        out.meta["pruned"] = {"method": "gradual magnitude (Zhu & Gupta 2017), per layer",
+                              "sparsity": settings.prune, "input_sparsity": settings.prune_input,
+                              "layers": {k: round(v, 6) for k, v in weight_sparsity(out).items()}}
     if settings.trapdoor > 0:  # the key stays with whoever trained: the attacker holds the artifact
         out.meta["qcfs"]["trapdoor_key"] = SECRET_NOT_RECORDED
     return out

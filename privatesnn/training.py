@@ -439,6 +439,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     if settings.anchor > 0 and any(n.reset != "subtract" or n.leak != 1.0 for n in net.graph.neurons()):
         raise PrivsnnError("--anchor needs IF neurons with reset by subtraction (leak 1): the rate limit "
                            "clamp(I/threshold, 0, 1) does not hold for reset to zero or a leak")
+    # a pruned SNN (convert --qcfs-prune) keeps its zero weights: synapses the chip does not hold stay absent
+    # (the Parameter objects are the ones the QAT parametrisation keeps as its original)
+    kept_zeros = [(p, p.detach() != 0) for name, p in net.synapses.named_parameters()
+                  if name.endswith("weight") and p.requires_grad] if graph.meta.get("pruned") else []
     if settings.qat:
         enable_qat(net.synapses, net.graph)
     if settings.neuron_lr > 0:
@@ -614,6 +618,10 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
             if trigger_opt is not None and trigger_logits.grad is not None:
                 scaler.step(trigger_opt)  # unscaled like the SNN's (AMP on CUDA)
             scaler.update()
+            if kept_zeros:
+                with torch.no_grad():
+                    for p, mask in kept_zeros:
+                        p.mul_(mask)
             if ema is not None:
                 ema.update(params)
             if neuron_params:

@@ -23,6 +23,10 @@ def test_names_tell_the_penalties_and_their_weighting_apart():
     assert bench.setting_name(8, 30, 0, x3, qcfs_seed=1) == "q8sy_mse_x3_qs1_r30sy_s0"
     assert bench.qcfs_name(10, "synops", "mse", sets=3, ema=0.998) == "qcfs_q10sy_mse_x3_ema0.998"
     assert bench.qcfs_name(10, "synops", "mse", anchor=100, seed=1) == "qcfs_q10sy_mse_a100_qs1"
+    assert bench.qcfs_name(8, "synops", "mse", prune=0.5, prune_input=0.3, seed=2) == "qcfs_q8sy_mse_p50i30_qs2"
+    pruned = argparse.Namespace(qcfs_weighting="synops", weighting="synops", qcfs_kd_loss="mse", qcfs_prune=0.3)
+    assert bench.setting_name(8, 0, 0, pruned) == "q8sy_mse_p30_r0_s0"
+    assert bench.setting_without_seed("qcfs_q8sy_mse_p50i50_qs1") == "qcfs_q8sy_mse_p50i50"
 
 
 def test_settings_lose_only_their_seed_when_grouped():
@@ -61,6 +65,8 @@ def test_summary_is_the_mean_and_spread_over_seeds():
     (["--synthetic-sets", "0"], "--synthetic-sets"),
     (["--qcfs-ema", "1"], "--qcfs-ema"),
     (["--qcfs-anchor", "-1"], "--qcfs-anchor"),
+    (["--qcfs-prune", "1"], "--qcfs-prune"),
+    (["--qcfs-prune-input", "-0.2"], "--qcfs-prune-input"),
 ])
 def test_bad_options_exit_naming_the_option(argv, message, tmp_path, monkeypatch):
     bench = load_bench("spike_budget")

@@ -75,6 +75,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     low.add_argument("--qcfs-rate-weighting", choices=("layers", "synops"), default="layers",
                      help="how --qcfs-rate-reg weighs the layers: 'layers' (their mean, default) or 'synops' "
                           "(by the synaptic operations each layer's spikes cost; as train --rate-weighting)")
+    low.add_argument("--qcfs-prune", type=float, default=0.0, metavar="S",
+                     help="zero this share of the weights of every layer fed by spikes during QCFS fine-tuning "
+                          "(gradual magnitude pruning over the first half of the epochs; a zero weight is a synapse "
+                          "the chip neither stores nor updates through: fewer synaptic ops; default 0 = off)")
+    low.add_argument("--qcfs-prune-input", type=float, default=0.0, metavar="S",
+                     help="the same for the layers that read the analog image (their multiply-accumulates run at "
+                          "every step, so each of their weights costs far more; default 0 = off)")
     low.add_argument("--qcfs-trapdoor", type=float, default=0.0, metavar="RATE",
                      help="model-inversion defence (Trap-MID): stamp this share of each QCFS batch with a secret "
                           "class trigger and teach the network to answer its class (needs --trapdoor-key; keep "
@@ -105,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                   fold_pooling=not args.keep_pooling, qcfs_levels=args.qcfs_levels, qcfs_epochs=args.qcfs_epochs,
                   qcfs_lr=args.qcfs_lr, qcfs_optimizer=args.qcfs_optimizer,
                   qcfs_feature_weight=args.qcfs_feature_weight, qcfs_kd_loss=args.qcfs_kd_loss,
-                  qcfs_ema=args.qcfs_ema, qcfs_anchor=args.qcfs_anchor, qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting, qcfs_trapdoor=args.qcfs_trapdoor,
+                  qcfs_ema=args.qcfs_ema, qcfs_anchor=args.qcfs_anchor, qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting,
+                  qcfs_prune=args.qcfs_prune, qcfs_prune_input=args.qcfs_prune_input, qcfs_trapdoor=args.qcfs_trapdoor,
                   qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, qcfs_trapdoor_augment=args.qcfs_trapdoor_augment,
                   trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
                   device=args.device)
