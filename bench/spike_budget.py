@@ -40,7 +40,12 @@ makes and measures only those. ``--qcfs-seeds 0,1,2`` repeats each QCFS fine-tun
 
 ``--qcfs-prune S --qcfs-prune-input S1`` prunes the QCFS network's weights during its fine-tuning
 (gradual magnitude pruning, ``convert --qcfs-prune``; ``..._p50i50``): fewer synapses per spike and fewer
-multiply-accumulates on the image; each row also gives the share of zero weights.
+multiply-accumulates on the image; each row also gives the share of zero weights. ``--qat-finish T``
+(with ``--qcfs-only``) finishes each QCFS SNN on the chip's weight grid at T (``..._qat7``; zeros kept),
+the SNN that deploys as it is:
+
+    python bench/spike_budget.py --qcfs-kd-loss mse --qcfs-rate-reg 8 --qcfs-prune 0.5 --qcfs-prune-input 0.5 \
+        --qcfs-seeds 0,1,2 --qcfs-only --timesteps 6,7,8 --out spike_budget_qcfs_prune50.json --reuse --threads 1
 
 Artifacts go to runs/bench/cifar10_resnet20/spike_budget/ (named by setting: ``qcfs_q8sy.pt``,
 ``q8sy_r30sy_s0.pt``; the synthetic images are bench/accuracy.py's ``synth.npz`` one folder up, made
@@ -66,6 +71,9 @@ MODEL = ["--model", f"resnet20:{RESNET20}", *IMAGENET_NORM]
 # the encryption of the accuracy bench's T = 6 path (`low_latency_windowed_l6a1`), plus --rate-reg
 ENCRYPTION = {"batch": 32, "lr": 3e-4, "anchor": 0.0, "kd_alpha": 1.0, "neuron_lr": 0.01, "kd_loss": "mse",
               "ema": 0.998, "surrogate_alpha": 1.0}
+# the deployable finish of the accuracy bench's T = 6 path (`low_latency_windowed_l6a1_qat`): 4 epochs on the
+# chip's weight grid at a third of the encryption's rate; here from a QCFS SNN (`--qat-finish T`)
+QAT_FINISH = {**ENCRYPTION, "epochs": 4, "lr": 1e-4, "qat": True}
 
 
 def floats(text: str, option: str) -> list[float]:
@@ -157,6 +165,17 @@ def make_qcfs(work: Path, synth: list[Path], qcfs_rr: float, args, times: dict[s
     return qcfs
 
 
+def make_qat_finish(work: Path, synth: list[Path], qcfs: Path, args, times: dict[str, float]) -> Path:
+    """``<qcfs>_qat<T>.pt``: the QCFS SNN after :data:`QAT_FINISH` at T = ``--qat-finish`` (deploys as it is;
+    a pruned SNN keeps its zeros), made unless --reuse finds it."""
+    out = work / f"{qcfs.stem}_qat{args.qat_finish}.pt"
+    if not (args.reuse and out.exists()):
+        Path(str(out) + ".ckpt.pt").unlink(missing_ok=True)
+        recipe = {**QAT_FINISH, "t": args.qat_finish, "seed": 0}
+        times[out.stem] = privsnn(*train_argv(qcfs, out, MODEL[1:], synth, recipe), "--device", args.device)
+    return out
+
+
 def make_artifacts(work: Path, synth: list[Path], qcfs_rr: float, train_rr: float, seed: int, args,
                    times: dict[str, float], qcfs_seed: int = 0) -> Path:
     """QCFS (penalty ``qcfs_rr``) -> encryption at T (penalty ``train_rr``, ``seed``); returns the
@@ -174,7 +193,10 @@ def make_artifacts(work: Path, synth: list[Path], qcfs_rr: float, train_rr: floa
 
 def setting_without_seed(name: str) -> str:
     """``q8sy_r30sy_s1`` -> ``q8sy_r30sy``; ``qcfs_q8sy_mse_qs2`` -> ``qcfs_q8sy_mse`` (a seed-0 QCFS
-    name has no seed)."""
+    name has no seed); ``qcfs_q8sy_mse_qs2_qat7`` -> ``qcfs_q8sy_mse_qat7``."""
+    head, sep, t = name.rpartition("_qat")
+    if sep and t.isdigit():
+        return setting_without_seed(head) + f"_qat{t}"
     for mark in ("_qs", "_s"):
         head, sep, seed = name.rpartition(mark)
         if sep and seed.isdigit():
@@ -251,6 +273,9 @@ def main() -> None:
                    help="also measure each QCFS SNN itself (no encryption): rows named qcfs_...")
     p.add_argument("--qcfs-only", action="store_true",
                    help="make and measure only the QCFS SNNs (no encryption; --train-rate-reg and --seeds unused)")
+    p.add_argument("--qat-finish", type=int, default=0, metavar="T",
+                   help="with --qcfs-only: also finish each QCFS SNN on the chip's weight grid at this T (4 epochs, "
+                        "`train --qat`; rows ..._qat<T>, the SNNs that deploy as they are; default 0 = off)")
     p.add_argument("--t", type=int, default=6, help="T of the encryption and QCFS levels L (default 6)")
     p.add_argument("--timesteps", default="6,8", help="T at which accuracy and energy are measured")
     p.add_argument("--qcfs-epochs", type=int, default=60)
@@ -270,6 +295,8 @@ def main() -> None:
     for option, value in (("--qcfs-prune", args.qcfs_prune), ("--qcfs-prune-input", args.qcfs_prune_input)):
         if not 0 <= value < 1:
             raise SystemExit(f"{option}: expected a share of the weights in [0, 1), got {value}")
+    if args.qat_finish < 0 or (args.qat_finish and not args.qcfs_only):
+        raise SystemExit(f"--qat-finish: expected a T >= 1 used with --qcfs-only (0 = off), got {args.qat_finish}")
     if args.synthetic_sets < 1:
         raise SystemExit(f"--synthetic-sets: expected >= 1, got {args.synthetic_sets}")
     if not shared_available():
@@ -296,9 +323,13 @@ def main() -> None:
     for q, qs, r, s in settings:
         paths.append(make_artifacts(work, synth, q, r, s, args, times, qs))
         save_times()
+    finished = []
     for q, qs in [(q, qs) for q in qcfs_rrs for qs in qcfs_seeds] if args.qcfs_only else ():
-        make_qcfs(work, synth, q, args, times, qs)
+        qcfs = make_qcfs(work, synth, q, args, times, qs)
         save_times()
+        if args.qat_finish:
+            finished.append((q, qs, make_qat_finish(work, synth, qcfs, args, times)))
+            save_times()
     import torch
 
     from privatesnn.snn_eval import parse_timesteps
@@ -313,6 +344,9 @@ def main() -> None:
             for qs in qcfs_seeds:
                 settings.append((q, qs, None, None))
                 paths.append(qcfs_path(work, q, args, qs))
+    for q, qs, path in finished:
+        settings.append((q, qs, None, None))
+        paths.append(path)
     case = energy.run_case("cifar10_resnet20", paths, ts, count_args, model)
     from privatesnn.artifact import load_snn
     from privatesnn.pruning import weight_sparsity
@@ -329,15 +363,17 @@ def main() -> None:
                      "qcfs_kd_loss": args.qcfs_kd_loss, "weighting": args.weighting,
                      "snn": str(path), "weight_sparsity": weight_sparsity(load_snn(path).graph)["all"],
                      "results": results, "within_ann": snn["within_ann"],
-                     "seconds": {"qcfs": times.get(path.stem if r is None else qcfs_path(work, q, args, qs).stem),
-                                 "train": times.get(path.stem) if r is not None else None}})
+                     "seconds": {"qcfs": times.get(qcfs_path(work, q, args, qs).stem),
+                                 "train": times.get(path.stem) if path.stem != qcfs_path(work, q, args, qs).stem
+                                 else None}})
     result = {"command": " ".join(sys.argv), "t": args.t, "timesteps": ts, "ann_accuracy": case["ann_accuracy"],
               "eval_images": case["eval_images"], "count_images": case["count_images"],
               "recipe": {"qcfs": {"levels": args.t, "epochs": args.qcfs_epochs, "lr": 3e-4, "windowed": True,
                                   "kd_loss": args.qcfs_kd_loss, "ema": args.qcfs_ema, "anchor": args.qcfs_anchor,
                                   "prune": args.qcfs_prune, "prune_input": args.qcfs_prune_input,
                                   "synthetic_images": 2048 * args.synthetic_sets},
-                         "train": {"epochs": args.epochs, **ENCRYPTION}},
+                         "train": {"epochs": args.epochs, **ENCRYPTION},
+                         "qat_finish": {**QAT_FINISH, "t": args.qat_finish} if args.qat_finish else None},
               "rows": rows, "summary": summarize(rows) if len(seeds) > 1 or len(qcfs_seeds) > 1 else None,
               "total_seconds": time.time() - t0}
     print_table(result)

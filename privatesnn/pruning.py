@@ -112,6 +112,12 @@ def make_pruner(graph: Graph, synapses: nn.ModuleDict, sparsity: float, input_sp
     return GradualPruner({n: (synapses[module_key(n)], s) for n, s in targets.items()}, steps)
 
 
+def is_pruned(graph: Graph) -> bool:
+    """Whether the graph's QCFS fine-tuning pruned it (``convert --qcfs-prune`` / ``--qcfs-prune-input``)."""
+    qcfs = graph.meta.get("qcfs") or {}
+    return bool(graph.meta.get("pruned")) or qcfs.get("prune", 0) > 0 or qcfs.get("prune_input", 0) > 0
+
+
 def weight_sparsity(graph: Graph) -> dict[str, float]:
     """Share of exactly-zero weights per learned synaptic layer, and over all of them (``"all"``)."""
     out, zeros, total = {}, 0, 0

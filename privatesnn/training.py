@@ -26,6 +26,7 @@ from .io_utils import torch_save
 from .qat import enable_qat, finalize_qat, snap_to_deployment_grid
 from .layers import module_key
 from .ops_count import RATE_WEIGHTINGS, synop_weights, weighted_rate
+from .pruning import is_pruned
 from .snn import GraphANN, SpikingNetwork
 
 
@@ -442,7 +443,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
     # a pruned SNN (convert --qcfs-prune) keeps its zero weights: synapses the chip does not hold stay absent
     # (the Parameter objects are the ones the QAT parametrisation keeps as its original)
     kept_zeros = [(p, p.detach() != 0) for name, p in net.synapses.named_parameters()
-                  if name.endswith("weight") and p.requires_grad] if graph.meta.get("pruned") else []
+                  if name.endswith("weight") and p.requires_grad] if is_pruned(graph) else []
     if settings.qat:
         enable_qat(net.synapses, net.graph)
     if settings.neuron_lr > 0:

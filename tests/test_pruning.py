@@ -11,7 +11,7 @@ from privatesnn.cli import main
 from privatesnn.errors import PrivsnnError
 from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, Neuron
 from privatesnn.ops_count import count_snn
-from privatesnn.pruning import GradualPruner, cubic_sparsity, prunable_layers, weight_sparsity
+from privatesnn.pruning import GradualPruner, cubic_sparsity, is_pruned, prunable_layers, weight_sparsity
 from privatesnn.qcfs import QCFSSettings, finetune_qcfs
 from privatesnn.snn import GraphANN
 
@@ -108,6 +108,10 @@ def test_train_keeps_a_pruned_snns_zero_weights(tmp_path, qat):
     pruned = finetune_qcfs(g, images, QCFSSettings(levels=4, epochs=2, batch_size=16, lr=0.02, prune=0.5),
                            progress=False)
     zero = pruned["c2"].weight == 0
+    assert is_pruned(pruned)
+    older = pruned.copy()  # artifacts of the first pruning runs carry the QCFS settings only
+    older.meta.pop("pruned")
+    assert is_pruned(older)
     s = TrainSettings(epochs=2, timesteps=4, batch_size=16, lr=0.05, kd_alpha=1.0, augment=False, qat=qat)
     teacher = GraphANN(g.copy()).eval()
     out = train_snn(pruned, teacher, images, torch.zeros(48, dtype=torch.long), s, tmp_path / "a.ckpt",
@@ -116,6 +120,7 @@ def test_train_keeps_a_pruned_snns_zero_weights(tmp_path, qat):
     # an SNN that was not pruned trains every weight, zeros included
     plain = pruned.copy()
     plain.meta.pop("pruned")
+    plain.meta.pop("qcfs")
     out = train_snn(plain, teacher, images, torch.zeros(48, dtype=torch.long), s, tmp_path / "b.ckpt",
                     progress=False)
     assert not bool((out["c2"].weight[zero] == 0).all())

@@ -36,6 +36,8 @@ def test_settings_lose_only_their_seed_when_grouped():
     assert bench.setting_without_seed("qcfs_q8sy_mse") == "qcfs_q8sy_mse"  # seed 0 has no suffix
     assert bench.setting_without_seed("q8sy_mse_qs1_r30sy_s0") == "q8sy_mse_qs1_r30sy"  # per QCFS seed
     assert bench.setting_without_seed("qcfs_q10sy_mse_x3") == "qcfs_q10sy_mse_x3"
+    assert bench.setting_without_seed("qcfs_q8sy_mse_p50i50_qs2_qat7") == "qcfs_q8sy_mse_p50i50_qat7"  # QAT finish
+    assert bench.setting_without_seed("qcfs_q8sy_mse_p50i50_qat7") == "qcfs_q8sy_mse_p50i50_qat7"
 
 
 def test_summary_groups_qcfs_seeds_of_one_setting():
@@ -67,6 +69,8 @@ def test_summary_is_the_mean_and_spread_over_seeds():
     (["--qcfs-anchor", "-1"], "--qcfs-anchor"),
     (["--qcfs-prune", "1"], "--qcfs-prune"),
     (["--qcfs-prune-input", "-0.2"], "--qcfs-prune-input"),
+    (["--qat-finish", "7"], "--qat-finish"),  # without --qcfs-only
+    (["--qat-finish", "-1", "--qcfs-only"], "--qat-finish"),
 ])
 def test_bad_options_exit_naming_the_option(argv, message, tmp_path, monkeypatch):
     bench = load_bench("spike_budget")
