@@ -401,21 +401,25 @@ def test_low_latency_path_runs_on_registry_and_onnx_models(name, onnx, tmp_path)
     assert set(agree) == {1, 2} and all(0.0 <= a <= 1.0 for a in agree.values())
 
 
-@pytest.mark.parametrize("name, onnx", [("vgg11", False), ("vgg11", True), ("digits_maxpool_cnn", False),
-                                        ("resnet32", False)])
-def test_windowed_path_is_the_qcfs_network_on_registry_and_onnx_models(name, onnx, tmp_path):
+@pytest.mark.parametrize("name, onnx, prune", [("vgg11", False, 0.0), ("vgg11", True, 0.5),
+                                               ("digits_maxpool_cnn", False, 0.0), ("resnet32", False, 0.5)])
+def test_windowed_path_is_the_qcfs_network_on_registry_and_onnx_models(name, onnx, prune, tmp_path):
     """`convert --qcfs-levels L --windowed` on max-pooling, residual and ONNX-imported graphs: at T = L
     the SNN gives the QCFS network's logits (max pooling of windowed spike trains passes the largest
-    count), and choose-t runs on it."""
+    count), and choose-t runs on it; with `--qcfs-prune` too (every learned layer but the readout pruned)."""
     from privatesnn.choose_t import agreement_over_time
     from privatesnn.conversion import ConversionSettings, convert
+    from privatesnn.pruning import weight_sparsity
     from privatesnn.snn import SpikingNetwork
 
     loaded = _registry_model(name, tmp_path, onnx)
     images = torch.rand(8, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
-    graph = convert(loaded, images, ConversionSettings(timesteps=2, qcfs_levels=2, qcfs_epochs=1, windowed=True),
-                    progress=False)
+    graph = convert(loaded, images, ConversionSettings(timesteps=2, qcfs_levels=2, qcfs_epochs=1, windowed=True,
+                                                       qcfs_prune=prune, qcfs_prune_input=prune), progress=False)
     assert all(n.windowed for n in graph.neurons())
+    sparsity = weight_sparsity(graph)
+    learned = [k for k in sparsity if k not in ("all", graph.output)]
+    assert learned and all(sparsity[k] == pytest.approx(prune, abs=0.02) for k in learned), sparsity
     net = SpikingNetwork(graph).double().eval()  # float64: no total rounds across a step of the staircase
     x = images[:4].double()
     with torch.no_grad():
