@@ -329,6 +329,9 @@ def test_qcfs_rate_penalty_is_the_mean_level_and_lowers_the_windowed_snns_spikes
     (["--qcfs-levels", "4", "--qcfs-trapdoor", "0.5", "--qcfs-trapdoor-alpha", "0", "--trapdoor-key", "1"],
      "--trapdoor-alpha must be in (0, 1]"),
     (["--qcfs-levels", "4", "--qcfs-trapdoor-augment"], "--qcfs-trapdoor-augment needs --qcfs-trapdoor"),
+    (["--qcfs-levels", "4", "--qcfs-prune", "1"], "--qcfs-prune must be in [0, 1)"),
+    (["--qcfs-levels", "4", "--qcfs-prune-input", "-0.1"], "--qcfs-prune-input must be in [0, 1)"),
+    (["--qcfs-prune", "0.5"], "--qcfs-prune needs QCFS fine-tuning"),
 ])
 def test_low_latency_bad_settings(tmp_path, capsys, argv_tail, needle):
     """convert's QCFS options: one error line naming the option, nothing written."""

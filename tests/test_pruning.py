@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from privatesnn.cli import main
 from privatesnn.errors import PrivsnnError
 from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, Neuron
 from privatesnn.ops_count import count_snn
@@ -126,21 +125,12 @@ def test_train_keeps_a_pruned_snns_zero_weights(tmp_path, qat):
     assert not bool((out["c2"].weight[zero] == 0).all())
 
 
-@pytest.mark.parametrize("argv_tail, needle", [
-    (["--qcfs-levels", "4", "--qcfs-prune", "1"], "--qcfs-prune must be in [0, 1)"),
-    (["--qcfs-levels", "4", "--qcfs-prune-input", "-0.1"], "--qcfs-prune-input must be in [0, 1)"),
-    (["--qcfs-prune", "0.5"], "--qcfs-prune needs QCFS fine-tuning"),
-])
-def test_prune_bad_settings(tmp_path, capsys, argv_tail, needle):
-    assert main(["synthesize", "--model", "digits", "--num", "20", "--batch-size", "20", "--iterations", "2",
-                 "--out", str(tmp_path / "s.npz")]) == 0
-    out = tmp_path / "snn.pt"
-    rc = main(["convert", "--model", "digits", "--synthetic", str(tmp_path / "s.npz"), "--qcfs-epochs", "1",
-               "--out", str(out), *argv_tail])
-    assert rc == 2 and needle in capsys.readouterr().err
-    assert not out.exists()
+def test_prune_settings_refuse_a_share_outside_0_1():
+    """The CLI's bad values are in tests/test_low_latency.py (test_low_latency_bad_settings)."""
     with pytest.raises(PrivsnnError, match="--qcfs-prune"):
         QCFSSettings(prune=1.5).validate()
+    with pytest.raises(PrivsnnError, match="--qcfs-prune-input"):
+        QCFSSettings(prune_input=-0.1).validate()
 
 
 def test_energy_of_a_pruned_snn_is_also_given_against_an_ann_pruned_alike():
