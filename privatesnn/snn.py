@@ -113,7 +113,11 @@ class SpikingNetwork(nn.Module):
         if grid is None:
             return current
         step, lo, hi = grid
-        return torch.round(current * step).clamp_(lo, hi) / step
+        rounded = torch.round(current.detach() * step).clamp_(lo, hi) / step
+        # straight-through: the chip's values forward (exactly: x - x is 0), the current's gradient backward
+        # (rounding has none, which would blind an inversion through the SNN to the image: masked
+        # gradients, not privacy)
+        return rounded + (current - current.detach())
 
     def encode(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
         """Input currents: direct (1, N, ...) analog, or rate-coded signed spikes (T, N, ...)."""

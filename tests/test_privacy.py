@@ -288,6 +288,10 @@ def test_threat_model_bars():
     row = threat_models(r)["encrypted_snn"]
     assert row["bars_met"] == {"a": True, "b": False, "c": False, "d": True} and row["not_converged"] == ["c"]
     assert row["c"]["self"] == 0.3 and row["a"]["self"] == 0.9 and row["d"]["self"] is None
+    # flagged also when there is no converted SNN to compare (c) against
+    alone = {"chance": 0.1, "variants": {"encrypted_snn": {**entry(0.8, 0.8, 0.1, 0.7),
+                                                           "snn_inversion_self_accuracy": 0.1}}}
+    assert threat_models(alone)["encrypted_snn"]["not_converged"] == ["c"]
     # exactly at a bar counts as met, though float32 means of k / n land a hair above it
     at_bar = float(torch.tensor([1.0] * 16 + [0.0] * 64).mean())  # 16 of 80 = 20% = chance + 10 points
     assert at_bar > 0.2
@@ -304,3 +308,18 @@ def test_image_prior_learns_the_public_images():
     recon, mu, logvar = prior(x)
     assert recon.shape == x.shape and float(recon.min()) >= 0 and float(recon.max()) <= 1
     assert mu.shape == (64, prior.latent)
+
+
+def test_the_chip_grid_of_a_qat_snn_keeps_its_values_and_passes_the_gradient():
+    """A `--qat` SNN rounds its host-fed currents to the chip's grid; the inversion through the SNN (c) needs
+    the image's gradient through that rounding (straight-through), or it is blind (masked gradients)."""
+    from types import SimpleNamespace
+
+    from privatesnn.snn import SpikingNetwork
+
+    net = SimpleNamespace(host_grid={"n1": (4.0, -8.0, 8.0)})
+    current = torch.tensor([0.13, -0.4, 1.9, 3.0], requires_grad=True)
+    out = SpikingNetwork.host_input(net, "n1", current)
+    assert torch.equal(out.detach(), torch.tensor([0.25, -0.5, 2.0, 2.0]))  # round(4 x) clamped to [-8, 8], / 4
+    (out * torch.arange(4.0)).sum().backward()
+    assert torch.equal(current.grad, torch.arange(4.0))

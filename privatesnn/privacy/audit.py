@@ -453,9 +453,12 @@ def threat_models(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     bars[tm] = row[tm]["accuracy"] <= 0.5 * ref + ROUNDING
             # an attack that did not reach its own goal on the attacked model failed at optimisation (e.g.
             # masked gradients), which a stronger optimiser may undo: its low score does not count as a defence
-            failed = [tm for tm in bars if row[tm].get("self") is not None and row[tm]["self"] < ATTACK_CONVERGED]
+            # (flagged with or without a reference to compare against)
+            failed = [tm for tm in THREAT_KEYS if row[tm] is not None and row[tm].get("self") is not None
+                      and row[tm]["self"] < ATTACK_CONVERGED]
             for tm in failed:
-                bars[tm] = False
+                if tm in bars:
+                    bars[tm] = False
             row["bars_met"] = bars
             row["not_converged"] = failed
         out[name] = row
