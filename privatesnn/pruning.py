@@ -14,7 +14,6 @@ Fixed routing layers (residual shortcuts) and the readout layer are never pruned
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -102,10 +101,8 @@ class GradualPruner:
 
 def make_pruner(graph: Graph, synapses: nn.ModuleDict, sparsity: float, input_sparsity: float,
                 steps: int) -> GradualPruner | None:
-    """A pruner over ``synapses`` (built from ``graph``) or None when both targets are 0."""
-    for name, value in (("--qcfs-prune", sparsity), ("--qcfs-prune-input", input_sparsity)):
-        if not (0.0 <= value < 1.0 and math.isfinite(value)):
-            raise PrivsnnError(f"{name} must be in [0, 1), got {value}")
+    """A pruner over ``synapses`` (built from ``graph``) or None when both targets are 0 (the option values
+    are checked by ``QCFSSettings.validate``; :class:`GradualPruner` refuses a target outside [0, 1) too)."""
     targets = prunable_layers(graph, sparsity, input_sparsity)
     if not targets:
         return None
