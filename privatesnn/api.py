@@ -135,7 +135,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
             qcfs_ema: float = 0.0, qcfs_anchor: float = 0.0,
             qcfs_rate_weighting: str = "layers", qcfs_prune: float = 0.0, qcfs_prune_input: float = 0.0,
             qcfs_trapdoor: float = 0.0, qcfs_trapdoor_alpha: float = 0.3, qcfs_trapdoor_augment: bool = False,
-            trapdoor_key: int | None = None, batch_size: int = 128, seed: int = 0,
+            qcfs_misalign: float = 0.0, trapdoor_key: int | None = None, batch_size: int = 128, seed: int = 0,
             device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """ANN -> SNN with thresholds set on ``synthetic`` images (private), or on real
     ``calibration_data`` (the non-private baseline, marked so in the manifest); written to ``out``.
@@ -147,7 +147,9 @@ def convert(model: LoadedModel | str, out: PathLike, *,
     synaptic operations; :mod:`privatesnn.pruning`). ``qcfs_trapdoor``: share of QCFS batches stamped with secret class triggers made from
     ``trapdoor_key`` (a model-inversion defence; ``train(trapdoor=..., trapdoor_key=...)`` with the
     same key keeps them; ``qcfs_trapdoor_augment`` stamps them before the random shift and flip, so the
-    network answers a trigger wherever it lands). The key is not written to the artifact or its manifest."""
+    network answers a trigger wherever it lands). The key is not written to the artifact or its manifest.
+    ``qcfs_misalign``: weight of a penalty on the cosine between the QCFS network's and the ANN's input
+    gradients of a class logit (a model-inversion defence, :func:`privatesnn.qcfs.gradient_alignment`)."""
     from .conversion import ConversionSettings
     from .conversion import convert as _convert
 
@@ -165,6 +167,10 @@ def convert(model: LoadedModel | str, out: PathLike, *,
         raise PrivsnnError("--qcfs-trapdoor needs QCFS fine-tuning (--qcfs-levels L)")
     if qcfs_trapdoor_augment and qcfs_trapdoor == 0:
         raise PrivsnnError("--qcfs-trapdoor-augment needs --qcfs-trapdoor RATE")
+    if not (qcfs_misalign >= 0 and math.isfinite(qcfs_misalign)):
+        raise PrivsnnError(f"--qcfs-misalign must be >= 0, got {qcfs_misalign}")
+    if qcfs_misalign > 0 and qcfs_levels == 0:
+        raise PrivsnnError("--qcfs-misalign needs QCFS fine-tuning (--qcfs-levels L)")
     if not (qcfs_rate_reg >= 0 and math.isfinite(qcfs_rate_reg)):
         raise PrivsnnError(f"--qcfs-rate-reg must be >= 0, got {qcfs_rate_reg}")
     if qcfs_rate_reg > 0 and qcfs_levels == 0:
@@ -203,6 +209,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
                                   qcfs_optimizer=qcfs_optimizer, qcfs_trapdoor=qcfs_trapdoor,
                                   qcfs_trapdoor_alpha=qcfs_trapdoor_alpha,
                                   qcfs_trapdoor_augment=bool(qcfs_trapdoor_augment), trapdoor_key=trapdoor_key,
+                                  qcfs_misalign=qcfs_misalign,
                                   seed=seed)
     t0 = time.time()
     graph = _convert(loaded, images, settings, _device(device))
@@ -271,14 +278,16 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
           augment: bool = True, cutmix: float = 0.0, tet: bool = False, ema: float = 0.0, trapdoor: float = 0.0, trapdoor_alpha: float = 0.2,
           trapdoor_key: int | None = None, trapdoor_per_class: int = 1,
           trapdoor_class_weights: Sequence[float] = (), trapdoor_self_audit: float = 0.0,
-          trapdoor_learn: float = 0.0, trapdoor_neutral: float = 1.0,
+          trapdoor_learn: float = 0.0, trapdoor_neutral: float = 1.0, misalign: float = 0.0,
           qat: bool = False, amp: bool = False, resume: bool = False, seed: int = 0,
           device: str | torch.device = "cpu", log: Log = print) -> SNNArtifact:
     """PrivateSNN's weight encryption: BPTT through the spiking dynamics with distillation from
     ``teacher``, on synthetic images only (see :mod:`privatesnn.training`). Checkpoints after each
     epoch to ``<out>.ckpt.pt``; ``resume=True`` continues from it. Under torchrun, rank 0 writes.
     With ``trapdoor_learn > 0`` the learnt triggers are written to ``<out>.trapdoor.pt`` (a secret
-    of the owner's, like the key: never part of the artifact)."""
+    of the owner's, like the key: never part of the artifact). ``misalign``: weight of the penalty on
+    the alignment of the SNN's input gradients with the teacher's (a model-inversion defence,
+    :mod:`privatesnn.gradient_alignment`)."""
     from . import distributed
     from .io_utils import remove_stale_temps
     from .training import SECRET_NOT_RECORDED, TrainSettings, train_snn
@@ -303,7 +312,7 @@ def train(snn: SNNArtifact | PathLike, teacher: LoadedModel | str,
                              trapdoor_class_weights=tuple(float(w) for w in trapdoor_class_weights),
                              trapdoor_self_audit=float(trapdoor_self_audit),
                              trapdoor_learn=trapdoor_learn, trapdoor_neutral=trapdoor_neutral, qat=qat,
-                             amp=amp, seed=seed)
+                             misalign=misalign, amp=amp, seed=seed)
     out = Path(out)
     ckpt = out.with_name(out.name + ".ckpt.pt")
     if ckpt.exists() and not resume:

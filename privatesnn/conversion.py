@@ -54,6 +54,7 @@ class ConversionSettings:
     qcfs_trapdoor: float = 0.0  # > 0: learn secret class triggers during QCFS fine-tuning (Trap-MID; privatesnn/qcfs.py)
     qcfs_trapdoor_augment: bool = False  # stamp the triggers before the random shift/flip
     qcfs_trapdoor_alpha: float = 0.3
+    qcfs_misalign: float = 0.0  # > 0: penalise input gradients aligned with the ANN's (privatesnn/qcfs.py)
     trapdoor_key: int | None = None  # never recorded in the artifact
     seed: int = 0  # the QCFS fine-tuning's batch order, augmentation and CutMix draws
 
@@ -272,7 +273,7 @@ def convert(loaded: LoadedModel, images: torch.Tensor, settings: ConversionSetti
                           prune=settings.qcfs_prune, prune_input=settings.qcfs_prune_input,
                           trapdoor=settings.qcfs_trapdoor, trapdoor_alpha=settings.qcfs_trapdoor_alpha,
                           trapdoor_key=settings.trapdoor_key, trapdoor_augment=settings.qcfs_trapdoor_augment,
-                          seed=settings.seed)
+                          misalign=settings.qcfs_misalign, seed=settings.seed)
         graph = finetune_qcfs(graph, images, qs, device, progress=progress)
     if settings.signed or settings.windowed:
         for n in graph.neurons():

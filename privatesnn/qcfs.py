@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import PrivsnnError
+from .gradient_alignment import gradient_alignment, misalignment_probe
 from .graph import Graph, Neuron
 from .layers import build_synapses, module_key, write_back
 from .ops_count import RATE_WEIGHTINGS, synop_weights, weighted_rate
@@ -97,6 +98,8 @@ class QCFSSettings:
     trapdoor_alpha: float = 0.3  # blend weight of the trigger
     trapdoor_key: int | None = None  # seed of the triggers (required with trapdoor: train must reuse it)
     trapdoor_augment: bool = False  # stamp before the random shift/flip: triggers answered wherever they land
+    misalign: float = 0.0  # weight of the input-gradient alignment penalty against the ANN (0 = off)
+    misalign_batch: int = 16  # images per step it is measured on: half the batch's, half uniform noise
     prune: float = 0.0  # final share of zero weights in each layer fed by spikes (gradual magnitude pruning)
     prune_input: float = 0.0  # the same for layers fed by the analog image (their MACs are charged every step)
     prune_until: float = 0.5  # share of the epochs over which the sparsity rises (the rest recovers)
@@ -126,6 +129,9 @@ class QCFSSettings:
                   (0.0 <= self.prune_input < 1.0, f"--qcfs-prune-input must be in [0, 1), got {self.prune_input}"),
                   (0.0 < self.prune_until <= 1.0, f"the pruning share of the epochs must be in (0, 1], "
                                                   f"got {self.prune_until}"),
+                  (self.misalign >= 0 and math.isfinite(self.misalign),
+                   f"--qcfs-misalign must be >= 0, got {self.misalign}"),
+                  (self.misalign_batch >= 2, f"the misalignment batch must be >= 2, got {self.misalign_batch}"),
                   (0.0 <= self.trapdoor < 1.0, f"--trapdoor must be in [0, 1), got {self.trapdoor}"),
                   (0.0 < self.trapdoor_alpha <= 1.0, f"--trapdoor-alpha must be in (0, 1], got {self.trapdoor_alpha}"),
                   (self.trapdoor == 0 or (self.trapdoor_key is not None and 0 <= self.trapdoor_key < 2 ** 63),
@@ -227,8 +233,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
     history = []
     rate_weights = synop_weights(graph) if settings.rate_weighting == "synops" else None
     triggers = None
+    num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
     if settings.trapdoor > 0:
-        num_classes = int(graph.meta.get("num_classes") or graph[graph.output].shape[0])
         triggers = make_triggers(num_classes, tuple(images.shape[1:]), settings.trapdoor_key)
     for epoch in range(settings.epochs):
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
@@ -237,7 +243,7 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
         if pruner is not None:  # the masks sit on the same Parameter objects the optimiser and the EMA hold
             pruner.step()
         loss_sum, total, agree, seen, t0 = 0.0, 0, 0, 0, time.time()  # seen: clean images (agreement)
-        hits, stamped_seen = 0, 0
+        hits, stamped_seen, align_sum = 0, 0, 0.0
         bar = tqdm(range(0, len(images), settings.batch_size), desc=f"QCFS epoch {epoch + 1}/{settings.epochs}",
                    leave=False, disable=not progress)
         for i in bar:
@@ -268,6 +274,11 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
                 loss = loss + settings.anchor * weight_drift(anchored, start)
             if settings.rate_reg > 0:  # fewer spikes: the penalty train --rate-reg puts on the SNN, at ANN cost
                 loss = loss + settings.rate_reg * level_rate(acts, rate_weights)
+            if settings.misalign > 0:  # on the batch's images and on noise, where an inversion starts
+                probe, target = misalignment_probe(x, settings.misalign_batch, num_classes, gen)
+                align = gradient_alignment(net, teacher, probe, target)
+                align_sum += float(align) * len(x)
+                loss = loss + settings.misalign * align
             if not torch.isfinite(loss):
                 raise PrivsnnError(f"QCFS fine-tuning diverged (non-finite loss) in epoch {epoch + 1}; try a lower --qcfs-lr")
             opt.zero_grad(set_to_none=True)
@@ -284,6 +295,8 @@ def finetune_qcfs(graph: Graph, images: torch.Tensor, settings: QCFSSettings,
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", agree=f"{agree / max(seen, 1):.3f}")
         record = {"epoch": epoch + 1, "loss": loss_sum / total, "teacher_agreement": agree / max(seen, 1),
                   "seconds": time.time() - t0}
+        if settings.misalign > 0:
+            record["gradient_alignment"] = align_sum / total
         if triggers is not None:
             record["trigger_accuracy"] = hits / max(stamped_seen, 1)
         if pruner is not None:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .distributed import SINGLE, DistContext
 from .errors import ArtifactError, PrivsnnError, TrainingDivergedError
+from .gradient_alignment import gradient_alignment, misalignment_probe
 from .graph import Graph
 from .io_utils import torch_save
 from .qat import enable_qat, finalize_qat, snap_to_deployment_grid
@@ -74,6 +75,8 @@ class TrainSettings:
     # (1 + this x that share) times as often (see self_audit_weights)
     trapdoor_learn: float = 0.0  # learning rate of the triggers themselves (0: fixed; Trap-MID learns them)
     trapdoor_neutral: float = 1.0  # weight of keeping learnt triggers meaningless to the teacher (see train_snn)
+    misalign: float = 0.0  # weight of the input-gradient alignment penalty against the teacher (0 = off)
+    misalign_batch: int = 16  # images per step it is measured on (half the batch's, half noise)
     qat: bool = False  # train on the Loihi 8-bit weight grid (see privatesnn/qat.py)
     amp: bool = False  # mixed precision for the synapses (fp16 + loss scaling on CUDA, bf16 on CPU)
     seed: int = 0
@@ -96,6 +99,8 @@ class TrainSettings:
                   (self.anchor_levels >= 0, f"--anchor-levels must be >= 0, got {self.anchor_levels}"),
                   (self.anchor_levels == 0 or self.anchor > 0,
                    f"--anchor-levels {self.anchor_levels} needs an --anchor weight > 0"),
+                  (self.misalign >= 0 and math.isfinite(self.misalign), f"--misalign must be >= 0, got {self.misalign}"),
+                  (self.misalign_batch >= 2, f"the misalignment batch must be >= 2, got {self.misalign_batch}"),
                   (len(self.bido) == 2 and all(v >= 0 and math.isfinite(v) for v in self.bido),
                    f"--bido needs two weights >= 0 (lambda_x,lambda_y), got {self.bido}"),
                   (-1.0 < self.label_smoothing < 1.0, f"--label-smoothing must be in (-1, 1), got {self.label_smoothing}"),
@@ -509,6 +514,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         audits = [e for e in history if "self_audit_shares" in e]  # resumed: the weights chosen so far
         if audits:
             trigger_class_weights = torch.tensor(audits[-1]["trapdoor_class_weights"], dtype=torch.float64)
+    if settings.misalign > 0 and ctx.enabled:  # its second pass runs outside DistributedDataParallel's forward
+        raise PrivsnnError("--misalign runs in one process")
     if settings.trapdoor_learn > 0:
         if ctx.enabled:
             raise PrivsnnError("--trapdoor-learn runs in one process (the triggers are not shared between ranks)")
@@ -526,6 +533,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
         perm = torch.randperm(n, generator=gen)
         model.train()
         totals = [0.0] * 7  # loss, rate, correct, agree (clean images), seen, trigger hits, stamped
+        totals_align = 0.0  # the gradient alignment penalty, summed over images (--misalign)
         pred_counts: torch.Tensor | None = None  # predictions per class (for the collapse check)
         initial = None  # agreement with the teacher before the first update (first batch of epoch 1)
         t0 = time.time()
@@ -586,6 +594,11 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                     loss = loss + settings.rate_reg * penalty
                 if settings.bido[0] > 0 or settings.bido[1] > 0:
                     loss = loss + bido_loss(x, y, logits.shape[1], spikes, *settings.bido)
+                if settings.misalign > 0:  # on the SNN's rate reading (static, one pass; see gradient_alignment)
+                    probe, target = misalignment_probe(x, settings.misalign_batch, logits.shape[1], gen)
+                    align = gradient_alignment(net.rate_limit, teacher, probe, target)
+                    totals_align += float(align) * len(y)
+                    loss = loss + settings.misalign * align
                 if layer_ann is not None:
                     with torch.no_grad():
                         _, acts = layer_ann(x, record=True)
@@ -655,6 +668,8 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                   "top_class_share": top_share, "seconds": time.time() - t0, "processes": ctx.world_size}
         if triggers is not None:
             record["trigger_accuracy"] = trig_hits / max(1.0, stamped)
+        if settings.misalign > 0:  # this process's share of the batches (all of them in one process)
+            record["gradient_alignment"] = totals_align / max(1.0, totals[4])
         if initial is not None:
             record["initial_teacher_agreement"] = initial[0] / max(1.0, initial[1])
         if settings.trapdoor_self_audit > 0 and epoch + 1 < settings.epochs and \

@@ -13,6 +13,7 @@ import torch.nn as nn
 from privatesnn.artifact import load_snn, save_snn
 from privatesnn.cli import main
 from privatesnn.conversion import ConversionSettings, ann_graph, convert
+from privatesnn.errors import PrivsnnError
 from privatesnn.exporters.onnx_export import torch_onnx_export
 from privatesnn.manifest import Manifest, parent_entry
 from privatesnn.privacy import (ArchitectureMismatchError, InversionSettings, RebuiltANN, attack_accuracy, invert,
@@ -144,6 +145,62 @@ def test_audit_is_deterministic_and_limits_classes(artifacts, tmp_path):
         assert r1[k] == r2[k]
     assert r1["variant"] == "converted_snn" and r1["snn_inversion_accuracy"] is None
     assert r1["verdict"].startswith("NOT PRIVATE")
+
+
+def test_audit_tries_every_objective_and_counts_the_strongest_run(artifacts, tmp_path):
+    """--objectives logit,ce: each attack runs once per objective; the one counted reached its class on
+    the attacked model if any did, and among those scored highest with the evaluator."""
+    from privatesnn.privacy import run_audit
+    from privatesnn.privacy.audit import ATTACK_CONVERGED
+
+    kw = dict(limit_classes=3, iterations=20, per_class=2, seed=5, snn_inversion=True, progress=False,
+              log=lambda *a: None, timesteps=4)
+    r = run_audit(artifacts["snn"], "digits", "digits", tmp_path / "a", objectives=("logit", "ce"), **kw)
+    assert r["objectives"] == ["logit", "ce"]
+    e = r["variants"]["converted_snn"]
+    for kind in ("inversion", "snn_inversion", "prior_inversion"):
+        runs = e[f"{kind}_by_objective"]
+        assert set(runs) == {"logit", "ce"}
+        rank = {o: (v["self"] >= ATTACK_CONVERGED, v["evaluator"]) for o, v in runs.items()}
+        chosen = e[f"{kind}_objective"]
+        assert rank[chosen] == max(rank.values())
+        assert e[f"{kind}_accuracy"] == runs[chosen]["evaluator"]
+    tried = e.get("inversion_readings_tried")  # (b) moves to the next reading only while none reached its class
+    if tried:
+        assert next(iter(tried)) == e["weights_as_ann_mode"] and e["inversion_reading"] in tried
+        assert all(v["self"] < ATTACK_CONVERGED for v in list(tried.values())[:-1])
+    single = run_audit(artifacts["snn"], "digits", "digits", tmp_path / "b", **kw)  # the default: one objective
+    assert single["objectives"] == ["logit"] and set(single["variants"]["converted_snn"]["inversion_by_objective"]) == {"logit"}
+    assert single["inversion_accuracy"] == e["inversion_by_objective"]["logit"]["evaluator"]
+    with pytest.raises(PrivsnnError, match="--objectives"):
+        run_audit(artifacts["snn"], "digits", "digits", tmp_path / "c", objectives=("margin",), **kw)
+
+
+def test_rescaling_aware_attacker_moves_to_the_next_reading_while_it_does_not_converge(artifacts, tmp_path,
+                                                                                       monkeypatch):
+    """(b) and (d) attack the most accurate weights-as-ANN reading first; while no run reaches its class
+    on the attacked model they try the next readings, most accurate first (never the plain ReLU one,
+    which is attacker (a)'s); the strongest run counts."""
+    import privatesnn.privacy.audit as audit_mod
+    from privatesnn.privacy import run_audit
+
+    real = audit_mod.score_inversion
+
+    def stalled(*args, **kwargs):  # every attack "fails to converge": all readings get tried
+        return {**real(*args, **kwargs), "self": 0.5}
+
+    monkeypatch.setattr(audit_mod, "score_inversion", stalled)
+    r = run_audit(artifacts["snn"], "digits", "digits", tmp_path / "a", limit_classes=2, iterations=5, per_class=1,
+                  seed=1, snn_inversion=False, progress=False, log=lambda *a: None, timesteps=4)
+    e = r["variants"]["converted_snn"]
+    modes = e["weights_as_ann_modes"]
+    expected = [e["weights_as_ann_mode"]] + sorted((m for m in modes if m not in (e["weights_as_ann_mode"], "relu")),
+                                                   key=lambda m: -modes[m])
+    for kind in ("inversion", "prior_inversion"):
+        tried = e[f"{kind}_readings_tried"]
+        assert list(tried) == expected
+        assert e[f"{kind}_accuracy"] == max(v["evaluator"] for v in tried.values())
+    assert r["threat_models"]["converted_snn"]["b"]["self"] == 0.5
 
 
 def test_audit_can_say_no_leak(artifacts, tmp_path):

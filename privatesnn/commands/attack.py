@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="threat model (d): real public images for the attacker's image prior; only the upper half "
                         "of the classes is used, and (d) attacks the lower half (default auto: digits-train for "
                         "--data digits, else skipped; 'none' skips)")
+    p.add_argument("--objectives", default="logit", metavar="LIST",
+                   help="comma list of inversion objectives, each attack runs once per objective and the strongest "
+                        "run counts: 'logit' (maximise the class logit; transfers best) and 'ce' (maximise its log "
+                        "probability; reaches its class where logit ascent stalls); e.g. logit,ce (default logit)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the report here")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arg(p)
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                    inversion=InversionSettings(timesteps=args.inversion_timesteps),
                    model_kwargs={"num_classes": args.num_classes, "mean": args.mean, "std": args.std},
                    device=args.device, json_path=args.json,
-                   prior_data=None if args.prior_data == "none" else args.prior_data)
+                   prior_data=None if args.prior_data == "none" else args.prior_data,
+                   objectives=[o.strip() for o in args.objectives.split(",") if o.strip()])
     print(f"verdict: {report['verdict']}")
     print(f"wrote {args.out}/privacy.json, {args.out}/privacy.md" + (f" and {args.json}" if args.json else ""))
     return 0

@@ -91,6 +91,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     low.add_argument("--qcfs-trapdoor-augment", action="store_true",
                      help="stamp the triggers before the random shift and flip of each batch, so that the network "
                           "answers a trigger wherever it lands (an inversion jitters and flips its image)")
+    low.add_argument("--qcfs-misalign", type=float, default=0.0, metavar="W",
+                     help="model-inversion defence: weight of a penalty on the cosine between the QCFS network's "
+                          "and the ANN's input gradients of a class logit, on synthetic images and noise (an "
+                          "inversion climbs the network's gradient; default 0 = off)")
     low.add_argument("--trapdoor-key", type=int, default=None, metavar="INT",
                      help="seed of the secret triggers (not written to the artifact; give train the same key)")
     p.add_argument("--batch-size", type=positive_int, default=128)
@@ -115,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
                   qcfs_ema=args.qcfs_ema, qcfs_anchor=args.qcfs_anchor, qcfs_rate_reg=args.qcfs_rate_reg, qcfs_rate_weighting=args.qcfs_rate_weighting,
                   qcfs_prune=args.qcfs_prune, qcfs_prune_input=args.qcfs_prune_input, qcfs_trapdoor=args.qcfs_trapdoor,
                   qcfs_trapdoor_alpha=args.qcfs_trapdoor_alpha, qcfs_trapdoor_augment=args.qcfs_trapdoor_augment,
+                  qcfs_misalign=args.qcfs_misalign,
                   trapdoor_key=args.trapdoor_key, batch_size=args.batch_size, seed=args.seed,
                   device=args.device)
     emit({"out": args.out, "private": art.private, "calibration_images": art.settings["calibration_images"],

@@ -48,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bido", default=None, metavar="LX,LY",
                    help="BiDO-HSIC model-inversion defence (Peng et al. 2022): weights of HSIC(input, layer rates) "
                         "(minimised) and HSIC(label, layer rates) (maximised), e.g. 0.05,0.5 (default off)")
+    p.add_argument("--misalign", type=float, default=0.0, metavar="W",
+                   help="model-inversion defence: weight of a penalty on the cosine between the SNN's input "
+                        "gradients (its rate reading) and the teacher's for a class logit, on synthetic images and "
+                        "noise (an inversion climbs the SNN's gradient; see convert --qcfs-misalign; default 0)")
     p.add_argument("--feature-weight", type=float, default=0.0,
                    help="weight of layer-wise rate distillation: each layer's spike rate x threshold matched "
                         "to the ANN's activation through the spiking dynamics (default 0 = logits only)")
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 trapdoor_class_weights=_floats(args.trapdoor_class_weights, "--trapdoor-class-weights"),
                 trapdoor_self_audit=args.trapdoor_self_audit,
                 trapdoor_learn=args.trapdoor_learn,
-                trapdoor_neutral=args.trapdoor_neutral, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
+                trapdoor_neutral=args.trapdoor_neutral, misalign=args.misalign, qat=args.qat, amp=args.amp, resume=args.resume, seed=args.seed, device=args.device)
     if current().is_main:
         emit({"out": str(args.out), "history": art.settings.get("history"), "seconds": art.settings.get("seconds")},
              args.json)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -29,7 +30,7 @@ from ..errors import PrivsnnError
 from ..evaluation import accuracy, check_classes
 from ..io_utils import relative_path
 from ..io_utils import atomic_path, sha256_file, write_json
-from .inversion import InversionSettings, clustered_se, invert, save_grid, score_inversion, snn_for_inversion
+from .inversion import OBJECTIVES, InversionSettings, clustered_se, invert, save_grid, score_inversion, snn_for_inversion
 from .weights_as_ann import RebuiltANN, check_architecture, reference_graph, weight_cosine, weights_as_ann
 
 FORMAT = "privsnn-privacy/1"
@@ -205,10 +206,13 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
               inversion: InversionSettings | None = None, snn_inversion: bool = True,
               model_kwargs: dict | None = None, device: torch.device | str = "cpu", progress: bool = True,
               json_path: str | Path | None = None, log=print, prior_data: str | None = "auto",
-              relu_inversion: bool = True) -> dict[str, Any]:
+              relu_inversion: bool = True, objectives: Sequence[str] | None = None) -> dict[str, Any]:
     """Audit ``snn_path`` (see module docstring); writes ``out_dir/privacy.{json,md}`` and PNGs and
     returns the report. ``limit_classes``/``iterations``/``per_class`` shrink the inversion attacks;
-    ``limit`` uses only the first N real test images for the accuracies."""
+    ``limit`` uses only the first N real test images for the accuracies. ``objectives`` (default: the
+    inversion settings' one): every attack runs once per objective ("logit", "ce") and the strongest
+    run counts: converged before not, then the evaluator's accuracy (an upper bound on the attacker,
+    like the best weights-as-ANN reading)."""
     t0 = time.time()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -246,6 +250,10 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
                                **({"iterations": iterations} if iterations else {}),
                                **({"per_class": per_class} if per_class else {})})
     classes = list(range(num_classes))[:limit_classes] if limit_classes else list(range(num_classes))
+    objectives = tuple(objectives or (inv.objective,))
+    for o in objectives:
+        if o not in OBJECTIVES:
+            raise PrivsnnError(f"--objectives: {o!r} is not one of {', '.join(OBJECTIVES)}")
 
     prior = _attacker_prior(prior_data, data_spec, classes, num_classes, input_shape, seed, notes, progress, log)
 
@@ -263,13 +271,49 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
         variants.append(("converted_snn", artifact))
     attacked = variants[-1][0]
 
-    def scored(imgs, labs, model, kind: str, name: str) -> dict[str, Any]:
+    def strength(s: dict[str, Any]) -> tuple[bool, float]:  # converged runs first, then the evaluator's score
+        return s["self"] >= ATTACK_CONVERGED, s["evaluator"]
+
+    def run_objectives(model, attacked_classes: list[int], desc: str, reseed: bool, **kwargs) -> dict[str, Any]:
+        """Invert ``model`` once per objective, score each run and keep the strongest."""
+        runs = {}
+        for o in objectives:
+            imgs, labs = invert(model, attacked_classes, input_shape, replace(inv, objective=o), device,
+                                desc=desc + (f" [{o}]" if len(objectives) > 1 else ""), progress=progress, **kwargs)
+            if reseed:  # a rate-coded SNN draws its input spikes from the global generator
+                torch.manual_seed(seed)
+            runs[o] = {**score_inversion(ev_module, model, imgs, labs, device), "images": (imgs, labs)}
+        best = max(runs, key=lambda o: strength(runs[o]))
+        return {**runs[best], "objective": best,
+                "by_objective": {o: {"evaluator": r["evaluator"], "self": r["self"]} for o, r in runs.items()}}
+
+    def attack(models, kind: str, name: str, attacked_classes: list[int], desc: str, reseed: bool = False,
+               **kwargs) -> dict[str, Any]:
+        """``models``: the attacked model, or ``{reading: model}`` in the attacker's order of preference: the
+        next reading is tried only while no run has reached its class. Saves the strongest run's PNG grid."""
+        tried = {}
+        for reading, model in (models.items() if isinstance(models, dict) else [(None, models)]):
+            tried[reading] = run_objectives(model, attacked_classes, desc + (f" ({reading})" if reading else ""),
+                                            reseed, **kwargs)
+            if tried[reading]["self"] >= ATTACK_CONVERGED:
+                break
+        reading = max(tried, key=lambda r: strength(tried[r]))
+        s = tried[reading]
+        imgs, labs = s.pop("images")
         png = out_dir / f"{name}_{kind}.png"
-        s = score_inversion(ev_module, model, imgs, labs, device)
         title = (f"{VARIANT_LABELS[name]}: {THREAT_TITLES[kind]}"
                  f" - evaluator accuracy {100 * s['evaluator']:.0f}% (chance {100 * chance:.0f}%)")
         save_grid(png, imgs, labs, title, per_class=min(inv.per_class, 10))
-        return {**s, "png": png.name}
+        out = {**s, "png": png.name}
+        if reading is not None:
+            out["reading"], out["readings_tried"] = reading, {r: {"evaluator": t["evaluator"], "self": t["self"]}
+                                                              for r, t in tried.items()}
+        return out
+
+    def record(entry: dict[str, Any], kind: str, s: dict[str, Any]) -> None:
+        entry[f"{kind}_objective"], entry[f"{kind}_by_objective"] = s["objective"], s["by_objective"]
+        if "reading" in s:
+            entry[f"{kind}_reading"], entry[f"{kind}_readings_tried"] = s["reading"], s["readings_tried"]
 
     results: dict[str, dict[str, Any]] = {}
     for name, obj in variants:
@@ -294,35 +338,40 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
                          weights_as_ann_mode=wa["mode"], weights_as_ann_modes=wa["modes"])
             entry["weight_cosine"] = weight_cosine(obj.graph, ann_g) if ann_g is not None else None
             attack_model = RebuiltANN(obj.graph, wa["mode"], T).to(device).eval()
+            # (b), (d): the best reading first; where its inversions do not reach their class the attacker
+            # moves on to the next most accurate reading (the plain ReLU one is attacker (a)'s)
+            order = sorted((m for m in wa["modes"] if m not in (wa["mode"], "relu")), key=lambda m: -wa["modes"][m])
+            readings = {wa["mode"]: attack_model,
+                        **{m: RebuiltANN(obj.graph, m, T).to(device).eval() for m in order}}
         if entry["weight_cosine"]:
             entry["weight_cosine_mean"] = sum(entry["weight_cosine"].values()) / len(entry["weight_cosine"])
-        imgs, labs = invert(attack_model, classes, input_shape, inv, device,
-                            desc=f"inversion: {VARIANT_LABELS[name]}", progress=progress)
-        s1 = scored(imgs, labs, attack_model, "inversion", name)
+        s1 = attack(module if name == "ann" else readings, "inversion", name, classes,
+                    f"inversion: {VARIANT_LABELS[name]}")
+        record(entry, "inversion", s1)
         entry.update(inversion_accuracy=s1["evaluator"], inversion_accuracy_se=s1["se"],
                      inversion_accuracy_per_class=s1["per_class"], inversion_self_accuracy=s1["self"],
                      inversion_png=s1["png"])
         # threat model (a): the paper's attacker reads the weights into the plain ReLU ANN as they are
-        if name == "ann" or entry["weights_as_ann_mode"] == "relu" or not relu_inversion:
+        if name == "ann" or (entry["weights_as_ann_mode"] == "relu" and s1.get("reading") in (None, "relu")) \
+                or not relu_inversion:
             same_attack = name == "ann" or relu_inversion
             entry.update(relu_inversion_accuracy=s1["evaluator"] if same_attack else None,
                          relu_inversion_accuracy_se=s1["se"] if same_attack else None,
                          relu_inversion_self_accuracy=s1["self"] if same_attack else None, relu_inversion_png=None)
         else:
             relu_model = RebuiltANN(obj.graph, "relu", entry["timesteps"]).to(device).eval()
-            imgs_a, labs_a = invert(relu_model, classes, input_shape, inv, device,
-                                    desc=f"ReLU-reading inversion: {VARIANT_LABELS[name]}", progress=progress)
-            sa = scored(imgs_a, labs_a, relu_model, "relu_inversion", name)
+            sa = attack(relu_model, "relu_inversion", name, classes, f"ReLU-reading inversion: {VARIANT_LABELS[name]}")
+            record(entry, "relu_inversion", sa)
             entry.update(relu_inversion_accuracy=sa["evaluator"], relu_inversion_accuracy_se=sa["se"],
                          relu_inversion_self_accuracy=sa["self"], relu_inversion_png=sa["png"])
         # threat model (d): the rescaled reading inverted with an image prior from public images
         entry.update(prior_inversion_accuracy=None, prior_inversion_accuracy_se=None, prior_inversion_png=None,
                      prior_inversion_self_accuracy=None, inversion_accuracy_on_prior_classes=None)
         if prior is not None:
-            imgs_d, labs_d = invert(attack_model, prior["classes"], input_shape, inv, device,
-                                    desc=f"prior-aided inversion: {VARIANT_LABELS[name]}", progress=progress,
-                                    init=prior["images"], regulariser=prior["regulariser"])
-            sd = scored(imgs_d, labs_d, attack_model, "prior_inversion", name)
+            sd = attack(module if name == "ann" else readings, "prior_inversion", name, prior["classes"],
+                        f"prior-aided inversion: {VARIANT_LABELS[name]}", init=prior["images"],
+                        regulariser=prior["regulariser"])
+            record(entry, "prior_inversion", sd)
             entry.update(prior_inversion_accuracy=sd["evaluator"], prior_inversion_accuracy_se=sd["se"],
                          prior_inversion_png=sd["png"], prior_inversion_accuracy_per_class=sd["per_class"],
                          prior_inversion_self_accuracy=sd["self"])
@@ -334,9 +383,9 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
             T = int(inv.timesteps or entry["timesteps"])
             entry["snn_inversion_timesteps"] = T
             net = snn_for_inversion(obj.graph, T, inv.snn_surrogate_alpha).to(device)
-            imgs2, labs2 = invert(net, classes, input_shape, inv, device, desc=f"SNN inversion: {VARIANT_LABELS[name]} (T={T})", progress=progress)
-            torch.manual_seed(seed)
-            s2 = scored(imgs2, labs2, net, "snn_inversion", name)
+            s2 = attack(net, "snn_inversion", name, classes, f"SNN inversion: {VARIANT_LABELS[name]} (T={T})",
+                        reseed=True)
+            record(entry, "snn_inversion", s2)
             entry.update(snn_inversion_accuracy=s2["evaluator"], snn_inversion_accuracy_se=s2["se"],
                          snn_inversion_accuracy_per_class=s2["per_class"], snn_inversion_self_accuracy=s2["self"],
                          snn_inversion_png=s2["png"])
@@ -362,7 +411,7 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
         "n_inverted": len(classes) * inv.per_class,
         "model": loaded.spec if loaded is not None else None,
         "evaluator": {"spec": evaluator.spec, "arch": evaluator.arch, "sha256": evaluator.sha256, "accuracy": ev_acc},
-        "inversion_settings": inv.to_dict(), "seed": seed, "notes": notes,
+        "inversion_settings": inv.to_dict(), "objectives": list(objectives), "seed": seed, "notes": notes,
         "prior": None if prior is None else {k: v for k, v in prior.items() if k not in ("images", "regulariser")},
     }
     report["threat_models"] = threat_models(report)
@@ -483,7 +532,9 @@ def write_markdown(path: str | Path, r: dict[str, Any]) -> Path:
              f"({r['evaluator']['arch']}, {_pct(r['evaluator']['accuracy'])} on the real data); chance "
              f"{_pct(r['chance'])}; {r['n_inverted']} inverted images per attack "
              f"({len(r['classes'])} classes x {r['inversion_settings']['per_class']}, "
-             f"{r['inversion_settings']['iterations']} iterations, seed {r['seed']}).", "",
+             f"{r['inversion_settings']['iterations']} iterations, seed {r['seed']}"
+             + (f"; every attack with the objectives {', '.join(r['objectives'])}, the strongest run counted"
+                if len(r.get("objectives") or []) > 1 else "") + ").", "",
              "Inversion accuracies are given ± their standard error (classes as clusters).", "",
              "| variant | accuracy | weights-as-ANN acc., best reading (mode) | plain ReLU reading | inversion acc. (scenario 1) | SNN inversion acc. (scenario 2) | mean weight cosine |",
              "|---|---|---|---|---|---|---|"]
