@@ -14,6 +14,8 @@ not attack: digits' training split for digits 5-9, CIFAR-10's train4000 images o
     python bench/privacy.py --cases cifar10 --cifar-per-class 2 --cifar-iterations 60   # a quicker CIFAR run
     python bench/privacy.py --cases cifar10 --cifar-snn S.pt --cifar-defence S_trapdoor.pt --cifar-inversion-t 8
                                                     # an SNN and the same recipe with a defence, side by side
+    python bench/privacy.py --cases digits --no-tradeoff --no-key-study   # the misalignment study only (~25 min)
+    python bench/privacy.py --cases cifar10 --cifar-snn S.pt --cifar-tag TAG --cifar-objectives logit,ce
 
 Artifacts (synthetic set, converted and encrypted SNN per case, audit folders with the PNG grids)
 are kept under runs/bench/privacy/<case>/ and reused on later runs (--fresh rebuilds them). They
@@ -48,6 +50,7 @@ KEYS = ("accuracy", "weights_as_ann_accuracy", "weights_as_ann_mode", "weights_a
 # The digits SNN the defences start from: the low-latency path (QCFS L=4, calibration at T=4), and
 # its encryption without a defence (the accuracy bench's low-latency settings).
 DIGITS_BASE_TRAIN = {"epochs": 15, "timesteps": 4, "lr": 1e-3, "kd_alpha": 1.0}
+DIGITS_CONVERT = ("--qcfs-levels", 4, "--qcfs-epochs", 20, "--qcfs-optimizer", "sgd", "--qcfs-lr", 2e-3)
 # Defences of the encryption step tried on digits (each from the same calibrated QCFS SNN, added to
 # DIGITS_BASE_TRAIN): the model-inversion literature's (negative label smoothing, Struppek et al.
 # ICLR 2024; BiDO-HSIC, Peng et al. KDD 2022) and the SNN-specific knobs measured before (leak, T).
@@ -81,6 +84,21 @@ KEY_STUDY = [("trapdoor 0.5", {"trapdoor": 0.5}),
              ("trapdoor 0.7, 3 triggers per class", {"trapdoor": 0.7, "trapdoor_per_class": 3}),
              ("trapdoor 0.6, 3 triggers per class", {"trapdoor": 0.6, "trapdoor_per_class": 3})]
 KEY_STUDY_KEYS = (1, 2, 3, 4, 5, 6)
+# Gradient misalignment (privatesnn/gradient_alignment.py; after TRS, Yang et al. NeurIPS 2021): the SNN's
+# input gradients are turned away from the ANN's during QCFS fine-tuning (convert --qcfs-misalign) and kept
+# away during the encryption (train --misalign), alone and with the trapdoor. Each setting: its own
+# converted SNN (the bench's digits recipe plus the convert knobs), calibrated, then encrypted once per key.
+# Audited with both inversion objectives (logit and CE: the logit ascent stalls on these SNNs, so an
+# attacker switches), bars against the undefended converted SNN audited the same way.
+MISALIGN_STUDY = [("misalign 1.5 / 0.3", {"qcfs_misalign": 1.5}, {"misalign": 0.3}, (None,)),  # no key: one run
+                  ("misalign 1.5 / 0.3 + trapdoor 0.6, 3 per class", {"qcfs_misalign": 1.5},
+                   {"misalign": 0.3, "trapdoor": 0.6, "trapdoor_per_class": 3}, KEY_STUDY_KEYS),
+                  ("misalign 1.5 / 0.1 + trapdoor 0.6, 3 per class", {"qcfs_misalign": 1.5},
+                   {"misalign": 0.1, "trapdoor": 0.6, "trapdoor_per_class": 3}, KEY_STUDY_KEYS),
+                  # the trapdoor alone under the same audit: what the misalignment adds
+                  ("trapdoor 0.6, 3 per class (no misalignment)", {}, {"trapdoor": 0.6, "trapdoor_per_class": 3},
+                   KEY_STUDY_KEYS)]
+BOTH_OBJECTIVES = ["--objectives", "logit,ce"]
 THREATS = (("a", "relu_inversion_accuracy", "(a) paper: ReLU reading"),
            ("b", "inversion_accuracy", "(b) rescaling-aware"),
            ("c", "snn_inversion_accuracy", "(c) through the SNN"),
@@ -93,6 +111,7 @@ def summary(report: dict) -> dict:
                                   "weights_as_ann_accuracy", "weights_as_ann_mode", "inversion_accuracy",
                                   "snn_inversion_accuracy", "weight_cosine", "n_test", "n_inverted", "evaluator",
                                   "inversion_settings", "notes", "seconds", "threat_models", "prior")}
+    out["objectives"] = report.get("objectives", ["logit"])
     out["variants"] = {name: {k: e.get(k) for k in KEYS} for name, e in report["variants"].items()}
     return out
 
@@ -157,7 +176,9 @@ def audit_or_reuse(snn: Path, out: Path, extra: list, device: str, fresh: bool, 
     if not fresh and done.exists() and done.stat().st_mtime > Path(snn).stat().st_mtime:
         r = read_json(done)
         settings = r.get("inversion_settings", {})
-        if Path(r.get("snn", "")).name == Path(snn).name and all(settings.get(k) == v for k, v in expect.items()):
+        objectives = str(extra[extra.index("--objectives") + 1]).split(",") if "--objectives" in extra else ["logit"]
+        if Path(r.get("snn", "")).name == Path(snn).name and all(settings.get(k) == v for k, v in expect.items()) \
+                and r.get("objectives", ["logit"]) == objectives:
             print(f"reusing the audit in {out} (newer than {snn}; --fresh redoes it)")
             return r
     return audit(snn, out, extra, device)
@@ -245,6 +266,74 @@ def key_study_digits(build_info: dict, per_class: int, iterations: int, fresh: b
     return out
 
 
+def bars_against(report: dict, reference: dict) -> dict:
+    """The encrypted SNN's threat models with the bars of (c), (d) taken against ``reference`` (the
+    undefended converted SNN's audit entry) instead of the report's own converted parent."""
+    return threat_models({**report, "variants": {**report["variants"], "converted_snn": reference}})["encrypted_snn"]
+
+
+def misalign_study_digits(build_info: dict, per_class: int, iterations: int, fresh: bool, device: str) -> dict:
+    """Each MISALIGN_STUDY setting: convert with its knobs, calibrate, encrypt per key, audit with both
+    objectives; per-key rows and the mean (standard error across keys) as in the key study."""
+    import numpy as np
+
+    work = WORK / "digits" / "misalign"
+    work.mkdir(parents=True, exist_ok=True)
+    attack_args = ["--data", "digits", "--per-class", per_class, "--iterations", iterations, *BOTH_OBJECTIVES]
+    # the reference: the undefended encrypted SNN and its converted parent, attacked with both objectives
+    ref = audit_or_reuse(Path(build_info["paths"]["encrypted"]), WORK / "digits" / "audit_both_objectives",
+                         attack_args, device, fresh, {"per_class": per_class, "iterations": iterations})
+    reference = ref["variants"]["converted_snn"]
+    synth = Path(build_info["paths"]["synthetic"])
+    out = {"reference": {"converted": {k: reference.get(k) for k in ("accuracy", *[t[1] for t in THREATS])},
+                         "encrypted": {k: ref["variants"]["encrypted_snn"].get(k) for k in ("accuracy", *[t[1] for t in THREATS])},
+                         "threat_models": bars_against(ref, reference)},
+           "settings": []}
+    for label, convert_knobs, train_knobs, keys in MISALIGN_STUDY:
+        tag = "".join(c if c.isalnum() else "_" for c in label)
+        conv_tag = "_".join(f"{k}{v}" for k, v in convert_knobs.items()) or "plain"  # shared by equal knobs
+        conv, cal = work / f"{conv_tag}_converted.pt", work / f"{conv_tag}_calibrated.pt"
+        flags = [a for k, v in convert_knobs.items() for a in (f"--{k.replace('_', '-')}", v)]
+        if fresh or not conv.exists():
+            privsnn("convert", "--model", "digits", "--synthetic", synth, "--timesteps", 4, *DIGITS_CONVERT, *flags,
+                    "--out", conv)
+        if fresh or not cal.exists() or cal.stat().st_mtime < conv.stat().st_mtime:
+            privsnn("calibrate", "--snn", conv, "--synthetic", synth, "--timesteps", 4, "--out", cal)
+        rows = []
+        for key in keys:
+            knobs = {**DIGITS_BASE_TRAIN, **train_knobs, **({} if key is None else {"trapdoor_key": key})}
+            run = tag if key is None else f"{tag}_key{key}"
+            snn = work / f"{run}.pt"
+            if fresh or not snn.exists() or snn.stat().st_mtime < cal.stat().st_mtime:
+                train_variant(["--model", "digits"], cal, synth, snn, knobs, device)
+            r = audit_or_reuse(snn, work / f"audit_{run}", attack_args, device, fresh,
+                               {"per_class": per_class, "iterations": iterations})
+            e = r["variants"]["encrypted_snn"]
+            row = {"label": label if key is None else f"{label}, key {key}", "convert": convert_knobs, "train": knobs,
+                   **{k: e.get(k) for k in KEYS}, "threat_models": bars_against(r, reference),
+                   "objectives": {k: e.get(f"{k.replace('_accuracy', '')}_objective") for _, k, _ in THREATS},
+                   "converted_accuracy": r["variants"]["converted_snn"]["accuracy"],
+                   "ann_accuracy": r["ann_accuracy"], "chance": r["chance"]}
+            rows.append(row)
+            print(f"misalign {row['label']:<52} SNN {100 * e['accuracy']:.1f}%  " + "  ".join(
+                f"({t}) {'n/a' if e.get(k) is None else f'{100 * e[k]:.1f}%'}" for t, k, _ in THREATS), flush=True)
+        accs = np.array([r["accuracy"] for r in rows])
+        entry = {"label": label, "convert": convert_knobs, "train": {**DIGITS_BASE_TRAIN, **train_knobs},
+                 "keys": list(keys), "ann_accuracy": rows[0]["ann_accuracy"], "chance": rows[0]["chance"],
+                 "keys_holding": sum(holds(r) for r in rows), "per_key": rows,
+                 "accuracy": {"mean": float(accs.mean()),
+                              "se": float(accs.std(ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else None}}
+        for t, k, _ in THREATS:
+            vals = np.array([r[k] for r in rows if r.get(k) is not None])
+            if len(vals):
+                entry[t] = {"mean": float(vals.mean()),
+                            "se": float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None,
+                            "keys_meeting_bar": sum(bool((r["threat_models"].get("bars_met") or {}).get(t)) for r in rows),
+                            "keys_not_converged": sum(t in (r["threat_models"].get("not_converged") or []) for r in rows)}
+        out["settings"].append(entry)
+    return out
+
+
 def plot_tradeoff(rows: list[dict], path: Path) -> Path:
     """SNN accuracy (x) against each attacker's success (y, with standard errors), one point per defence."""
     import matplotlib
@@ -314,7 +403,9 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {pct(e['accuracy'])}{t} | {pct(e['weights_as_ann_accuracy'])} "
                          f"({e['weights_as_ann_mode']}) | " + " | ".join(_pm(e, k) for _, k, _ in THREATS) + " |")
         lines += ["", f"Evaluator: `{Path(r['evaluator']['spec']).name}` ({pct(r['evaluator']['accuracy'])} on the real "
-                      f"test data); {r['n_inverted']} inverted images per attack."
+                      f"test data); {r['n_inverted']} inverted images per attack"
+                  + (f", each with the objectives {', '.join(r['objectives'])} (the strongest run counts)."
+                     if len(r.get("objectives") or []) > 1 else ".")
                   + (f" Prior data: `{r['prior']['data']}` ({r['prior']['n_public_images']} images of classes "
                      f"{r['prior']['public_classes'][0]}-{r['prior']['public_classes'][-1]})." if r.get("prior") else ""), ""]
     rows = results.get("digits_tradeoff")
@@ -366,6 +457,37 @@ def markdown(results: dict) -> str:
                     pct(r.get(key)) + ("*" if t in ((r.get("threat_models") or {}).get("not_converged") or []) else "")
                     for t, key, _ in THREATS) for k, r in zip(s["keys"], s["per_key"])))
         lines += ["", "(* did not converge.)", ""]
+    study = results.get("digits_misalign")
+    if study:
+        ref = study["reference"]
+        lines += ["## digits: gradient misalignment (convert --qcfs-misalign, train --misalign)", "",
+                  "The SNN's input gradients are turned away from the ANN's while it is fine-tuned and encrypted "
+                  "(privatesnn/gradient_alignment.py). Every attack runs with both inversion objectives (logit and "
+                  "CE; the stronger converged run counts), the reference too: the undefended converted SNN "
+                  f"(accuracy {pct(ref['converted']['accuracy'])}; "
+                  + ", ".join(f"{t[2]} {pct(ref['converted'].get(t[1]))}" for t in THREATS)
+                  + ") and its encryption without a defence ("
+                  + pct(ref["encrypted"]["accuracy"]) + "; " + ", ".join(pct(ref["encrypted"].get(t[1])) for t in THREATS)
+                  + "). Bars for (c), (d): half of the undefended converted SNN's. Mean ± standard error across keys, "
+                  "in brackets how many keys meet the bar.", "",
+                  "| setting | keys | SNN acc. | " + " | ".join(t[2] for t in THREATS) + " | keys where every bar holds within 2 points |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s in study["settings"]:
+            n = len(s["keys"])
+            se = lambda v: "" if v is None else f" ± {100 * v:.1f}"  # noqa: E731
+            cells = ["n/a" if not s.get(t) else f"{100 * s[t]['mean']:.1f}{se(s[t]['se'])} [{s[t]['keys_meeting_bar']}/{n}"
+                     + (f"; {s[t]['keys_not_converged']} did not converge" if s[t]["keys_not_converged"] else "") + "]"
+                     for t, _, _ in THREATS]
+            lines.append(f"| {s['label']} | {n} | {100 * s['accuracy']['mean']:.1f}{se(s['accuracy']['se'])} | "
+                         + " | ".join(cells) + f" | {s['keys_holding']}/{n} |")
+        lines += ["", "Per key (SNN accuracy; (a), (b), (c), (d), with the objective that counted):", ""]
+        for s in study["settings"]:
+            lines.append(f"- {s['label']}: " + "; ".join(
+                ("" if k is None else f"key {k}: ") + f"{pct(r['accuracy'])}, " + ", ".join(
+                    pct(r.get(key)) + f" {r['objectives'].get(key) or ''}".rstrip()
+                    + ("*" if t in (r["threat_models"].get("not_converged") or []) else "")
+                    for t, key, _ in THREATS) for k, r in zip(s["keys"], s["per_key"])))
+        lines += ["", "(* did not converge with either objective.)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -374,6 +496,8 @@ def main() -> None:
     p.add_argument("--cases", default="digits,cifar10", help="comma list: digits, cifar10")
     p.add_argument("--no-tradeoff", action="store_true", help="skip the digits training-knob sweep")
     p.add_argument("--no-key-study", action="store_true", help="skip the digits trapdoor over several keys")
+    p.add_argument("--no-misalign-study", action="store_true",
+                   help="skip the digits gradient-misalignment defence (with and without the trapdoor)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="rebuild artifacts even if present")
@@ -393,6 +517,9 @@ def main() -> None:
                         "same start as --cifar-snn), reported as case cifar10_resnet20_defence")
     p.add_argument("--cifar-snn", default=None, metavar="PT",
                    help="audit this trained CIFAR-10 SNN (e.g. the low-latency one) instead of building one")
+    p.add_argument("--cifar-objectives", default="logit", metavar="LIST",
+                   help="inversion objectives of the CIFAR-10 attacks (privsnn attack --objectives; default logit; "
+                        "logit,ce for defences whose logit ascent may stall)")
     p.add_argument("--cifar-tag", default="", metavar="TAG",
                    help="report the CIFAR-10 audit as case cifar10_resnet20_TAG (its own audit folder and PNGs), "
                         "beside the other CIFAR-10 cases of privacy.json instead of replacing them")
@@ -403,8 +530,7 @@ def main() -> None:
     t0 = time.time()
     if "digits" in cases:
         info = build("digits", ["--model", "digits"], {"num": 2000, "iters": 300, "batch": 250}, 4, DIGITS_BASE_TRAIN,
-                     args.fresh, args.device, convert_extra=("--qcfs-levels", 4, "--qcfs-epochs", 20, "--qcfs-optimizer",
-                                                             "sgd", "--qcfs-lr", 2e-3), calibrate_t=4)
+                     args.fresh, args.device, convert_extra=DIGITS_CONVERT, calibrate_t=4)
         r = audit(Path(info["paths"]["encrypted"]), WORK / "digits" / "audit",
                   ["--data", "digits", "--per-class", args.digits_per_class, "--iterations", args.digits_iterations],
                   args.device)
@@ -421,6 +547,9 @@ def main() -> None:
         if not args.no_key_study:
             results["digits_keys"] = key_study_digits(info, args.digits_per_class, args.digits_iterations, args.fresh,
                                                       args.device)
+        if not args.no_misalign_study:
+            results["digits_misalign"] = misalign_study_digits(info, args.digits_per_class, args.digits_iterations,
+                                                               args.fresh, args.device)
     if "cifar10" in cases:
         if not shared_available():
             print("cifar10: ../shared/data is absent; skipped")
@@ -437,7 +566,8 @@ def main() -> None:
                              {"timesteps": args.cifar_train_t, "epochs": args.cifar_epochs}, args.fresh, args.device)
             attack_args = [*model, "--data", CIFAR_TEST, "--evaluator", evaluator, "--per-class", args.cifar_per_class,
                            "--iterations", args.cifar_iterations, "--inversion-timesteps", args.cifar_inversion_t,
-                           "--limit", args.cifar_limit, "--prior-data", CIFAR_TRAIN4000]
+                           "--limit", args.cifar_limit, "--prior-data", CIFAR_TRAIN4000,
+                           "--objectives", args.cifar_objectives]
             expect = {"per_class": args.cifar_per_class, "iterations": args.cifar_iterations,
                       "timesteps": args.cifar_inversion_t}
             case = "cifar10_resnet20" + (f"_{args.cifar_tag}" if args.cifar_tag else "")
@@ -465,7 +595,7 @@ def main() -> None:
         rerun = {k for k in old.get("cases", {}) if k.split("_")[0] in cases and not args.cifar_tag}
         merged = {**{k: v for k, v in old.get("cases", {}).items() if k not in rerun}, **results["cases"]}
         results["cases"] = dict(sorted(merged.items(), key=lambda kv: (kv[0].split("_")[0] != "digits", kv[0])))
-        for part in ("digits_tradeoff", "digits_keys"):
+        for part in ("digits_tradeoff", "digits_keys", "digits_misalign"):
             if part not in results and part in old:
                 results[part] = old[part]
         results["runs"] = {**old.get("runs", {}), **{c: {"command": results["command"], "seconds": results["total_seconds"]}

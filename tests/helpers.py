@@ -39,3 +39,19 @@ def load_bench(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def tiny_graph(seed: int = 0):
+    """A two-layer conv SNN graph on 1x6x6 images with 3 classes (random weights from ``seed``)."""
+    from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, Neuron
+
+    gen = torch.Generator().manual_seed(seed)
+    nodes = [Input("x", [], shape=(1, 6, 6)),
+             Conv("c1", ["x"], weight=torch.randn(4, 1, 3, 3, generator=gen) * 0.6, bias=torch.randn(4, generator=gen) * 0.1,
+                  padding=(1, 1)),
+             Neuron("n1", ["c1"]),
+             Conv("c2", ["n1"], weight=torch.randn(6, 4, 3, 3, generator=gen) * 0.4, bias=torch.zeros(6)),
+             Neuron("n2", ["c2"]),
+             Flatten("f", ["n2"]),
+             Linear("fc", ["f"], weight=torch.randn(3, 6 * 4 * 4, generator=gen) * 0.2, bias=torch.zeros(3))]
+    return Graph({n.name: n for n in nodes}, output="fc", meta={"mean": [0.0], "std": [1.0], "num_classes": 3})

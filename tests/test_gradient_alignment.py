@@ -8,32 +8,21 @@ import torch
 
 from privatesnn.errors import PrivsnnError
 from privatesnn.gradient_alignment import gradient_alignment, misalignment_probe
-from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, Neuron
+from privatesnn.graph import Graph
 from privatesnn.qcfs import QCFSNetwork, QCFSSettings, finetune_qcfs
 from privatesnn.snn import GraphANN, SpikingNetwork
 from privatesnn.training import TrainSettings, train_snn
 
-
-def _graph(seed: int = 0) -> Graph:
-    gen = torch.Generator().manual_seed(seed)
-    nodes = [Input("x", [], shape=(1, 6, 6)),
-             Conv("c1", ["x"], weight=torch.randn(4, 1, 3, 3, generator=gen) * 0.6,
-                  bias=torch.randn(4, generator=gen) * 0.1, padding=(1, 1)),
-             Neuron("n1", ["c1"]),
-             Conv("c2", ["n1"], weight=torch.randn(6, 4, 3, 3, generator=gen) * 0.4, bias=torch.zeros(6)),
-             Neuron("n2", ["c2"]),
-             Flatten("f", ["n2"]),
-             Linear("fc", ["f"], weight=torch.randn(3, 6 * 4 * 4, generator=gen) * 0.2, bias=torch.zeros(3))]
-    return Graph({n.name: n for n in nodes}, output="fc", meta={"mean": [0.0], "std": [1.0], "num_classes": 3})
+from helpers import tiny_graph
 
 
 def test_alignment_is_one_for_the_same_gradients_and_zero_for_opposite_ones():
-    net = GraphANN(_graph())
+    net = GraphANN(tiny_graph())
     x, c = torch.rand(8, 1, 6, 6), torch.randint(3, (8,))
     same = gradient_alignment(net, net, x, c)
     assert same.item() == pytest.approx(1.0, abs=1e-5)
     assert gradient_alignment(net, lambda v: -net(v), x, c).item() == pytest.approx(0.0, abs=1e-6)
-    other = gradient_alignment(net, GraphANN(_graph(seed=3)), x, c).item()
+    other = gradient_alignment(net, GraphANN(tiny_graph(seed=3)), x, c).item()
     assert 0.0 <= other < 0.9
     same.backward()  # double backpropagation: the penalty reaches the network's weights
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
@@ -54,7 +43,7 @@ def _alignment_after(graph: Graph, teacher: Graph, levels: int = 4) -> float:
 
 
 def test_qcfs_misalign_turns_the_gradients_away_from_the_ann_and_records_it():
-    g, images = _graph(), torch.rand(128, 1, 6, 6)
+    g, images = tiny_graph(), torch.rand(128, 1, 6, 6)
     kw = dict(levels=4, epochs=6, batch_size=32, lr=0.02, cutmix=0.0)
     plain = finetune_qcfs(g, images, QCFSSettings(**kw), progress=False)
     defended = finetune_qcfs(g, images, QCFSSettings(**kw, misalign=5.0), progress=False)
@@ -68,7 +57,7 @@ def test_qcfs_misalign_turns_the_gradients_away_from_the_ann_and_records_it():
 
 
 def test_train_misalign_turns_the_snn_gradients_away_from_the_teacher(tmp_path):
-    g, images = _graph(), torch.rand(96, 1, 6, 6)
+    g, images = tiny_graph(), torch.rand(96, 1, 6, 6)
     teacher = GraphANN(g.copy())
     labels = torch.zeros(96, dtype=torch.long)
     kw = dict(epochs=4, timesteps=4, batch_size=32, lr=1e-2, kd_alpha=1.0, surrogate_alpha=1.0)

@@ -11,12 +11,14 @@ from privatesnn.calibration import _channel_mean, calibrate_biases
 from privatesnn.choose_t import smallest_t
 from privatesnn.cli import main
 from privatesnn.errors import PrivsnnError
-from privatesnn.graph import Conv, Flatten, Graph, Input, Linear, Neuron
+from privatesnn.graph import Flatten, Graph, Linear
 from privatesnn.manifest import read_manifest
 from privatesnn.neurons import SpikingNeuron
 from privatesnn.qcfs import QCFSNetwork, QCFSSettings, finetune_qcfs, qcfs
 from privatesnn.snn import SpikingNetwork, static_forward
 from privatesnn.layers import build_synapses
+
+from helpers import tiny_graph
 
 
 @pytest.mark.parametrize("levels", [1, 2, 4, 8])
@@ -41,23 +43,10 @@ def test_qcfs_gradient_reaches_input_and_threshold():
     assert th.grad is not None and th.grad != 0
 
 
-def _tiny_graph(seed: int = 0) -> Graph:
-    gen = torch.Generator().manual_seed(seed)
-    nodes = [Input("x", [], shape=(1, 6, 6)),
-             Conv("c1", ["x"], weight=torch.randn(4, 1, 3, 3, generator=gen) * 0.6, bias=torch.randn(4, generator=gen) * 0.1,
-                  padding=(1, 1)),
-             Neuron("n1", ["c1"]),
-             Conv("c2", ["n1"], weight=torch.randn(6, 4, 3, 3, generator=gen) * 0.4, bias=torch.zeros(6)),
-             Neuron("n2", ["c2"]),
-             Flatten("f", ["n2"]),
-             Linear("fc", ["f"], weight=torch.randn(3, 6 * 4 * 4, generator=gen) * 0.2, bias=torch.zeros(3))]
-    return Graph({n.name: n for n in nodes}, output="fc", meta={"mean": [0.0], "std": [1.0], "num_classes": 3})
-
-
 def test_qcfs_network_is_the_snn_at_t_equals_l_for_a_constant_input_layer():
     """One neuron layer fed by the direct-coded input gets a constant current: the SNN's logits at
     T = L equal the QCFS network's exactly."""
-    g = _tiny_graph()
+    g = tiny_graph()
     one = Graph({k: g.nodes[k] for k in ("x", "c1", "n1")} | {"f": Flatten("f", ["n1"]),
                 "fc": Linear("fc", ["f"], weight=torch.randn(3, 4 * 6 * 6), bias=torch.zeros(3))},
                 output="fc", meta=g.meta)
@@ -71,7 +60,7 @@ def test_qcfs_network_is_the_snn_at_t_equals_l_for_a_constant_input_layer():
 def test_staircase_rate_limit_is_the_qcfs_network_and_the_snn_at_t_equals_l():
     """``rate_limit(x, levels=L)`` (the anchor of ``train --anchor-levels L``) is the QCFS network;
     for a layer fed a constant current it is also the SNN at T = L."""
-    g = _tiny_graph()
+    g = tiny_graph()
     one = Graph({k: g.nodes[k] for k in ("x", "c1", "n1")} | {"f": Flatten("f", ["n1"]),
                 "fc": Linear("fc", ["f"], weight=torch.randn(3, 4 * 6 * 6), bias=torch.zeros(3))},
                 output="fc", meta=g.meta)
@@ -86,7 +75,7 @@ def test_staircase_rate_limit_is_the_qcfs_network_and_the_snn_at_t_equals_l():
 
 
 def test_finetune_qcfs_learns_and_returns_a_spiking_graph():
-    g = _tiny_graph()
+    g = tiny_graph()
     images = torch.rand(64, 1, 6, 6)
     out = finetune_qcfs(g, images, QCFSSettings(levels=2, epochs=3, batch_size=16, lr=0.05), progress=False)
     assert [n.v_init for n in out.neurons()] == [0.5, 0.5]
@@ -102,7 +91,7 @@ def test_qcfs_mse_distillation_is_the_squared_logit_difference_and_is_recorded()
     s, t = torch.randn(8, 3), torch.randn(8, 3)
     assert torch.equal(kd_loss(s, t, 4.0, "mse"), torch.nn.functional.mse_loss(s, t))
     assert not torch.equal(kd_loss(s, t, 4.0, "kl"), kd_loss(s, t, 4.0, "mse"))
-    g, images = _tiny_graph(), torch.rand(64, 1, 6, 6)
+    g, images = tiny_graph(), torch.rand(64, 1, 6, 6)
     runs = [finetune_qcfs(g, images, QCFSSettings(levels=2, epochs=2, batch_size=16, lr=0.05, kd_loss=kind),
                           progress=False) for kind in ("kl", "mse")]
     assert [r.meta["qcfs"]["kd_loss"] for r in runs] == ["kl", "mse"]
@@ -116,7 +105,7 @@ def test_finetune_qcfs_learns_a_trapdoor_and_keeps_the_key_out_of_the_graph():
     ANN teacher knows nothing of triggers, so this is learnt), the key is not in the graph's meta."""
     from privatesnn.training import make_triggers, stamp_triggers
 
-    g = _tiny_graph(seed=1)
+    g = tiny_graph(seed=1)
     images = torch.rand(256, 1, 6, 6)
     settings = QCFSSettings(levels=4, epochs=12, batch_size=32, lr=0.02, trapdoor=0.5, trapdoor_alpha=0.6,
                             trapdoor_key=11)
@@ -147,7 +136,7 @@ def test_qcfs_trapdoor_augment_stamps_before_the_shift_and_flip(monkeypatch, sta
     images = torch.rand(32, 1, 6, 6)
     settings = QCFSSettings(levels=2, epochs=1, batch_size=32, lr=0.01, trapdoor=0.999, trapdoor_alpha=1.0,
                             trapdoor_key=5, trapdoor_augment=stamp_first, cutmix=0.0)
-    finetune_qcfs(_tiny_graph(), images, settings, progress=False)
+    finetune_qcfs(tiny_graph(), images, settings, progress=False)
     triggers = make_triggers(3, (1, 6, 6), 5)
     is_trigger = [any(torch.equal(x, t) for t in triggers) for x in seen[0]]
     assert (sum(is_trigger) > 25) if stamp_first else not any(is_trigger), sum(is_trigger)
@@ -175,7 +164,7 @@ def test_qcfs_ema_keeps_the_weight_average(tmp_path):
     images = torch.rand(64, 1, 6, 6, generator=torch.Generator().manual_seed(0))
 
     def run(ema):
-        out = finetune_qcfs(_tiny_graph(), images, QCFSSettings(levels=4, epochs=2, batch_size=16, lr=1e-2, ema=ema),
+        out = finetune_qcfs(tiny_graph(), images, QCFSSettings(levels=4, epochs=2, batch_size=16, lr=1e-2, ema=ema),
                             progress=False)
         return [n.weight for n in out.weighted()]
 
@@ -192,10 +181,10 @@ def test_qcfs_anchor_keeps_the_weights_near_the_converted_ann():
     from privatesnn.qcfs import weight_drift
 
     images = torch.rand(64, 1, 6, 6, generator=torch.Generator().manual_seed(0))
-    start = [n.weight.clone() for n in _tiny_graph().weighted()]
+    start = [n.weight.clone() for n in tiny_graph().weighted()]
 
     def drift(anchor):
-        out = finetune_qcfs(_tiny_graph(), images, QCFSSettings(levels=2, epochs=3, batch_size=16, lr=3e-2,
+        out = finetune_qcfs(tiny_graph(), images, QCFSSettings(levels=2, epochs=3, batch_size=16, lr=3e-2,
                                                                 anchor=anchor), progress=False)
         return float(weight_drift([n.weight for n in out.weighted()], start))
 
@@ -208,7 +197,7 @@ def test_qcfs_anchor_keeps_the_weights_near_the_converted_ann():
 def test_bias_calibration_moves_layer_means_onto_the_ann():
     """With membranes starting at 0 every layer under-fires by about 1/(2T) on average: a
     per-channel offset that bias calibration removes."""
-    g = _tiny_graph(seed=3)
+    g = tiny_graph(seed=3)
     for n in g.neurons():
         n.v_init = 0.0
     images = torch.rand(128, 1, 6, 6)
@@ -300,7 +289,7 @@ def test_qcfs_rate_penalty_is_the_mean_level_and_lowers_the_windowed_snns_spikes
     acts = {"a": torch.tensor([[0.0, 1.0]]), "b": torch.full((3, 4), 0.25)}
     assert float(level_rate(acts)) == pytest.approx((0.5 + 0.25) / 2)
     torch.manual_seed(0)
-    g, images = _tiny_graph(), torch.rand(128, 1, 6, 6)
+    g, images = tiny_graph(), torch.rand(128, 1, 6, 6)
     rates = []
     for weight in (0.0, 5.0):
         out = finetune_qcfs(g, images, QCFSSettings(levels=4, epochs=4, batch_size=16, lr=0.02, rate_reg=weight),
@@ -440,7 +429,7 @@ def test_train_rate_penalty_weighted_by_synops_spares_the_cheap_layer(tmp_path):
     from privatesnn.snn import GraphANN
     from privatesnn.training import TrainSettings, train_snn
 
-    g = _tiny_graph()
+    g = tiny_graph()
     assert synop_weights(g)["n1"] > 0.9
     torch.manual_seed(0)
     images = torch.rand(96, 1, 6, 6)
