@@ -101,3 +101,12 @@ def test_privacy_bench_takes_the_bars_against_the_undefended_reference():
     assert ref == {"a": True, "b": True, "c": True, "d": True}
     stalled = {**report, "variants": {**report["variants"], "encrypted_snn": entry(0.15, 0.2, 0.3, 0.3, self_=0.5)}}
     assert not any(bench.bars_against(stalled, entry(0.8, 0.8, 0.7, 0.8))["bars_met"].values())
+
+
+def test_attack_refuses_an_unknown_objective_before_reading_anything(tmp_path, capsys):
+    from privatesnn.cli import main
+
+    rc = main(["attack", "--snn", str(tmp_path / "missing.pt"), "--data", "digits", "--objectives", "logit,margin",
+               "--out", str(tmp_path / "audit")])
+    assert rc == 2 and "--objectives: 'margin' is not one of" in capsys.readouterr().err
+    assert not (tmp_path / "audit").exists()

@@ -221,6 +221,9 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
                       ("--timesteps", timesteps), ("--limit", limit)):
         if val is not None and val <= 0:
             raise PrivsnnError(f"{name} must be > 0, got {val}")
+    for o in objectives or ():
+        if o not in OBJECTIVES:
+            raise PrivsnnError(f"--objectives: {o!r} is not one of {', '.join(OBJECTIVES)}")
     notes: list[str] = []
     artifact = load_snn(snn_path)
     graph = artifact.graph
@@ -251,9 +254,6 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
                                **({"per_class": per_class} if per_class else {})})
     classes = list(range(num_classes))[:limit_classes] if limit_classes else list(range(num_classes))
     objectives = tuple(objectives or (inv.objective,))
-    for o in objectives:
-        if o not in OBJECTIVES:
-            raise PrivsnnError(f"--objectives: {o!r} is not one of {', '.join(OBJECTIVES)}")
 
     prior = _attacker_prior(prior_data, data_spec, classes, num_classes, input_shape, seed, notes, progress, log)
 
