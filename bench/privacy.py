@@ -581,8 +581,9 @@ def main() -> None:
                 results["cases"]["cifar10_resnet20_defence"] = {
                     **summary(d), "artifacts": {"paths": {"encrypted": args.cifar_defence},
                                                 "note": "trained with a defence; its settings are in the manifest"}}
-            for png in ("ann_inversion.png", "encrypted_snn_inversion.png", "encrypted_snn_snn_inversion.png",
-                        "encrypted_snn_prior_inversion.png"):
+            attacked = r["variant"]  # encrypted_snn, or converted_snn for an SNN without an encryption step
+            for png in ("ann_inversion.png", f"{attacked}_inversion.png", f"{attacked}_snn_inversion.png",
+                        f"{attacked}_prior_inversion.png"):
                 src = audit_dir / png
                 if src.exists():
                     shutil.copyfile(src, RESULTS / f"privacy_{case.replace('_resnet20', '')}_{png}")
