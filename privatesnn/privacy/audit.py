@@ -355,6 +355,9 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
         if name == "ann" or (entry["weights_as_ann_mode"] == "relu" and s1.get("reading") in (None, "relu")) \
                 or not relu_inversion:
             same_attack = name == "ann" or relu_inversion
+            if same_attack:  # (a) is (b)'s run: the same objective counted
+                entry["relu_inversion_objective"] = s1["objective"]
+                entry["relu_inversion_by_objective"] = s1["by_objective"]
             entry.update(relu_inversion_accuracy=s1["evaluator"] if same_attack else None,
                          relu_inversion_accuracy_se=s1["se"] if same_attack else None,
                          relu_inversion_self_accuracy=s1["self"] if same_attack else None, relu_inversion_png=None)
