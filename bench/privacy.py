@@ -234,11 +234,28 @@ def tradeoff_digits(build_info: dict, per_class: int, iterations: int, fresh: bo
     return rows
 
 
+def across_keys(rows: list[dict]) -> dict:
+    """Mean and standard error across keys of the accuracy and of each attacker's success (None for one
+    key), with how many keys meet each attacker's bar and in how many that attack did not converge."""
+    import numpy as np
+
+    def spread(vals: list[float]) -> dict:
+        v = np.array(vals)
+        return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None}
+
+    out = {"accuracy": spread([r["accuracy"] for r in rows])}
+    for t, key, _ in THREATS:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if vals:
+            tms = [r.get("threat_models") or {} for r in rows]
+            out[t] = {**spread(vals), "keys_meeting_bar": sum(bool((tm.get("bars_met") or {}).get(t)) for tm in tms),
+                      "keys_not_converged": sum(t in (tm.get("not_converged") or []) for tm in tms)}
+    return out
+
+
 def key_study_digits(build_info: dict, per_class: int, iterations: int, fresh: bool, device: str) -> list[dict]:
     """Each KEY_STUDY setting over KEY_STUDY_KEYS: per-key rows and the mean (standard error across keys)
     of the accuracy and of each attacker's success, with how many keys meet each bar."""
-    import numpy as np
-
     work = WORK / "digits" / "keys"
     work.mkdir(parents=True, exist_ok=True)
     out = []
@@ -251,18 +268,7 @@ def key_study_digits(build_info: dict, per_class: int, iterations: int, fresh: b
         summary_row = {"label": label, "train": {**DIGITS_BASE_TRAIN, **knobs}, "keys": list(KEY_STUDY_KEYS),
                        "ann_accuracy": rows[0]["ann_accuracy"], "chance": rows[0]["chance"],
                        "converted": rows[0]["converted"], "keys_holding": sum(holds(r) for r in rows), "per_key": rows}
-        accs = np.array([r["accuracy"] for r in rows])
-        summary_row["accuracy"] = {"mean": float(accs.mean()), "se": float(accs.std(ddof=1) / np.sqrt(len(accs)))}
-        for t, key, _ in THREATS:
-            vals = np.array([r[key] for r in rows if r.get(key) is not None])
-            if not len(vals):
-                continue
-            summary_row[t] = {"mean": float(vals.mean()), "se": float(vals.std(ddof=1) / np.sqrt(len(vals))),
-                              "keys_meeting_bar": sum(bool(((r.get("threat_models") or {}).get("bars_met") or {}).get(t))
-                                                      for r in rows),
-                              "keys_not_converged": sum(t in ((r.get("threat_models") or {}).get("not_converged") or [])
-                                                        for r in rows)}
-        out.append(summary_row)
+        out.append({**summary_row, **across_keys(rows)})
     return out
 
 
@@ -275,8 +281,6 @@ def bars_against(report: dict, reference: dict) -> dict:
 def misalign_study_digits(build_info: dict, per_class: int, iterations: int, fresh: bool, device: str) -> dict:
     """Each MISALIGN_STUDY setting: convert with its knobs, calibrate, encrypt per key, audit with both
     objectives; per-key rows and the mean (standard error across keys) as in the key study."""
-    import numpy as np
-
     work = WORK / "digits" / "misalign"
     work.mkdir(parents=True, exist_ok=True)
     attack_args = ["--data", "digits", "--per-class", per_class, "--iterations", iterations, *BOTH_OBJECTIVES]
@@ -317,20 +321,9 @@ def misalign_study_digits(build_info: dict, per_class: int, iterations: int, fre
             rows.append(row)
             print(f"misalign {row['label']:<52} SNN {100 * e['accuracy']:.1f}%  " + "  ".join(
                 f"({t}) {'n/a' if e.get(k) is None else f'{100 * e[k]:.1f}%'}" for t, k, _ in THREATS), flush=True)
-        accs = np.array([r["accuracy"] for r in rows])
-        entry = {"label": label, "convert": convert_knobs, "train": {**DIGITS_BASE_TRAIN, **train_knobs},
-                 "keys": list(keys), "ann_accuracy": rows[0]["ann_accuracy"], "chance": rows[0]["chance"],
-                 "keys_holding": sum(holds(r) for r in rows), "per_key": rows,
-                 "accuracy": {"mean": float(accs.mean()),
-                              "se": float(accs.std(ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else None}}
-        for t, k, _ in THREATS:
-            vals = np.array([r[k] for r in rows if r.get(k) is not None])
-            if len(vals):
-                entry[t] = {"mean": float(vals.mean()),
-                            "se": float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None,
-                            "keys_meeting_bar": sum(bool((r["threat_models"].get("bars_met") or {}).get(t)) for r in rows),
-                            "keys_not_converged": sum(t in (r["threat_models"].get("not_converged") or []) for r in rows)}
-        out["settings"].append(entry)
+        out["settings"].append({"label": label, "convert": convert_knobs, "train": {**DIGITS_BASE_TRAIN, **train_knobs},
+                                "keys": list(keys), "ann_accuracy": rows[0]["ann_accuracy"], "chance": rows[0]["chance"],
+                                "keys_holding": sum(holds(r) for r in rows), "per_key": rows, **across_keys(rows)})
     return out
 
 
