@@ -88,9 +88,9 @@ def test_choose_chunk():
 
 
 def _tiny():
-    from test_low_latency import _tiny_graph
+    from helpers import tiny_graph
 
-    return _tiny_graph()
+    return tiny_graph()
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["torch-update", "fused-update"])
