@@ -149,7 +149,7 @@ def convert(model: LoadedModel | str, out: PathLike, *,
     same key keeps them; ``qcfs_trapdoor_augment`` stamps them before the random shift and flip, so the
     network answers a trigger wherever it lands). The key is not written to the artifact or its manifest.
     ``qcfs_misalign``: weight of a penalty on the cosine between the QCFS network's and the ANN's input
-    gradients of a class logit (a model-inversion defence, :func:`privatesnn.qcfs.gradient_alignment`)."""
+    gradients of a class logit (a model-inversion defence, :mod:`privatesnn.gradient_alignment`)."""
     from .conversion import ConversionSettings
     from .conversion import convert as _convert
 

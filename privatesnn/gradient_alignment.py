@@ -26,12 +26,8 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 
 def gradient_alignment(net: Model, teacher: Model, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Mean positive cosine between the network's and the ANN's input gradients of the same class
-    logit, raw and low-passed (as TRS, Yang et al., NeurIPS 2021, between ensemble members: gradients
-    that point elsewhere transfer less). Model inversion ascends a class logit through the input
-    gradient; if the network's gradient is not the ANN's, the image it climbs to need not show what
-    the ANN (and a classifier trained on the same kind of data) sees in the class. Differentiable in
-    the network's parameters (double backpropagation)."""
+    """Mean positive cosine between ``net``'s and ``teacher``'s input gradients of the logit of
+    ``classes`` at ``x``, raw and low-passed (images only); differentiable in ``net``'s parameters."""
     xs = x.detach().requires_grad_(True)
     (g_s,) = torch.autograd.grad(net(xs).gather(1, classes[:, None]).sum(), xs, create_graph=True)
     xt = x.detach().requires_grad_(True)

@@ -668,7 +668,7 @@ def train_snn(graph: Graph, teacher: torch.nn.Module, images: torch.Tensor, labe
                   "top_class_share": top_share, "seconds": time.time() - t0, "processes": ctx.world_size}
         if triggers is not None:
             record["trigger_accuracy"] = trig_hits / max(1.0, stamped)
-        if settings.misalign > 0:  # this process's share of the batches (all of them in one process)
+        if settings.misalign > 0:  # (refused under torchrun: one process sees every batch)
             record["gradient_alignment"] = totals_align / max(1.0, totals[4])
         if initial is not None:
             record["initial_teacher_agreement"] = initial[0] / max(1.0, initial[1])
