@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (CIFAR_TEST, CIFAR_TRAIN4000, IMAGENET_NORM, RESNET20, RESULTS, ROOT, privsnn, read_json,  # noqa: E402
                     relative_paths, set_threads, shared_available, write_results)
 
-from privatesnn.privacy.audit import MAX_ACCURACY_DROP, ROUNDING, threat_models  # noqa: E402
+from privatesnn.privacy.audit import ATTACK_CONVERGED, MAX_ACCURACY_DROP, ROUNDING, threat_models  # noqa: E402
 
 WORK = ROOT / "runs" / "bench" / "privacy"
 KEYS = ("accuracy", "weights_as_ann_accuracy", "weights_as_ann_mode", "weights_as_ann_modes", "inversion_accuracy",
@@ -178,10 +178,21 @@ def audit_or_reuse(snn: Path, out: Path, extra: list, device: str, fresh: bool, 
         settings = r.get("inversion_settings", {})
         objectives = str(extra[extra.index("--objectives") + 1]).split(",") if "--objectives" in extra else ["logit"]
         if Path(r.get("snn", "")).name == Path(snn).name and all(settings.get(k) == v for k, v in expect.items()) \
-                and r.get("objectives", ["logit"]) == objectives:
+                and r.get("objectives", ["logit"]) == objectives and same_distil(r, extra):
             print(f"reusing the audit in {out} (newer than {snn}; --fresh redoes it)")
             return r
     return audit(snn, out, extra, device)
+
+
+def same_distil(report: dict, extra: list) -> bool:
+    """Does ``report`` hold attacker (c) as ``extra``'s ``--distil`` (default auto) runs it? A report from
+    before the option (no surrogates) is the same as "auto" where every (c) ascent reached its class."""
+    want = str(extra[extra.index("--distil") + 1]) if "--distil" in extra else "auto"
+    if "distil" in report:
+        return report["distil"] == want
+    return want == "auto" and all(e.get("snn_inversion_self_accuracy") is None
+                                  or e["snn_inversion_self_accuracy"] >= ATTACK_CONVERGED
+                                  for e in report["variants"].values())
 
 
 def digits_row(build_info: dict, work: Path, label: str, knobs: dict, per_class: int, iterations: int, fresh: bool,
@@ -316,6 +327,7 @@ def misalign_study_digits(build_info: dict, per_class: int, iterations: int, fre
             row = {"label": label if key is None else f"{label}, key {key}", "convert": convert_knobs, "train": knobs,
                    **{k: e.get(k) for k in KEYS}, "threat_models": bars_against(r, reference),
                    "objectives": {k: e.get(f"{k.replace('_accuracy', '')}_objective") for _, k, _ in THREATS},
+                   "c_routes": e.get("snn_inversion_readings_tried"), "c_surrogates": e.get("snn_inversion_distilled"),
                    "converted_accuracy": r["variants"]["converted_snn"]["accuracy"],
                    "ann_accuracy": r["ann_accuracy"], "chance": r["chance"]}
             rows.append(row)
@@ -325,6 +337,20 @@ def misalign_study_digits(build_info: dict, per_class: int, iterations: int, fre
                                 "keys": list(keys), "ann_accuracy": rows[0]["ann_accuracy"], "chance": rows[0]["chance"],
                                 "keys_holding": sum(holds(r) for r in rows), "per_key": rows, **across_keys(rows)})
     return out
+
+
+def distil_check_digits(build_info: dict, per_class: int, iterations: int, fresh: bool, device: str) -> dict:
+    """Is the distil-then-invert route of attacker (c) a real attacker? The undefended encrypted SNN and
+    its converted parent audited with ``--distil always``: per variant, each route's evaluator accuracy,
+    the share the SNN itself puts in the target class, and the surrogates' fidelity."""
+    args = ["--data", "digits", "--per-class", per_class, "--iterations", iterations, *BOTH_OBJECTIVES,
+            "--distil", "always"]
+    r = audit_or_reuse(Path(build_info["paths"]["encrypted"]), WORK / "digits" / "audit_distil_always", args, device,
+                       fresh, {"per_class": per_class, "iterations": iterations})
+    return {name: {"accuracy": e["accuracy"], "routes": e.get("snn_inversion_readings_tried"),
+                   "surrogates": {route: {k: d[k] for k in ("start", "n_queries", "rounds", "fidelity", "fidelity_real")}
+                                  for route, d in (e.get("snn_inversion_distilled") or {}).items()}}
+            for name, e in r["variants"].items() if name != "ann"}
 
 
 def plot_tradeoff(rows: list[dict], path: Path) -> Path:
@@ -481,6 +507,32 @@ def markdown(results: dict) -> str:
                     + ("*" if t in (r["threat_models"].get("not_converged") or []) else "")
                     for t, key, _ in THREATS) for k, r in zip(s["keys"], s["per_key"])))
         lines += ["", "(* did not converge with either objective.)", ""]
+        routed = [(s["label"], k, r) for s in study["settings"] for k, r in zip(s["keys"], s["per_key"])
+                  if len(r.get("c_routes") or {}) > 1]
+        if routed:
+            lines += ["Where (c)'s ascent through the SNN stalled, the attacker also inverted ReLU surrogates fitted to "
+                      "the SNN's outputs (`privsnn attack --distil auto`; evaluator accuracy [share the SNN itself puts "
+                      "in the target class]; surrogate agreement with the SNN on real test images):", ""]
+            for label, k, r in routed:
+                lines.append(f"- {label}" + ("" if k is None else f", key {k}") + ": " + "; ".join(
+                    f"{route} {pct(v['evaluator'])} [{pct(v['self'])}]"
+                    + (f", agreement {pct(r['c_surrogates'][route]['fidelity_real'])}"
+                       if route in (r.get("c_surrogates") or {}) else "") for route, v in r["c_routes"].items()))
+            lines.append("")
+    check = results.get("digits_distil_check")
+    if check:
+        lines += ["## digits: attacker (c)'s surrogate routes on the undefended SNNs (`--distil always`)", "",
+                  "Whether distil-then-invert is a real attacker: the bench's undefended SNNs attacked by every route "
+                  "(evaluator accuracy [share the SNN itself puts in the target class]; agreement of the surrogate with "
+                  "the SNN on held-out queries / real test images).", "",
+                  "| variant | accuracy | " + " | ".join(next(iter(check.values()))["routes"] or {}) + " |",
+                  "|---|---|" + "---|" * len(next(iter(check.values()))["routes"] or {})]
+        for name, c in check.items():
+            lines.append(f"| {name} | {pct(c['accuracy'])} | " + " | ".join(
+                f"{pct(v['evaluator'])} [{pct(v['self'])}]" + (
+                    f"; {pct(c['surrogates'][route]['fidelity'])} / {pct(c['surrogates'][route]['fidelity_real'])}"
+                    if route in c["surrogates"] else "") for route, v in (c["routes"] or {}).items()) + " |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -541,6 +593,8 @@ def main() -> None:
             results["digits_keys"] = key_study_digits(info, args.digits_per_class, args.digits_iterations, args.fresh,
                                                       args.device)
         if not args.no_misalign_study:
+            results["digits_distil_check"] = distil_check_digits(info, args.digits_per_class, args.digits_iterations,
+                                                                 args.fresh, args.device)
             results["digits_misalign"] = misalign_study_digits(info, args.digits_per_class, args.digits_iterations,
                                                                args.fresh, args.device)
     if "cifar10" in cases:
@@ -589,7 +643,7 @@ def main() -> None:
         rerun = {k for k in old.get("cases", {}) if k.split("_")[0] in cases and not args.cifar_tag}
         merged = {**{k: v for k, v in old.get("cases", {}).items() if k not in rerun}, **results["cases"]}
         results["cases"] = dict(sorted(merged.items(), key=lambda kv: (kv[0].split("_")[0] != "digits", kv[0])))
-        for part in ("digits_tradeoff", "digits_keys", "digits_misalign"):
+        for part in ("digits_tradeoff", "digits_keys", "digits_misalign", "digits_distil_check"):
             if part not in results and part in old:
                 results[part] = old[part]
         results["runs"] = {**old.get("runs", {}), **{c: {"command": results["command"], "seconds": results["total_seconds"]}

@@ -11,7 +11,8 @@ the plainly converted SNN and the encrypted (trained) SNN.
 
   scenario 1: the SNN's weights read as a ReLU ANN (best of several rescalings): its accuracy on the
               real test data, and model inversion (class-representative images) of that ANN;
-  scenario 2: model inversion directly through the SNN, in time, with surrogate gradients.
+  scenario 2: model inversion directly through the SNN, in time, with surrogate gradients (where
+              that ascent stalls, through a ReLU surrogate distilled from the SNN's outputs: --distil).
 
 Threat models side by side: (a) the paper's attacker (the weights in a plain ReLU ANN), (b) the
 rescaling-aware attacker (thresholds and per-layer scales undone: scenario 1), (c) inversion
@@ -57,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma list of inversion objectives, each attack runs once per objective and the strongest "
                         "run counts: 'logit' (maximise the class logit; transfers best) and 'ce' (maximise its log "
                         "probability; reaches its class where logit ascent stalls); e.g. logit,ce (default logit)")
+    p.add_argument("--distil", default="auto", choices=("auto", "always", "off"),
+                   help="attacker (c): where the ascent through the SNN does not reach its class (auto), or always, "
+                        "also invert a ReLU surrogate distilled from the SNN's outputs on the attacker's public images "
+                        "and noise; the stronger run counts (default auto)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the report here")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arg(p)
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                    model_kwargs={"num_classes": args.num_classes, "mean": args.mean, "std": args.std},
                    device=args.device, json_path=args.json,
                    prior_data=None if args.prior_data == "none" else args.prior_data,
-                   objectives=[o.strip() for o in args.objectives.split(",") if o.strip()])
+                   objectives=[o.strip() for o in args.objectives.split(",") if o.strip()], distil=args.distil)
     print(f"verdict: {report['verdict']}")
     print(f"wrote {args.out}/privacy.json, {args.out}/privacy.md" + (f" and {args.json}" if args.json else ""))
     return 0

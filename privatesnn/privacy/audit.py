@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -206,13 +207,16 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
               inversion: InversionSettings | None = None, snn_inversion: bool = True,
               model_kwargs: dict | None = None, device: torch.device | str = "cpu", progress: bool = True,
               json_path: str | Path | None = None, log=print, prior_data: str | None = "auto",
-              relu_inversion: bool = True, objectives: Sequence[str] | None = None) -> dict[str, Any]:
+              relu_inversion: bool = True, objectives: Sequence[str] | None = None,
+              distil: str = "auto") -> dict[str, Any]:
     """Audit ``snn_path`` (see module docstring); writes ``out_dir/privacy.{json,md}`` and PNGs and
     returns the report. ``limit_classes``/``iterations``/``per_class`` shrink the inversion attacks;
     ``limit`` uses only the first N real test images for the accuracies. ``objectives`` (default: the
     inversion settings' one): every attack runs once per objective ("logit", "ce") and the strongest
     run counts: converged before not, then the evaluator's accuracy (an upper bound on the attacker,
-    like the best weights-as-ANN reading)."""
+    like the best weights-as-ANN reading). ``distil`` (attacker (c)): "auto" inverts a ReLU surrogate
+    distilled from the SNN's outputs (:mod:`.distilled`) where the ascent through the SNN does not
+    reach its class, "always" also where it does (the stronger run counts), "off" never."""
     t0 = time.time()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -221,6 +225,8 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
                       ("--timesteps", timesteps), ("--limit", limit)):
         if val is not None and val <= 0:
             raise PrivsnnError(f"{name} must be > 0, got {val}")
+    if distil not in DISTIL_MODES:
+        raise PrivsnnError(f"--distil: {distil!r} is not one of {', '.join(DISTIL_MODES)}")
     for o in objectives or ():
         if o not in OBJECTIVES:
             raise PrivsnnError(f"--objectives: {o!r} is not one of {', '.join(OBJECTIVES)}")
@@ -274,28 +280,33 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
     def strength(s: dict[str, Any]) -> tuple[bool, float]:  # converged runs first, then the evaluator's score
         return s["self"] >= ATTACK_CONVERGED, s["evaluator"]
 
-    def run_objectives(model, attacked_classes: list[int], desc: str, reseed: bool, **kwargs) -> dict[str, Any]:
-        """Invert ``model`` once per objective, score each run and keep the strongest."""
+    def run_objectives(model, attacked_classes: list[int], desc: str, reseed: bool, victim=None,
+                       **kwargs) -> dict[str, Any]:
+        """Invert ``model`` once per objective, score each run (``self``: on ``victim``, default the
+        inverted model) and keep the strongest."""
         runs = {}
         for o in objectives:
             imgs, labs = invert(model, attacked_classes, input_shape, replace(inv, objective=o), device,
                                 desc=desc + (f" [{o}]" if len(objectives) > 1 else ""), progress=progress, **kwargs)
             if reseed:  # a rate-coded SNN draws its input spikes from the global generator
                 torch.manual_seed(seed)
-            runs[o] = {**score_inversion(ev_module, model, imgs, labs, device), "images": (imgs, labs)}
+            runs[o] = {**score_inversion(ev_module, victim or model, imgs, labs, device), "images": (imgs, labs)}
         best = max(runs, key=lambda o: strength(runs[o]))
         return {**runs[best], "objective": best,
                 "by_objective": {o: {"evaluator": r["evaluator"], "self": r["self"]} for o, r in runs.items()}}
 
     def attack(models, kind: str, name: str, attacked_classes: list[int], desc: str, reseed: bool = False,
-               **kwargs) -> dict[str, Any]:
+               try_all: bool = False, **kwargs) -> dict[str, Any]:
         """``models``: the attacked model, or ``{reading: model}`` in the attacker's order of preference: the
-        next reading is tried only while no run has reached its class. Saves the strongest run's PNG grid."""
+        next reading is tried only while no run has reached its class (every one with ``try_all``); a
+        :class:`Later` value is built only when tried. Saves the strongest run's PNG grid."""
         tried = {}
         for reading, model in (models.items() if isinstance(models, dict) else [(None, models)]):
+            if isinstance(model, Later):
+                model = model.build()
             tried[reading] = run_objectives(model, attacked_classes, desc + (f" ({reading})" if reading else ""),
                                             reseed, **kwargs)
-            if tried[reading]["self"] >= ATTACK_CONVERGED:
+            if tried[reading]["self"] >= ATTACK_CONVERGED and not try_all:
                 break
         reading = max(tried, key=lambda r: strength(tried[r]))
         s = tried[reading]
@@ -386,8 +397,13 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
             T = int(inv.timesteps or entry["timesteps"])
             entry["snn_inversion_timesteps"] = T
             net = snn_for_inversion(obj.graph, T, inv.snn_surrogate_alpha).to(device)
-            s2 = attack(net, "snn_inversion", name, classes, f"SNN inversion: {VARIANT_LABELS[name]} (T={T})",
-                        reseed=True)
+            routes: Any = net
+            if distil != "off":  # where the SNN's own gradients stall, surrogates distilled from its outputs
+                routes = {"surrogate gradients": net,
+                          **{route: Later(partial(_distilled, net, obj.graph, entry, T, prior, data, classes, inv,
+                                                  route, device, seed, progress, log)) for route in DISTIL_ROUTES}}
+            s2 = attack(routes, "snn_inversion", name, classes, f"SNN inversion: {VARIANT_LABELS[name]} (T={T})",
+                        reseed=True, victim=net, try_all=distil == "always")
             record(entry, "snn_inversion", s2)
             entry.update(snn_inversion_accuracy=s2["evaluator"], snn_inversion_accuracy_se=s2["se"],
                          snn_inversion_accuracy_per_class=s2["per_class"], snn_inversion_self_accuracy=s2["self"],
@@ -414,7 +430,8 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
         "n_inverted": len(classes) * inv.per_class,
         "model": loaded.spec if loaded is not None else None,
         "evaluator": {"spec": evaluator.spec, "arch": evaluator.arch, "sha256": evaluator.sha256, "accuracy": ev_acc},
-        "inversion_settings": inv.to_dict(), "objectives": list(objectives), "seed": seed, "notes": notes,
+        "inversion_settings": inv.to_dict(), "objectives": list(objectives), "distil": distil, "seed": seed,
+        "notes": notes,
         "prior": None if prior is None else {k: v for k, v in prior.items() if k not in ("images", "regulariser")},
     }
     report["threat_models"] = threat_models(report)
@@ -426,6 +443,51 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
     if json_path:
         write_json(json_path, report)
     return report
+
+
+DISTIL_MODES = ("auto", "always", "off")
+# attacker (c)'s surrogate routes, tried in this order after the ascent through the SNN itself
+DISTIL_ROUTES = ("distilled from its weights", "distilled from scratch")
+
+
+class Later:
+    """A model built only when an attack gets to it (e.g. a surrogate that takes a distillation)."""
+
+    def __init__(self, build):
+        self.build = build
+
+
+def _distilled(net, graph, entry: dict[str, Any], timesteps: int, prior: dict[str, Any] | None, data,
+               classes: list[int], inv: InversionSettings, route: str, device, seed: int, progress: bool,
+               log) -> torch.nn.Module:
+    """Attacker (c)'s surrogate of the SNN ``net`` (:func:`.distilled.distil_surrogate`) for ``route``
+    (:data:`DISTIL_ROUTES`: started from the variant's best weights-as-ANN reading, or from its
+    architecture only), fitted on the attacker's public images (when the audit has them) and noise,
+    then on its own CE inversions queried on the SNN (2 more rounds). Its record, with the auditor's
+    fidelity on up to 500 real test images, goes to ``entry["snn_inversion_distilled"][route]``."""
+    from .distilled import agreement, distil_surrogate, victim_logits
+
+    public = prior["images"] if prior is not None else None
+    log(f"[audit] (c), {route}: fitting a ReLU surrogate to the SNN's outputs on "
+        f"{'public images, ' if public is not None else ''}noise and its own inversions")
+    rounds = iter(range(1000))
+
+    def explore(surrogate):  # fresh seeds per round: images the final attack does not start from
+        return invert(surrogate, classes, tuple(graph.input.shape),
+                      replace(inv, objective="ce", seed=seed + 7919 * (1 + next(rounds))), device,
+                      desc=f"(c) {route}: exploring", progress=progress)[0]
+
+    scratch = route == "distilled from scratch"
+    surrogate, rec = distil_surrogate(net, graph, entry["weights_as_ann_mode"], timesteps, public, device,
+                                      epochs=100 if scratch else 30, lr=3e-3 if scratch else 1e-3, seed=seed,
+                                      progress=progress, scratch=scratch, rounds=3, explore=explore)
+    real = data.x[:500]
+    torch.manual_seed(seed)
+    rec["fidelity_real"] = agreement(victim_logits(surrogate, real, device, progress=False),
+                                     victim_logits(net, real, device, progress=False))
+    rec["public_data"] = prior["data"] if prior is not None else None
+    entry.setdefault("snn_inversion_distilled", {})[route] = rec
+    return surrogate
 
 
 THREAT_TITLES = {
@@ -570,6 +632,15 @@ def write_markdown(path: str | Path, r: dict[str, Any]) -> Path:
                           "SNN's): " + ", ".join(f"({k}) {'met' if v else 'not met'}" for k, v in bars.items()) + "."
                       + (f" Not converged: {', '.join(f'({k})' for k in enc.get('not_converged'))}."
                          if enc.get("not_converged") else "")]
+    for name, e in r["variants"].items():
+        for route, d in (e.get("snn_inversion_distilled") or {}).items():
+            run = (e.get("snn_inversion_readings_tried") or {}).get(route, {})
+            lines += ["", f"(c) on the {VARIANT_LABELS[name]}, {route} ({d['n_queries']} queries: "
+                          f"{', '.join(f'{v} {k}' for k, v in d['queries'].items())}; start: {d['start']}, "
+                          f"{d['rounds']} rounds): agrees with the SNN on {_pct(d['fidelity'])} of held-out queries and "
+                          f"{_pct(d['fidelity_real'])} of real test images; its inversions: evaluator "
+                          f"{_pct(run.get('evaluator'))}, the SNN puts {_pct(run.get('self'))} in their class. "
+                          f"Run counted for (c): {e.get('snn_inversion_reading')}."]
     g = r["goals"]
     lines += ["", f"Goals for an encrypted SNN: weights-as-ANN <= chance + {100 * GOAL_WEIGHTS_AS_ANN:.0f} points: "
                   f"{'met' if g['weights_as_ann'] else 'not met'}; inversion <= chance + {100 * GOAL_INVERSION:.0f} points: "
