@@ -34,7 +34,7 @@ def test_the_surrogate_learns_the_victim_and_leaves_the_graph_alone(scratch):
     graph = tiny_graph(seed=0)
     before = graph["fc"].weight.clone()
     victim = _victim()
-    sur, rec = distil_surrogate(victim, graph, "relu", 4, torch.rand(300, 1, 6, 6), epochs=60, lr=3e-3,
+    sur, rec = distil_surrogate(victim, graph, "relu", 4, torch.rand(300, 1, 6, 6), steps=1500, lr=3e-3,
                                 progress=False, scratch=scratch)
     assert rec["start"] == ("scratch" if scratch else "relu") and rec["n_queries"] == 1600
     assert rec["fidelity"] >= 0.8 and rec["fidelity"] > rec["fidelity_before"] + 0.2
@@ -55,7 +55,7 @@ def test_exploration_rounds_query_the_victim_on_the_surrogates_own_images():
         seen.append(len(seen))
         return torch.rand(16, 1, 6, 6)
 
-    sur, rec = distil_surrogate(victim, graph, "relu", 4, None, epochs=4, progress=False, rounds=3, explore=explore)
+    sur, rec = distil_surrogate(victim, graph, "relu", 4, None, steps=64, progress=False, rounds=3, explore=explore)
     assert seen == [0, 1] and rec["rounds"] == 3 and len(rec["explored_agreement"]) == 2
     assert rec["queries"]["explored"] == 32 and rec["n_queries"] == 1000 + 32
     assert all(0.0 <= a <= 1.0 for a in rec["explored_agreement"])
@@ -101,7 +101,7 @@ def test_audit_distils_only_while_the_snn_ascent_stalls(tmp_path, monkeypatch):
     import privatesnn.privacy.distilled as distilled_mod
 
     full = distilled_mod.distil_surrogate  # a short fit: this test checks the wiring, not the fit
-    monkeypatch.setattr(distilled_mod, "distil_surrogate", lambda *a, **k: full(*a, **{**k, "epochs": 2}))
+    monkeypatch.setattr(distilled_mod, "distil_surrogate", lambda *a, **k: full(*a, **{**k, "steps": 40}))
     r = audit_mod.run_audit(snn, "digits", "digits", tmp_path / "a", **kw)
     e = r["variants"]["converted_snn"]
     assert r["distil"] == "auto"

@@ -461,8 +461,8 @@ def _distilled(net, graph, entry: dict[str, Any], timesteps: int, prior: dict[st
                classes: list[int], inv: InversionSettings, route: str, device, seed: int, progress: bool,
                log) -> torch.nn.Module:
     """Attacker (c)'s surrogate of the SNN ``net`` (:func:`.distilled.distil_surrogate`) for ``route``
-    (:data:`DISTIL_ROUTES`: started from the variant's best weights-as-ANN reading, or from its
-    architecture only), fitted on the attacker's public images (when the audit has them) and noise,
+    (:data:`DISTIL_ROUTES`: started from the variant's best weights-as-ANN reading, 900 Adam steps, or
+    from its architecture only, 3000 steps), fitted on the attacker's public images (when the audit has them) and noise,
     then on its own CE inversions queried on the SNN (2 more rounds). Its record, with the auditor's
     fidelity on up to 500 real test images, goes to ``entry["snn_inversion_distilled"][route]``."""
     from .distilled import agreement, distil_surrogate, victim_logits
@@ -479,7 +479,7 @@ def _distilled(net, graph, entry: dict[str, Any], timesteps: int, prior: dict[st
 
     scratch = route == "distilled from scratch"
     surrogate, rec = distil_surrogate(net, graph, entry["weights_as_ann_mode"], timesteps, public, device,
-                                      epochs=100 if scratch else 30, lr=3e-3 if scratch else 1e-3, seed=seed,
+                                      steps=3000 if scratch else 900, lr=3e-3 if scratch else 1e-3, seed=seed,
                                       progress=progress, scratch=scratch, rounds=3, explore=explore)
     real = data.x[:500]
     torch.manual_seed(seed)

@@ -20,6 +20,7 @@ Written here (not a library): no maintained package does substitute-model invers
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -107,12 +108,13 @@ def _fit(surrogate: nn.Module, queries: torch.Tensor, targets: torch.Tensor, idx
 
 
 def distil_surrogate(victim: nn.Module, graph: Graph, mode: str, timesteps: int, public: torch.Tensor | None,
-                     device: torch.device | str = "cpu", epochs: int = 30, lr: float = 1e-3, batch_size: int = 64,
+                     device: torch.device | str = "cpu", steps: int = 900, lr: float = 1e-3, batch_size: int = 64,
                      seed: int = 0, progress: bool = True, scratch: bool = False, rounds: int = 1,
                      explore: Callable[[nn.Module], torch.Tensor] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Fit a ReLU surrogate of ``victim`` (see the module docstring): start from ``graph`` read as
     ``mode`` (``scratch``: its architecture only), fine-tune on the attacker's queries to the victim's
-    logits. With ``rounds`` > 1 and ``explore`` (surrogate -> images, e.g. its own inversions), each
+    logits for about ``steps`` optimiser steps (whole epochs over the fitted queries: the budget, not
+    the epoch count, is what a larger query set should keep). With ``rounds`` > 1 and ``explore`` (surrogate -> images, e.g. its own inversions), each
     further round queries the victim on the explored images too and fits again: the surrogate learns
     the victim where the attack goes (substitute training with augmentation, Papernot et al. 2017).
     Returns the frozen surrogate (eval mode) and its record: query counts, fidelity on held-out queries
@@ -126,6 +128,7 @@ def distil_surrogate(victim: nn.Module, graph: Graph, mode: str, timesteps: int,
     order = torch.randperm(len(queries), generator=gen)
     held = order[: max(1, len(order) // 5)]
     fit = order[len(held):]
+    epochs = max(1, round(steps / math.ceil(len(fit) / batch_size)))
     surrogate = trainable_reading(graph, mode, timesteps, scratch, seed).to(device)
     with torch.no_grad():
         before = agreement(victim_logits(surrogate, queries[held], device, progress=False), targets[held])
@@ -153,7 +156,7 @@ def distil_surrogate(victim: nn.Module, graph: Graph, mode: str, timesteps: int,
     after = agreement(victim_logits(surrogate, queries[held], device, progress=False), targets[held])
     counts["explored"] = len(queries) - sum(counts.values())
     record = {"start": "scratch" if scratch else mode, "queries": counts, "n_queries": len(queries),
-              "held_out": len(held), "epochs": epochs, "rounds": rounds, "lr": lr,
+              "held_out": len(held), "steps": steps, "epochs": epochs, "rounds": rounds, "lr": lr,
               "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
               "fidelity_before": before, "fidelity": after, "explored_agreement": explored}
     return surrogate, record
