@@ -293,6 +293,14 @@ def _section_privacy(data: RunData) -> str:
                            "(d) inversion with a public-data prior"], rows))
         out.append(f"<p class='note'>chance {_pct(p.get('chance'))}; {p.get('n_inverted')} inverted images per variant, "
                    f"scored by an independent evaluator ({html.escape(str(p.get('evaluator', {}).get('spec')))}).</p>")
+        for name, v in p["variants"].items():
+            routes = v.get("snn_inversion_readings_tried") or {}
+            if len(routes) > 1:  # attacker (c) also inverted surrogates distilled from the SNN (attack --distil)
+                out.append(f"<p class='note'>(c) on {html.escape(name)}, every route tried (evaluator accuracy, share "
+                           "the SNN itself puts in the target class): " + "; ".join(
+                               f"{html.escape(r)} {_pct(t.get('evaluator'))}, {_pct(t.get('self'))}"
+                               for r, t in routes.items())
+                           + f"; counted: {html.escape(str(v.get('snn_inversion_reading')))}.</p>")
         pngs = []
         for name, v in p["variants"].items():
             for key in ("relu_inversion_png", "inversion_png", "snn_inversion_png", "prior_inversion_png"):

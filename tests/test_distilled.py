@@ -112,6 +112,9 @@ def test_audit_distils_only_while_the_snn_ascent_stalls(tmp_path, monkeypatch):
     assert victims[-2:] == ["SNNForInversion", "SNNForInversion"]  # scored on the SNN itself
     md = (tmp_path / "a" / "privacy.md").read_text()
     assert "distilled from scratch" in md and "of real test images" in md
+    from privatesnn.html_report import _section_privacy, collect
+
+    assert "every route tried" in _section_privacy(collect([tmp_path / "a"]))  # and `privsnn report` says so
     off = audit_mod.run_audit(snn, "digits", "digits", tmp_path / "b", distil="off", **kw)
     assert "snn_inversion_readings_tried" not in off["variants"]["converted_snn"]
     monkeypatch.setattr(audit_mod, "score_inversion",  # converging runs: auto stops after the first, always does not

@@ -16,6 +16,7 @@ PNG grids of the inverted images, in ``out_dir``. The verdict line is computed f
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import replace
@@ -462,19 +463,20 @@ def _distilled(net, graph, entry: dict[str, Any], timesteps: int, prior: dict[st
                log) -> torch.nn.Module:
     """Attacker (c)'s surrogate of the SNN ``net`` (:func:`.distilled.distil_surrogate`) for ``route``
     (:data:`DISTIL_ROUTES`: started from the variant's best weights-as-ANN reading, 900 Adam steps, or
-    from its architecture only, 3000 steps), fitted on the attacker's public images (when the audit has them) and noise,
-    then on its own CE inversions queried on the SNN (2 more rounds). Its record, with the auditor's
-    fidelity on up to 500 real test images, goes to ``entry["snn_inversion_distilled"][route]``."""
+    from its architecture only, 3000 steps), fitted on the attacker's public images (when the audit
+    has them) and noise, then on its own CE inversions queried on the SNN (2 more rounds). Its record,
+    with the auditor's fidelity on up to 500 real test images, goes to
+    ``entry["snn_inversion_distilled"][route]``."""
     from .distilled import agreement, distil_surrogate, victim_logits
 
     public = prior["images"] if prior is not None else None
     log(f"[audit] (c), {route}: fitting a ReLU surrogate to the SNN's outputs on "
         f"{'public images, ' if public is not None else ''}noise and its own inversions")
-    rounds = iter(range(1000))
+    rounds = itertools.count(1)
 
     def explore(surrogate):  # fresh seeds per round: images the final attack does not start from
         return invert(surrogate, classes, tuple(graph.input.shape),
-                      replace(inv, objective="ce", seed=seed + 7919 * (1 + next(rounds))), device,
+                      replace(inv, objective="ce", seed=seed + 7919 * next(rounds)), device,
                       desc=f"(c) {route}: exploring", progress=progress)[0]
 
     scratch = route == "distilled from scratch"

@@ -112,13 +112,14 @@ def distil_surrogate(victim: nn.Module, graph: Graph, mode: str, timesteps: int,
                      seed: int = 0, progress: bool = True, scratch: bool = False, rounds: int = 1,
                      explore: Callable[[nn.Module], torch.Tensor] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Fit a ReLU surrogate of ``victim`` (see the module docstring): start from ``graph`` read as
-    ``mode`` (``scratch``: its architecture only), fine-tune on the attacker's queries to the victim's
-    logits for about ``steps`` optimiser steps (whole epochs over the fitted queries: the budget, not
-    the epoch count, is what a larger query set should keep). With ``rounds`` > 1 and ``explore`` (surrogate -> images, e.g. its own inversions), each
-    further round queries the victim on the explored images too and fits again: the surrogate learns
-    the victim where the attack goes (substitute training with augmentation, Papernot et al. 2017).
-    Returns the frozen surrogate (eval mode) and its record: query counts, fidelity on held-out queries
-    before and after, and per round the share of explored images the victim puts in the surrogate's class."""
+    ``mode`` (``scratch``: its architecture only) and fit it to the victim's logits on the attacker's
+    queries for about ``steps`` optimiser steps (whole epochs: a step budget, so a larger query set
+    does not multiply the cost). With ``rounds`` > 1 and ``explore`` (surrogate -> images, e.g. its
+    own inversions), each further round queries the victim on the explored images too and fits
+    again: the surrogate learns the victim where the attack goes (substitute training with
+    augmentation, Papernot et al. 2017). Returns the frozen surrogate (eval mode) and its record:
+    query counts, fidelity on held-out queries before and after, and per round the share of explored
+    images on which the victim and the surrogate pick the same class."""
     gen = torch.Generator().manual_seed(seed)
     input_shape = tuple(graph.input.shape)
     n_noise = max(len(public) if public is not None else 0, 1000)
