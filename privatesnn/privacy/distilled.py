@@ -156,7 +156,7 @@ def distil_surrogate(victim: nn.Module, graph: Graph, mode: str, timesteps: int,
         p.requires_grad_(False)
     after = agreement(victim_logits(surrogate, queries[held], device, progress=False), targets[held])
     counts["explored"] = len(queries) - sum(counts.values())
-    record = {"start": "scratch" if scratch else mode, "queries": counts, "n_queries": len(queries),
+    record = {"start": "scratch" if scratch else mode, "reading": mode, "queries": counts, "n_queries": len(queries),
               "held_out": len(held), "steps": steps, "epochs": epochs, "rounds": rounds, "lr": lr,
               "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
               "fidelity_before": before, "fidelity": after, "explored_agreement": explored}
