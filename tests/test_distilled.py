@@ -109,6 +109,8 @@ def test_audit_distils_only_while_the_snn_ascent_stalls(tmp_path, monkeypatch):
     assert set(e["snn_inversion_distilled"]) == set(audit_mod.DISTIL_ROUTES)
     for rec in e["snn_inversion_distilled"].values():
         assert 0.0 <= rec["fidelity_real"] <= 1.0 and rec["public_data"] == "digits-train"
+    assert e["snn_inversion_distilled"]["distilled from its weights"]["reading"] == e["weights_as_ann_mode"]
+    assert e["snn_inversion_distilled"]["distilled from scratch"]["reading"] == "relu"  # no thresholds, no clamp
     assert victims[-2:] == ["SNNForInversion", "SNNForInversion"]  # scored on the SNN itself
     md = (tmp_path / "a" / "privacy.md").read_text()
     assert "distilled from scratch" in md and "of real test images" in md
