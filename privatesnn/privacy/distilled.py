@@ -84,14 +84,16 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _fit(surrogate: nn.Module, queries: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor, epochs: int,
-         lr: float, batch_size: int, device, gen: torch.Generator) -> list[float]:
+         lr: float, batch_size: int, device, gen: torch.Generator, desc: str = "fitting the surrogate",
+         progress: bool = True) -> list[float]:
     """Fine-tune ``surrogate`` on ``queries[idx]`` to ``targets[idx]`` (mean squared error on the logits)."""
     params = [p for p in surrogate.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     surrogate.train()
     losses = []
-    for _ in range(epochs):
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=not progress)
+    for _ in bar:
         perm = idx[torch.randperm(len(idx), generator=gen)]
         total = 0.0
         for k in range(0, len(perm), batch_size):
@@ -103,6 +105,7 @@ def _fit(surrogate: nn.Module, queries: torch.Tensor, targets: torch.Tensor, idx
             total += float(loss) * len(b)
         sched.step()
         losses.append(total / max(len(idx), 1))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
     surrogate.eval()
     return losses
 
@@ -133,12 +136,12 @@ def distil_surrogate(victim: nn.Module, graph: Graph, mode: str, timesteps: int,
     surrogate = trainable_reading(graph, mode, timesteps, scratch, seed).to(device)
     with torch.no_grad():
         before = agreement(victim_logits(surrogate, queries[held], device, progress=False), targets[held])
-    bar = tqdm(total=rounds, desc="distilling a surrogate of the SNN", unit="round", leave=False, disable=not progress)
-    losses = _fit(surrogate, queries, targets, fit, epochs, lr, batch_size, device, gen)
-    bar.update(1)
+    total = rounds if explore is not None else 1
+    losses = _fit(surrogate, queries, targets, fit, epochs, lr, batch_size, device, gen,
+                  f"fitting the surrogate (round 1/{total})", progress)
     explored = []
     free = [p for p in surrogate.parameters() if p.requires_grad]
-    for _ in range(1, rounds if explore is not None else 1):
+    for r in range(2, total + 1):
         for p in free:  # the attack on the surrogate needs input gradients only
             p.requires_grad_(False)
         images = explore(surrogate).detach().cpu()
@@ -149,9 +152,8 @@ def distil_surrogate(victim: nn.Module, graph: Graph, mode: str, timesteps: int,
         explored.append(agreement(mine, answers))
         fit = torch.cat([fit, torch.arange(len(queries), len(queries) + len(images))])
         queries, targets = torch.cat([queries, images]), torch.cat([targets, answers])
-        losses += _fit(surrogate, queries, targets, fit, max(1, epochs // 2), lr, batch_size, device, gen)
-        bar.update(1)
-    bar.close()
+        losses += _fit(surrogate, queries, targets, fit, max(1, epochs // 2), lr, batch_size, device, gen,
+                       f"fitting the surrogate (round {r}/{total})", progress)
     for p in surrogate.parameters():
         p.requires_grad_(False)
     after = agreement(victim_logits(surrogate, queries[held], device, progress=False), targets[held])
