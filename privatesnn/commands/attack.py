@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .common import add_device_arg, add_model_args, positive_int
 
@@ -81,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
                    prior_data=None if args.prior_data == "none" else args.prior_data,
                    objectives=[o.strip() for o in args.objectives.split(",") if o.strip()], distil=args.distil)
     print(f"verdict: {report['verdict']}")
-    print(f"wrote {args.out}/privacy.json, {args.out}/privacy.md" + (f" and {args.json}" if args.json else ""))
+    out = Path(args.out)
+    print(f"wrote {out / 'privacy.json'}, {out / 'privacy.md'}" + (f" and {args.json}" if args.json else ""))
     return 0
