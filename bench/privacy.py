@@ -95,6 +95,10 @@ MISALIGN_STUDY = [("misalign 1.5 / 0.3", {"qcfs_misalign": 1.5}, {"misalign": 0.
                    {"misalign": 0.3, "trapdoor": 0.6, "trapdoor_per_class": 3}, KEY_STUDY_KEYS),
                   ("misalign 1.5 / 0.1 + trapdoor 0.6, 3 per class", {"qcfs_misalign": 1.5},
                    {"misalign": 0.1, "trapdoor": 0.6, "trapdoor_per_class": 3}, KEY_STUDY_KEYS),
+                  # the misalignment in QCFS fine-tuning only (the encryption keeps the trapdoor, not the penalty):
+                  # does (c) stall less where the encryption does not turn the gradients further?
+                  ("misalign 1.5 / 0 + trapdoor 0.6, 3 per class", {"qcfs_misalign": 1.5},
+                   {"trapdoor": 0.6, "trapdoor_per_class": 3}, KEY_STUDY_KEYS),
                   # the trapdoor alone under the same audit: what the misalignment adds
                   ("trapdoor 0.6, 3 per class (no misalignment)", {}, {"trapdoor": 0.6, "trapdoor_per_class": 3},
                    KEY_STUDY_KEYS)]
