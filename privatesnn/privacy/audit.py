@@ -291,7 +291,7 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
                                 desc=desc + (f" [{o}]" if len(objectives) > 1 else ""), progress=progress, **kwargs)
             if reseed:  # a rate-coded SNN draws its input spikes from the global generator
                 torch.manual_seed(seed)
-            runs[o] = {**score_inversion(ev_module, victim or model, imgs, labs, device), "images": (imgs, labs)}
+            runs[o] = {**score_inversion(ev_module, model if victim is None else victim, imgs, labs, device), "images": (imgs, labs)}
         best = max(runs, key=lambda o: strength(runs[o]))
         return {**runs[best], "objective": best,
                 "by_objective": {o: {"evaluator": r["evaluator"], "self": r["self"]} for o, r in runs.items()}}
@@ -400,9 +400,11 @@ def run_audit(snn_path: str | Path, model_spec: str | None, data_spec: str, out_
             net = snn_for_inversion(obj.graph, T, inv.snn_surrogate_alpha).to(device)
             routes: Any = net
             if distil != "off":  # where the SNN's own gradients stall, surrogates distilled from its outputs
+                snn_on_real: dict[str, torch.Tensor] = {}  # the SNN's predictions on real images, once per variant
                 routes = {"surrogate gradients": net,
                           **{route: Later(partial(_distilled, net, obj.graph, entry, T, prior, data, classes, inv,
-                                                  route, device, seed, progress, log)) for route in DISTIL_ROUTES}}
+                                                  route, device, seed, progress, log, snn_on_real))
+                             for route in DISTIL_ROUTES}}
             s2 = attack(routes, "snn_inversion", name, classes, f"SNN inversion: {VARIANT_LABELS[name]} (T={T})",
                         reseed=True, victim=net, try_all=distil == "always")
             record(entry, "snn_inversion", s2)
@@ -460,14 +462,15 @@ class Later:
 
 def _distilled(net, graph, entry: dict[str, Any], timesteps: int, prior: dict[str, Any] | None, data,
                classes: list[int], inv: InversionSettings, route: str, device, seed: int, progress: bool,
-               log) -> torch.nn.Module:
+               log, snn_on_real: dict[str, torch.Tensor]) -> torch.nn.Module:
     """Attacker (c)'s surrogate of the SNN ``net`` (:func:`.distilled.distil_surrogate`) for ``route``
     (:data:`DISTIL_ROUTES`: started from the variant's best weights-as-ANN reading, 900 Adam steps, or
     from its architecture only, 3000 steps), fitted on the attacker's public images (when the audit
     has them) and noise, then on its own CE inversions queried on the SNN (2 more rounds). Its record,
-    with the auditor's fidelity on up to 500 real test images, goes to
-    ``entry["snn_inversion_distilled"][route]``."""
-    from .distilled import agreement, distil_surrogate, victim_logits
+    with the auditor's fidelity on up to 500 real test images (the SNN's predictions on them cached in
+    ``snn_on_real``), goes to ``entry["snn_inversion_distilled"][route]``."""
+    from ..evaluation import predict
+    from .distilled import distil_surrogate
 
     public = prior["images"] if prior is not None else None
     log(f"[audit] (c), {route}: fitting a ReLU surrogate to the SNN's outputs on "
@@ -487,9 +490,11 @@ def _distilled(net, graph, entry: dict[str, Any], timesteps: int, prior: dict[st
                                       steps=3000 if scratch else 900, lr=3e-3 if scratch else 1e-3, seed=seed,
                                       progress=progress, scratch=scratch, rounds=3, explore=explore)
     real = data.x[:500]
-    torch.manual_seed(seed)
-    rec["fidelity_real"] = agreement(victim_logits(surrogate, real, device, progress=False),
-                                     victim_logits(net, real, device, progress=False))
+    if "preds" not in snn_on_real:
+        torch.manual_seed(seed)  # a rate-coded SNN draws its input spikes from the global generator
+        snn_on_real["preds"] = predict(net, real, 100, device=device, progress=False)
+    rec["fidelity_real"] = float((predict(surrogate, real, 100, device=device, progress=False)
+                                  == snn_on_real["preds"]).float().mean())
     rec["public_data"] = prior["data"] if prior is not None else None
     entry.setdefault("snn_inversion_distilled", {})[route] = rec
     return surrogate
